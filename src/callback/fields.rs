@@ -1,0 +1,60 @@
+//! Reading single JSON values leniently: a wrong type is "missing", never a panic.
+
+use std::borrow::Cow;
+
+use serde_json::value::RawValue;
+
+/// Largest accepted time, 9999-12-31T23:59:59.999Z, so output keeps four-digit years.
+const MAX_MS: u64 = 253_402_300_799_999;
+/// Values at or above this are milliseconds; smaller ones are seconds.
+const MS_THRESHOLD: u64 = 100_000_000_000;
+
+/// The value as a string, if it is one.
+pub fn text(raw: &RawValue) -> Option<Cow<'_, str>> {
+    if raw.get().starts_with('"') {
+        serde_json::from_str(raw.get()).ok()
+    } else {
+        None
+    }
+}
+
+/// The first usable message id: a string, trimmed, not empty.
+pub fn key<'a>(candidates: &[Option<&'a RawValue>]) -> Option<Cow<'a, str>> {
+    candidates.iter().flatten().find_map(|raw| {
+        let s = text(raw)?;
+        let trimmed = s.trim();
+        if trimmed.is_empty() {
+            None
+        } else if trimmed.len() == s.len() {
+            Some(s)
+        } else {
+            Some(Cow::Owned(trimmed.to_owned()))
+        }
+    })
+}
+
+/// An epoch time given as a number or a string of digits; seconds or milliseconds.
+pub fn epoch_ms(raw: &RawValue) -> Option<i64> {
+    let digits = match text(raw) {
+        Some(s) => s,
+        None => Cow::Borrowed(raw.get()),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let value: u64 = digits.parse().ok()?;
+    let ms = if value >= MS_THRESHOLD {
+        value
+    } else {
+        value * 1000
+    };
+    (ms <= MAX_MS).then_some(ms as i64)
+}
+
+/// An integer error code, as a JSON integer or a string of digits.
+pub fn code(raw: &RawValue) -> Option<i64> {
+    match text(raw) {
+        Some(s) => s.trim().parse().ok(),
+        None => raw.get().parse().ok(),
+    }
+}

@@ -1,0 +1,156 @@
+//! Callback lines → status events. One line may hold one V2 callback, one V3
+//! envelope (several statuses), or either wrapped as `{"received_at", "body"}`.
+//! Every line ends as events, skips or dead letters: nothing is dropped unseen.
+
+mod fields;
+mod v2;
+mod v3;
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::status::Status;
+
+/// One status change of one message, as the rules of SPEC §3 read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event<'a> {
+    pub key: Cow<'a, str>,
+    pub status: Status,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// Error code, kept only for `failed` events.
+    pub code: Option<i64>,
+}
+
+/// Why a line or a status entry could not be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    NotUtf8,
+    NotJson,
+    UnknownShape,
+    UnknownStatus,
+    MissingKey,
+    BadTimestamp,
+    /// The file itself could not be read to the end (corrupt gzip and the like).
+    UnreadableFile,
+    /// A pending key found no row before its time-to-live ended.
+    PendingExpired,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NotUtf8 => "not UTF-8",
+            Reason::NotJson => "not JSON",
+            Reason::UnknownShape => "not a known callback shape",
+            Reason::UnknownStatus => "unknown or missing status",
+            Reason::MissingKey => "missing message id",
+            Reason::BadTimestamp => "missing or unusable timestamp",
+            Reason::UnreadableFile => "file unreadable past this line",
+            Reason::PendingExpired => "no message row matched before the time-to-live ended",
+        }
+    }
+}
+
+/// Receives what a line holds. A dead letter names the bad V3 status entry, or
+/// `None` when the whole line is bad (the sink holds the line).
+pub trait Sink {
+    fn event(&mut self, event: Event<'_>);
+    fn skipped(&mut self);
+    fn dead_letter(&mut self, reason: Reason, entry: Option<&str>);
+}
+
+/// The fields that tell the shapes apart; all else is read lazily.
+#[derive(Deserialize)]
+struct Top<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    timestamp: Option<&'a RawValue>,
+    #[serde(borrow)]
+    payload: Option<&'a RawValue>,
+    #[serde(borrow)]
+    entry: Option<&'a RawValue>,
+    #[serde(borrow)]
+    body: Option<&'a RawValue>,
+}
+
+/// Parses one line (without its newline). Blank lines must be filtered out before.
+pub fn parse_line(line: &[u8], sink: &mut impl Sink) {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return sink.dead_letter(Reason::NotUtf8, None);
+    };
+    parse_text(text, true, sink);
+}
+
+fn parse_text(text: &str, may_be_wrapped: bool, sink: &mut impl Sink) {
+    let top: Top = match serde_json::from_str(text) {
+        Ok(top) => top,
+        Err(e) if e.is_data() => return sink.dead_letter(Reason::UnknownShape, None),
+        Err(_) => return sink.dead_letter(Reason::NotJson, None),
+    };
+    let mut counter = Counting { inner: sink, seen: false };
+    if let Some(entry) = top.entry {
+        v3::parse(entry, &mut counter);
+    } else if let Some(kind) = top.kind {
+        v2::parse(kind, top.timestamp, top.payload, &mut counter);
+    } else if let (Some(body), true) = (top.body, may_be_wrapped) {
+        return unwrap_body(body, sink);
+    }
+    if !counter.seen {
+        sink.dead_letter(Reason::UnknownShape, None);
+    }
+}
+
+/// The receiver's wrapper: `body` is the callback, as an object or as a JSON string.
+fn unwrap_body(body: &RawValue, sink: &mut impl Sink) {
+    if let Some(inner) = fields::text(body) {
+        parse_text(&inner, false, sink)
+    } else if body.get().starts_with('{') {
+        parse_text(body.get(), false, sink)
+    } else {
+        sink.dead_letter(Reason::UnknownShape, None)
+    }
+}
+
+/// Notes whether a line produced anything, so an empty shape is dead-lettered.
+struct Counting<'s, S: Sink> {
+    inner: &'s mut S,
+    seen: bool,
+}
+
+impl<S: Sink> Sink for Counting<'_, S> {
+    fn event(&mut self, event: Event<'_>) {
+        self.seen = true;
+        self.inner.event(event)
+    }
+    fn skipped(&mut self) {
+        self.seen = true;
+        self.inner.skipped()
+    }
+    fn dead_letter(&mut self, reason: Reason, entry: Option<&str>) {
+        self.seen = true;
+        self.inner.dead_letter(reason, entry)
+    }
+}
+
+/// What a status entry yields once its fields are read.
+fn status_event<'a>(
+    status: Option<&RawValue>,
+    key: Option<Cow<'a, str>>,
+    at: Option<&RawValue>,
+    code: impl FnOnce() -> Option<i64>,
+) -> Result<Event<'a>, Reason> {
+    let status = fields::text(status.ok_or(Reason::UnknownStatus)?)
+        .and_then(|w| Status::from_callback(&w))
+        .ok_or(Reason::UnknownStatus)?;
+    let key = key.ok_or(Reason::MissingKey)?;
+    let at_ms = at.and_then(fields::epoch_ms).ok_or(Reason::BadTimestamp)?;
+    let code = if status == Status::Error { code() } else { None };
+    Ok(Event { key, status, at_ms, code })
+}
+
+#[cfg(test)]
+mod tests;

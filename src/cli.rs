@@ -1,0 +1,184 @@
+//! The command line. Every flag can also come from the environment variable named
+//! in its help.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::{Args, Parser, Subcommand};
+
+use crate::logging::LogFormat;
+use crate::target::Columns;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bsp-status-loader",
+    version,
+    about = "Resolve Gupshup status callbacks and write each message's bsp_status to Glific's messages table",
+    long_about = "Reads Gupshup status callbacks (V2 and V3, NDJSON, optionally gzip) from a bucket \
+or folder, works out each message's status (the highest of enqueued < sent < error < delivered < \
+read < played < deleted, at the earliest time it was seen), and MERGEs it into the messages table \
+without ever moving a status backwards.\n\nExit codes: 0 success (dead-lettered records do not \
+fail a run), 1 failure (a rerun is safe), 2 usage or configuration error."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log format: text on a terminal and JSON lines for Cloud Logging otherwise (auto),
+    /// or forced. RUST_LOG sets the level.
+    #[arg(long, global = true, env = "BSP_LOG_FORMAT", value_enum, default_value = "auto")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The scheduled job: process the files not done yet, retry pending keys, update the table.
+    Run(RunArgs),
+    /// Reprocess the files of a date window, whatever the bookkeeping says.
+    Backfill(BackfillArgs),
+    /// Parse and resolve only: print one JSON line per message, sorted by id. Writes no target.
+    Resolve(ResolveArgs),
+    /// Create what the target needs (the job's tables, the key column). Safe to run again.
+    Init(InitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    /// Where the callback files are: gs://BUCKET/PREFIX, file:///DIR, or a path (folder or file).
+    /// Every file below it is read; gzip is recognised by content.
+    #[arg(long, env = "BSP_SOURCE")]
+    pub source: String,
+
+    /// How many files are fetched and parsed at once.
+    #[arg(long, env = "BSP_CONCURRENCY", default_value_t = default_concurrency())]
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Where statuses go: sqlite://PATH, or bigquery://PROJECT/DATASET[/TABLE] (TABLE defaults
+    /// to messages).
+    #[arg(long, env = "BSP_TARGET")]
+    pub target: String,
+
+    /// The messages table (for sqlite; in a bigquery URL the table is part of the URL).
+    #[arg(long, env = "BSP_MESSAGES_TABLE", default_value = "messages")]
+    pub messages_table: String,
+
+    /// Column holding the Gupshup message id.
+    #[arg(long, env = "BSP_KEY_COLUMN", default_value = "bsp_message_id")]
+    pub key_column: String,
+
+    /// Column the resolved status is written to.
+    #[arg(long, env = "BSP_STATUS_COLUMN", default_value = "bsp_status")]
+    pub status_column: String,
+
+    /// Column that receives a JSON note (code, time) when a message becomes `error`;
+    /// left alone if the table has no such column.
+    #[arg(long, env = "BSP_ERRORS_COLUMN", default_value = "errors")]
+    pub errors_column: String,
+
+    /// Create an empty Glific-shaped messages table if there is none (for trials and tests).
+    #[arg(long, env = "BSP_CREATE_MESSAGES")]
+    pub create_messages: bool,
+}
+
+impl TargetArgs {
+    pub fn columns(&self) -> Columns {
+        Columns {
+            table: self.messages_table.clone(),
+            key: self.key_column.clone(),
+            status: self.status_column.clone(),
+            errors: self.errors_column.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// How long a key without a messages row stays pending (counted from the run that first
+    /// saw it) before it is dead-lettered: e.g. 7d, 36h, 90m.
+    #[arg(long, env = "BSP_PENDING_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub pending_ttl: chrono::Duration,
+
+    /// Pretend the run starts at this time (RFC 3339). For tests and replays.
+    #[arg(long, env = "BSP_NOW", hide = true)]
+    pub now: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// First day of the window (YYYY-MM-DD), by the date in the file's path, else its time.
+    #[arg(long, env = "BSP_FROM")]
+    pub from: NaiveDate,
+
+    /// Last day of the window, inclusive.
+    #[arg(long, env = "BSP_TO")]
+    pub to: NaiveDate,
+}
+
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// Write the resolution here instead of standard output.
+    #[arg(long, short, env = "BSP_OUTPUT")]
+    pub output: Option<PathBuf>,
+
+    /// Keep dead-lettered records here as JSON lines (file, line, reason, raw). Without it they
+    /// are only counted.
+    #[arg(long, env = "BSP_DEAD_LETTERS")]
+    pub dead_letters: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+fn default_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
+}
+
+/// `7d`, `36h`, `90m`, `45s`.
+fn parse_duration(text: &str) -> Result<chrono::Duration, String> {
+    let unit_at = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(unit_at);
+    let n: i64 = number.parse().map_err(|_| format!("{text:?}: expected a number and d, h, m or s"))?;
+    match unit {
+        "d" => Ok(chrono::Duration::days(n)),
+        "h" => Ok(chrono::Duration::hours(n)),
+        "m" => Ok(chrono::Duration::minutes(n)),
+        "s" | "" => Ok(chrono::Duration::seconds(n)),
+        _ => Err(format!("{text:?}: the unit must be d, h, m or s")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("7d"), Ok(chrono::Duration::days(7)));
+        assert_eq!(parse_duration("90m"), Ok(chrono::Duration::minutes(90)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3w").is_err());
+    }
+}

@@ -1,0 +1,12 @@
+use anyhow::Result;
+use tracing::info;
+
+use crate::cli::InitArgs;
+use crate::target;
+
+pub async fn init(args: &InitArgs) -> Result<()> {
+    let target = target::open(&args.target.target, args.target.columns())?;
+    target.init(args.target.create_messages).await?;
+    info!(target_url = %args.target.target, "target ready");
+    Ok(())
+}

@@ -1,0 +1,16 @@
+//! bsp-status-loader: a callback line's trip is
+//! `source` (list, fetch, decode) → `callback` (parse V2/V3 into events) →
+//! `resolve` (one status per message) → `target` (guarded write, bookkeeping).
+//! `pipeline` drives the first three; `commands` wire each subcommand.
+
+pub mod callback;
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod failpoint;
+pub mod logging;
+pub mod pipeline;
+pub mod resolve;
+pub mod source;
+pub mod status;
+pub mod target;

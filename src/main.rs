@@ -1,0 +1,37 @@
+//! The `bsp-status-loader` binary: parse the command line, set up logs, run.
+
+use std::process::ExitCode;
+
+use bsp_status_loader::cli::{Cli, Command};
+use bsp_status_loader::{commands, error, logging};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let run_id = format!(
+        "{}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    logging::init(cli.log_format, &run_id);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Run(args) => commands::run(args, &run_id).await,
+            Command::Backfill(args) => commands::backfill(args, &run_id).await,
+            Command::Resolve(args) => commands::resolve(args).await,
+            Command::Init(args) => commands::init(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = error::exit_code(&e);
+            tracing::error!(exit_code = code, "{e:#}");
+            ExitCode::from(code)
+        }
+    }
+}

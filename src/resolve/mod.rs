@@ -1,0 +1,153 @@
+//! Events → one status per message. The rule is a max over a total order, so the
+//! answer does not depend on order, batching or repetition (SPEC §3).
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use chrono::{DateTime, SecondsFormat};
+use serde::Serialize;
+
+use crate::callback::Event;
+use crate::status::Status;
+
+/// What a message resolves to: the highest status, the earliest time of it, and
+/// (for `error`) that event's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolved {
+    pub status: Status,
+    pub at_ms: i64,
+    pub code: Option<i64>,
+}
+
+impl Resolved {
+    pub fn of(event: &Event<'_>) -> Self {
+        Resolved {
+            status: event.status,
+            at_ms: event.at_ms,
+            code: event.code,
+        }
+    }
+
+    /// Folds another observation of the same message in. Commutative, associative
+    /// and idempotent; returns whether `self` changed.
+    pub fn absorb(&mut self, other: Resolved) -> bool {
+        let before = *self;
+        // Greater: a higher status, or the same status seen earlier.
+        let order = other.status.cmp(&self.status).then(self.at_ms.cmp(&other.at_ms));
+        match order {
+            Ordering::Greater => *self = other,
+            Ordering::Less => {}
+            Ordering::Equal => {
+                self.code = match (self.code, other.code) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+        }
+        *self != before
+    }
+
+    /// `status_at` as SPEC §5 prints it: UTC, milliseconds, `Z`.
+    pub fn status_at(&self) -> String {
+        format_ms(self.at_ms)
+    }
+}
+
+/// An epoch time in milliseconds as RFC 3339 UTC with milliseconds and `Z`;
+/// fixed width for years 1970..=9999, so such texts sort as times.
+pub fn format_ms(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .expect("times are bounded to years 1970..=9999")
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The inverse of `format_ms`.
+pub fn parse_ms(text: &str) -> anyhow::Result<i64> {
+    Ok(DateTime::parse_from_rfc3339(text)?.timestamp_millis())
+}
+
+/// The resolution of a set of events, keyed by Gupshup message id.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    map: HashMap<Box<str>, Resolved>,
+}
+
+impl Resolution {
+    /// Adds one event; returns whether it changed anything (false: a repeat or a loser).
+    pub fn add(&mut self, event: &Event<'_>) -> bool {
+        self.insert(&event.key, Resolved::of(event))
+    }
+
+    pub fn insert(&mut self, key: &str, value: Resolved) -> bool {
+        match self.map.get_mut(key) {
+            Some(current) => current.absorb(value),
+            None => {
+                self.map.insert(key.into(), value);
+                true
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: Resolution) {
+        if self.map.len() < other.map.len() {
+            let smaller = std::mem::replace(self, other);
+            return self.merge(smaller);
+        }
+        for (key, value) in other.map {
+            match self.map.get_mut(&key) {
+                Some(current) => {
+                    current.absorb(value);
+                }
+                None => {
+                    self.map.insert(key, value);
+                }
+            }
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Resolved)> {
+        self.map.iter().map(|(k, v)| (&**k, v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Resolved> {
+        self.map.get(key)
+    }
+
+    /// Entries sorted by key in byte order.
+    pub fn sorted(&self) -> Vec<(&str, &Resolved)> {
+        let mut rows: Vec<_> = self.iter().collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        rows
+    }
+}
+
+/// One output line of `resolve`.
+#[derive(Serialize)]
+pub struct OutputRow<'a> {
+    pub bsp_message_id: &'a str,
+    pub bsp_status: &'static str,
+    pub status_at: String,
+    pub error_code: Option<i64>,
+}
+
+impl<'a> OutputRow<'a> {
+    pub fn new(key: &'a str, r: &Resolved) -> Self {
+        OutputRow {
+            bsp_message_id: key,
+            bsp_status: r.status.written(),
+            status_at: r.status_at(),
+            error_code: r.code,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,80 @@
+//! Object bytes → text lines: gzip recognised by its magic bytes, whatever the name.
+
+use std::io::Read;
+
+use bytes::Bytes;
+use flate2::read::MultiGzDecoder;
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// A decoded object. `error` tells why decoding stopped early; `data` then holds
+/// the complete lines before that point.
+pub struct Decoded {
+    pub data: Bytes,
+    pub error: Option<String>,
+}
+
+pub fn decode(raw: Bytes) -> Decoded {
+    if !raw.starts_with(&GZIP_MAGIC) {
+        return Decoded { data: raw, error: None };
+    }
+    let mut out = Vec::with_capacity(raw.len().saturating_mul(4));
+    match MultiGzDecoder::new(&raw[..]).read_to_end(&mut out) {
+        Ok(_) => Decoded { data: out.into(), error: None },
+        Err(e) => {
+            // Keep only whole lines: a cut-off last line is part of the damage.
+            let whole = memchr::memrchr(b'\n', &out).map_or(0, |i| i + 1);
+            out.truncate(whole);
+            Decoded { data: out.into(), error: Some(format!("gzip: {e}")) }
+        }
+    }
+}
+
+/// Non-blank lines with their 1-based line numbers, without `\n` or `\r\n`.
+pub fn lines(data: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+    data.split(|&b| b == b'\n')
+        .enumerate()
+        .map(|(i, line)| (i as u64 + 1, line.strip_suffix(b"\r").unwrap_or(line)))
+        .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::{Compression, write::GzEncoder};
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_is_recognised_by_magic_and_members_are_concatenated() {
+        let mut two = gzip(b"a\n");
+        two.extend(gzip(b"b\n"));
+        let d = decode(two.into());
+        assert_eq!(&d.data[..], b"a\nb\n");
+        assert!(d.error.is_none());
+        let plain = decode(Bytes::from_static(b"{}\n"));
+        assert_eq!(&plain.data[..], b"{}\n");
+    }
+
+    #[test]
+    fn truncated_gzip_keeps_whole_lines_and_reports() {
+        let body: Vec<u8> = (0..2000).flat_map(|i| format!("line {i}\n").into_bytes()).collect();
+        let mut gz = gzip(&body);
+        gz.truncate(gz.len() / 2);
+        let d = decode(gz.into());
+        assert!(d.error.is_some());
+        assert!(d.data.ends_with(b"\n"));
+        assert!(body.starts_with(&d.data));
+    }
+
+    #[test]
+    fn lines_skip_blanks_and_keep_numbers() {
+        let got: Vec<_> = lines(b"a\r\n\n  \nb").collect();
+        assert_eq!(got, vec![(1, &b"a"[..]), (4, &b"b"[..])]);
+    }
+}

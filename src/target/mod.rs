@@ -1,0 +1,112 @@
+//! Where resolutions go: one trait, a backend per store, chosen by URL.
+//! `sqlite://PATH` (embedded) and `bigquery://PROJECT/DATASET[/TABLE]` (production).
+
+pub mod schema;
+mod sqlite;
+
+use std::collections::HashSet;
+
+use anyhow::Result;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::UsageError;
+use crate::pipeline::Batch;
+
+pub use sqlite::Sqlite;
+
+/// Names of the `messages` table and its columns (configurable, checked as identifiers).
+#[derive(Debug, Clone)]
+pub struct Columns {
+    /// The messages table itself.
+    pub table: String,
+    pub key: String,
+    pub status: String,
+    /// Written with a JSON note when the status becomes `error`, if the table has it.
+    pub errors: String,
+}
+
+impl Default for Columns {
+    fn default() -> Self {
+        Columns {
+            table: "messages".into(),
+            key: "bsp_message_id".into(),
+            status: "bsp_status".into(),
+            errors: "errors".into(),
+        }
+    }
+}
+
+/// What one run hands a target besides the batch.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    pub run_id: String,
+    /// Start of the run: pending keys are stamped with it and expire relative to it.
+    pub now: DateTime<Utc>,
+    pub pending_ttl: chrono::Duration,
+}
+
+/// What applying a batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Applied {
+    pub rows_updated: u64,
+    /// Keys still without a messages row.
+    pub pending: u64,
+    /// Pending keys whose time-to-live ended this run (dead-lettered).
+    pub expired: u64,
+    pub bytes_processed: u64,
+}
+
+#[async_trait]
+pub trait Target: Send + Sync {
+    /// Creates the job's own tables and adds the key column; `create_messages`
+    /// also creates a `messages` table when there is none. Safe to repeat.
+    async fn init(&self, create_messages: bool) -> Result<()>;
+
+    /// Objects already done, as (name, generation).
+    async fn done(&self) -> Result<HashSet<(String, String)>>;
+
+    /// Folds the batch into the pending keys, updates `messages` under the rank
+    /// guard, expires old keys, keeps dead letters and marks the batch's files
+    /// done — all or nothing.
+    async fn apply(&self, batch: &Batch, ctx: &RunContext) -> Result<Applied>;
+}
+
+/// Opens the target a URL names.
+pub fn open(url: &str, columns: Columns) -> Result<Box<dyn Target>> {
+    for name in [&columns.table, &columns.key, &columns.status, &columns.errors] {
+        ident(name)?;
+    }
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(UsageError::new("target sqlite:// needs a file path").into());
+        }
+        return Ok(Box::new(Sqlite::open(path, columns)?));
+    }
+    Err(UsageError::new(format!(
+        "target {url:?}: use sqlite://PATH or bigquery://PROJECT/DATASET[/TABLE]"
+    ))
+    .into())
+}
+
+/// A table or column name we are willing to put into SQL text.
+pub fn ident(name: &str) -> Result<&str> {
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 300;
+    if ok {
+        Ok(name)
+    } else {
+        Err(UsageError::new(format!(
+            "{name:?} is not a valid table or column name (letters, digits, underscores)"
+        ))
+        .into())
+    }
+}
+
+/// The JSON note written to the `errors` column when a message becomes `error`.
+pub fn errors_note(code: Option<i64>, status_at: &str) -> String {
+    serde_json::json!({ "code": code, "status_at": status_at, "source": "bsp-status-loader" })
+        .to_string()
+}

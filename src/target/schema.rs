@@ -1,0 +1,65 @@
+//! The JSON schemas in `schemas/` (the same files `bq mk` takes), compiled in.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Field {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+impl Field {
+    pub fn required(&self) -> bool {
+        self.mode.as_deref() == Some("REQUIRED")
+    }
+}
+
+/// One of the job's own tables, or Glific's `messages`.
+#[derive(Debug, Clone, Copy)]
+pub struct Table {
+    /// Default table name.
+    pub name: &'static str,
+    pub json: &'static str,
+}
+
+pub const PENDING: Table = Table {
+    name: "bsp_loader_pending",
+    json: include_str!("../../schemas/pending.json"),
+};
+pub const FILES: Table = Table {
+    name: "bsp_loader_files",
+    json: include_str!("../../schemas/files.json"),
+};
+pub const DEAD_LETTERS: Table = Table {
+    name: "bsp_loader_dead_letters",
+    json: include_str!("../../schemas/dead_letters.json"),
+};
+pub const MESSAGES: Table = Table {
+    name: "messages",
+    json: include_str!("../../schemas/messages.json"),
+};
+
+impl Table {
+    pub fn fields(&self) -> Vec<Field> {
+        serde_json::from_str(self.json).expect("schemas/*.json are valid (tested)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_schema_parses_and_names_are_identifiers() {
+        for table in [PENDING, FILES, DEAD_LETTERS, MESSAGES] {
+            let fields = table.fields();
+            assert!(!fields.is_empty());
+            for f in fields {
+                assert!(super::super::ident(&f.name).is_ok(), "{}", f.name);
+            }
+        }
+    }
+}

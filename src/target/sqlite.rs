@@ -1,0 +1,243 @@
+//! The embedded target: the same semantics as BigQuery on a local SQLite file.
+//! One IMMEDIATE transaction per run makes the update and the bookkeeping atomic
+//! and serialises overlapping runs.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::schema::{self, Field, Table};
+use super::{Applied, Columns, RunContext, Target, errors_note};
+use crate::callback::Reason;
+use crate::error::UsageError;
+use crate::failpoint;
+use crate::pipeline::Batch;
+use crate::resolve::{Resolved, format_ms, parse_ms};
+use crate::status::{Status, rank_sql};
+
+pub struct Sqlite {
+    conn: Mutex<Connection>,
+    columns: Columns,
+    path: String,
+}
+
+impl Sqlite {
+    pub fn open(path: &str, columns: Columns) -> Result<Sqlite> {
+        let conn = Connection::open(path).with_context(|| format!("opening sqlite://{path}"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(60))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        Ok(Sqlite { conn: Mutex::new(conn), columns, path: path.into() })
+    }
+
+    fn columns_of(conn: &Connection, table: &str) -> Result<Vec<String>> {
+        let mut stmt = conn.prepare(&format!("PRAGMA table_info(\"{table}\")"))?;
+        let names = stmt.query_map([], |row| row.get::<_, String>(1))?;
+        Ok(names.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+/// `CREATE TABLE` from a JSON schema. `strict`: REQUIRED becomes NOT NULL.
+fn create_sql(name: &str, fields: &[Field], primary_key: &[&str], strict: bool) -> String {
+    let mut cols: Vec<String> = fields
+        .iter()
+        .map(|f| {
+            let kind = match f.kind.as_str() {
+                "INTEGER" | "INT64" | "BOOLEAN" | "BOOL" => "INTEGER",
+                "FLOAT" | "FLOAT64" => "REAL",
+                _ => "TEXT", // STRING; TIMESTAMP and DATETIME as fixed-format text
+            };
+            let null = if strict && f.required() { " NOT NULL" } else { "" };
+            format!("\"{}\" {kind}{null}", f.name)
+        })
+        .collect();
+    if !primary_key.is_empty() {
+        cols.push(format!("PRIMARY KEY ({})", primary_key.join(", ")));
+    }
+    format!("CREATE TABLE IF NOT EXISTS \"{name}\" ({})", cols.join(", "))
+}
+
+fn own_tables() -> [(Table, &'static [&'static str]); 3] {
+    [
+        (schema::PENDING, &["bsp_message_id"]),
+        (schema::FILES, &["object_name", "generation"]),
+        (schema::DEAD_LETTERS, &[]),
+    ]
+}
+
+#[async_trait]
+impl Target for Sqlite {
+    async fn init(&self, create_messages: bool) -> Result<()> {
+        let conn = self.conn.lock().expect("no panics while locked");
+        for (table, key) in own_tables() {
+            conn.execute(&create_sql(table.name, &table.fields(), key, true), [])?;
+        }
+        let c = &self.columns;
+        let mut existing = Self::columns_of(&conn, &c.table)?;
+        if existing.is_empty() {
+            if !create_messages {
+                return Err(UsageError::new(format!(
+                    "sqlite://{}: no table {:?}; create it, or pass --create-messages",
+                    self.path, c.table
+                ))
+                .into());
+            }
+            let fields = schema::MESSAGES.fields();
+            conn.execute(&create_sql(&c.table, &fields, &[], false), [])?;
+            existing = Self::columns_of(&conn, &c.table)?;
+        }
+        for column in [&c.key, &c.status] {
+            if !existing.contains(column) {
+                conn.execute(&format!("ALTER TABLE \"{}\" ADD COLUMN \"{column}\" TEXT", c.table), [])?;
+            }
+        }
+        conn.execute(
+            &format!(
+                "CREATE INDEX IF NOT EXISTS \"{t}__{k}\" ON \"{t}\" (\"{k}\")",
+                t = c.table,
+                k = c.key
+            ),
+            [],
+        )?;
+        Ok(())
+    }
+
+    async fn done(&self) -> Result<HashSet<(String, String)>> {
+        let conn = self.conn.lock().expect("no panics while locked");
+        let mut stmt = conn.prepare(&format!(
+            "SELECT object_name, generation FROM \"{}\"",
+            schema::FILES.name
+        ))?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn apply(&self, batch: &Batch, ctx: &RunContext) -> Result<Applied> {
+        let mut conn = self.conn.lock().expect("no panics while locked");
+        let has_errors = Self::columns_of(&conn, &self.columns.table)?.contains(&self.columns.errors);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now = format_ms(ctx.now.timestamp_millis());
+        fold_into_pending(&tx, batch, &now)?;
+        let rows_updated = update_messages(&tx, &self.columns, has_errors)?;
+        failpoint::hit("after-update");
+        let (pending, expired) = settle_pending(&tx, &self.columns, ctx, &now)?;
+        record_batch(&tx, batch, ctx, &now)?;
+        failpoint::hit("before-commit");
+        tx.commit()?;
+        Ok(Applied { rows_updated, pending, expired, bytes_processed: 0 })
+    }
+}
+
+/// Folds the batch into the pending table with the same rule as `resolve`.
+fn fold_into_pending(tx: &rusqlite::Transaction, batch: &Batch, now: &str) -> Result<()> {
+    let p = schema::PENDING.name;
+    let mut get = tx.prepare(&format!(
+        "SELECT bsp_status, status_at, error_code FROM \"{p}\" WHERE bsp_message_id = ?1"
+    ))?;
+    let mut put = tx.prepare(&format!(
+        "INSERT INTO \"{p}\" (bsp_message_id, bsp_status, status_at, error_code, errors_note, first_seen_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (bsp_message_id) DO UPDATE SET bsp_status = excluded.bsp_status,
+           status_at = excluded.status_at, error_code = excluded.error_code,
+           errors_note = excluded.errors_note"
+    ))?;
+    for (key, new) in batch.resolution.iter() {
+        let stored: Option<(String, String, Option<i64>)> = get
+            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        let mut merged = *new;
+        if let Some((status, at, code)) = stored {
+            let status = Status::from_written(&status).context("pending table holds an unknown status")?;
+            let at_ms = parse_ms(&at)?;
+            let old = Resolved { status, at_ms, code };
+            merged = old;
+            if !merged.absorb(*new) {
+                continue;
+            }
+        }
+        let at = merged.status_at();
+        let note = (merged.status == Status::Error).then(|| errors_note(merged.code, &at));
+        put.execute(params![key, merged.status.written(), at, merged.code, note, now])?;
+    }
+    Ok(())
+}
+
+/// Every copy of every known key, under the rank guard. Returns rows changed.
+fn update_messages(tx: &rusqlite::Transaction, c: &Columns, has_errors: bool) -> Result<u64> {
+    let errors = if has_errors {
+        format!(
+            ", \"{e}\" = CASE WHEN p.bsp_status = '{err}' THEN p.errors_note ELSE m.\"{e}\" END",
+            e = c.errors,
+            err = Status::Error.written()
+        )
+    } else {
+        String::new()
+    };
+    let sql = format!(
+        "UPDATE \"{t}\" AS m SET \"{s}\" = p.bsp_status{errors}
+         FROM \"{p}\" AS p
+         WHERE m.\"{k}\" = p.bsp_message_id AND {old} < {new}",
+        t = c.table,
+        s = c.status,
+        k = c.key,
+        p = schema::PENDING.name,
+        old = rank_sql(&format!("m.\"{}\"", c.status)),
+        new = rank_sql("p.bsp_status"),
+    );
+    Ok(tx.execute(&sql, [])? as u64)
+}
+
+/// Marks matched keys, dead-letters keys whose time-to-live ended without a row,
+/// forgets expired ones. Returns (still pending, expired unmatched).
+fn settle_pending(tx: &rusqlite::Transaction, c: &Columns, ctx: &RunContext, now: &str) -> Result<(u64, u64)> {
+    let p = schema::PENDING.name;
+    tx.execute(
+        &format!(
+            "UPDATE \"{p}\" SET matched_at = ?1 WHERE matched_at IS NULL
+             AND EXISTS (SELECT 1 FROM \"{t}\" AS m WHERE m.\"{k}\" = \"{p}\".bsp_message_id)",
+            t = c.table,
+            k = c.key
+        ),
+        [now],
+    )?;
+    let cutoff = format_ms((ctx.now - ctx.pending_ttl).timestamp_millis());
+    let expired = tx.execute(
+        &format!(
+            "INSERT INTO \"{d}\" (run_id, file, line, reason, raw, recorded_at)
+             SELECT ?1, '', 0, ?2, json_object('bsp_message_id', bsp_message_id,
+                 'bsp_status', bsp_status, 'status_at', status_at, 'error_code', error_code,
+                 'first_seen_at', first_seen_at), ?3
+             FROM \"{p}\" WHERE matched_at IS NULL AND first_seen_at < ?4",
+            d = schema::DEAD_LETTERS.name
+        ),
+        params![ctx.run_id, Reason::PendingExpired.as_str(), now, cutoff],
+    )? as u64;
+    tx.execute(&format!("DELETE FROM \"{p}\" WHERE first_seen_at < ?1"), [&cutoff])?;
+    let pending = tx.query_row(
+        &format!("SELECT COUNT(*) FROM \"{p}\" WHERE matched_at IS NULL"),
+        [],
+        |r| r.get::<_, i64>(0),
+    )? as u64;
+    Ok((pending, expired))
+}
+
+/// Dead letters of the batch and its files, marked done.
+fn record_batch(tx: &rusqlite::Transaction, batch: &Batch, ctx: &RunContext, now: &str) -> Result<()> {
+    let mut dead = tx.prepare(&format!(
+        "INSERT INTO \"{}\" (run_id, file, line, reason, raw, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        schema::DEAD_LETTERS.name
+    ))?;
+    for d in &batch.dead_letters {
+        dead.execute(params![ctx.run_id, d.file, d.line as i64, d.reason, d.raw, now])?;
+    }
+    let mut file = tx.prepare(&format!(
+        "INSERT OR IGNORE INTO \"{}\" (object_name, generation, run_id, processed_at) VALUES (?1, ?2, ?3, ?4)",
+        schema::FILES.name
+    ))?;
+    for f in &batch.files {
+        file.execute(params![f.name, f.generation, ctx.run_id, now])?;
+    }
+    Ok(())
+}
