@@ -1,0 +1,136 @@
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::status::STATUSES;
+
+fn ev(key: &str, status: Status, at_ms: i64, code: Option<i64>) -> Event<'static> {
+    Event { key: Cow::Owned(key.to_owned()), status, at_ms, code }
+}
+
+fn resolve_all(events: &[Event<'_>]) -> Resolution {
+    let mut r = Resolution::default();
+    events.iter().for_each(|e| {
+        r.add(e);
+    });
+    r
+}
+
+#[test]
+fn highest_rank_wins_whatever_the_order() {
+    let events = [
+        ev("k", Status::Read, 60_000, None),
+        ev("k", Status::Delivered, 90_000, None), // late delivered must not replace read
+        ev("k", Status::Sent, 1_000, None),
+    ];
+    assert_eq!(resolve_all(&events).get("k").unwrap().status, Status::Read);
+    let failed_after_delivered = [ev("k", Status::Delivered, 5, None), ev("k", Status::Error, 9, Some(1))];
+    assert_eq!(resolve_all(&failed_after_delivered).get("k").unwrap().status, Status::Delivered);
+}
+
+#[test]
+fn status_at_is_the_earliest_time_of_the_winning_status() {
+    let events = [ev("k", Status::Read, 900, None), ev("k", Status::Read, 600, None), ev("k", Status::Sent, 1, None)];
+    assert_eq!(resolve_all(&events).get("k").unwrap().at_ms, 600);
+}
+
+#[test]
+fn error_code_is_the_earliest_failures_and_ties_take_the_smallest() {
+    let events = [
+        ev("k", Status::Error, 50, Some(131047)),
+        ev("k", Status::Error, 50, Some(131026)),
+        ev("k", Status::Error, 50, None),
+        ev("k", Status::Error, 40, None),
+        ev("k", Status::Error, 70, Some(1)),
+    ];
+    let r = *resolve_all(&events).get("k").unwrap();
+    assert_eq!((r.at_ms, r.code), (40, None));
+    let r = *resolve_all(&events[..3]).get("k").unwrap();
+    assert_eq!((r.at_ms, r.code), (50, Some(131026)));
+}
+
+#[test]
+fn output_rows_are_sorted_by_bytes_and_formatted() {
+    let events = [ev("b", Status::Sent, 1_763_773_200_123, None), ev("B", Status::Error, 0, Some(7)), ev("a", Status::Read, 1, None)];
+    let r = resolve_all(&events);
+    let lines: Vec<String> = r
+        .sorted()
+        .into_iter()
+        .map(|(k, v)| serde_json::to_string(&OutputRow::new(k, v)).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            r#"{"bsp_message_id":"B","bsp_status":"error","status_at":"1970-01-01T00:00:00.000Z","error_code":7}"#,
+            r#"{"bsp_message_id":"a","bsp_status":"read","status_at":"1970-01-01T00:00:00.001Z","error_code":null}"#,
+            r#"{"bsp_message_id":"b","bsp_status":"sent","status_at":"2025-11-22T01:00:00.123Z","error_code":null}"#,
+        ]
+    );
+}
+
+/// The rules of SPEC §3 written the plain way, as an oracle.
+fn oracle(events: &[Event<'_>]) -> BTreeMap<String, (Status, i64, Option<i64>)> {
+    let mut by_key: BTreeMap<String, Vec<&Event>> = BTreeMap::new();
+    events.iter().for_each(|e| by_key.entry(e.key.to_string()).or_default().push(e));
+    by_key
+        .into_iter()
+        .map(|(k, es)| {
+            let top = es.iter().map(|e| e.status).max().unwrap();
+            let at = es.iter().filter(|e| e.status == top).map(|e| e.at_ms).min().unwrap();
+            let code = es.iter().filter(|e| e.status == top && e.at_ms == at).filter_map(|e| e.code).min();
+            (k, (top, at, code))
+        })
+        .collect()
+}
+
+fn as_map(r: &Resolution) -> BTreeMap<String, (Status, i64, Option<i64>)> {
+    r.iter().map(|(k, v)| (k.to_owned(), (v.status, v.at_ms, v.code))).collect()
+}
+
+pub fn arb_events() -> impl Strategy<Value = Vec<Event<'static>>> {
+    let event = (0..6u8, 0..STATUSES.len(), 0..4i64, proptest::option::of(0..3i64)).prop_map(|(k, s, t, c)| {
+        let status = STATUSES[s].2;
+        let code = if status == Status::Error { c } else { None };
+        ev(&format!("key-{k}"), status, t * 1000, code)
+    });
+    proptest::collection::vec(event, 0..40)
+}
+
+proptest! {
+    #[test]
+    fn resolution_matches_the_plain_rules(events in arb_events()) {
+        prop_assert_eq!(as_map(&resolve_all(&events)), oracle(&events));
+    }
+
+    #[test]
+    fn order_batching_and_repetition_do_not_matter(
+        events in arb_events(),
+        seed in any::<u64>(),
+        cuts in proptest::collection::vec(any::<usize>(), 0..6),
+        repeats in proptest::collection::vec(any::<usize>(), 0..10),
+    ) {
+        let whole = resolve_all(&events);
+        let mut shuffled = events.clone();
+        for r in &repeats {
+            if !events.is_empty() {
+                shuffled.push(events[r % events.len()].clone());
+            }
+        }
+        let mut rng = seed;
+        for i in (1..shuffled.len()).rev() {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            shuffled.swap(i, (rng >> 33) as usize % (i + 1));
+        }
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (shuffled.len() + 1)).collect();
+        bounds.push(0);
+        bounds.push(shuffled.len());
+        bounds.sort_unstable();
+        let mut merged = Resolution::default();
+        for w in bounds.windows(2) {
+            merged.merge(resolve_all(&shuffled[w[0]..w[1]]));
+        }
+        prop_assert_eq!(merged, whole);
+    }
+}
