@@ -26,7 +26,13 @@ pub struct Cli {
 
     /// Log format: text on a terminal and JSON lines for Cloud Logging otherwise (auto),
     /// or forced. RUST_LOG sets the level.
-    #[arg(long, global = true, env = "BSP_LOG_FORMAT", value_enum, default_value = "auto")]
+    #[arg(
+        long,
+        global = true,
+        env = "BSP_LOG_FORMAT",
+        value_enum,
+        default_value = "auto"
+    )]
     pub log_format: LogFormat,
 }
 
@@ -152,9 +158,13 @@ fn default_concurrency() -> usize {
 
 /// `7d`, `36h`, `90m`, `45s`.
 fn parse_duration(text: &str) -> Result<chrono::Duration, String> {
-    let unit_at = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let unit_at = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(unit_at);
-    let n: i64 = number.parse().map_err(|_| format!("{text:?}: expected a number and d, h, m or s"))?;
+    let n: i64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number and d, h, m or s"))?;
     match unit {
         "d" => Ok(chrono::Duration::days(n)),
         "h" => Ok(chrono::Duration::hours(n)),

@@ -34,7 +34,9 @@ pub fn init(format: LogFormat, run_id: &str) {
         LogFormat::Text => false,
         LogFormat::Json => true,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = if json {
         builder.event_format(CloudLogging).try_init()
     } else {
@@ -49,7 +51,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, _: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        _: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         writeln!(w, "{}", Value::Object(record(event)))
     }
 }
@@ -59,8 +66,14 @@ fn record(event: &Event<'_>) -> Map<String, Value> {
     let mut fields = Fields(Map::new());
     event.record(&mut fields);
     let mut out = Map::new();
-    out.insert("severity".into(), severity(*event.metadata().level()).into());
-    out.insert("message".into(), fields.0.remove("message").unwrap_or_default());
+    out.insert(
+        "severity".into(),
+        severity(*event.metadata().level()).into(),
+    );
+    out.insert(
+        "message".into(),
+        fields.0.remove("message").unwrap_or_default(),
+    );
     out.insert("time".into(), chrono::Utc::now().to_rfc3339().into());
     if let Some(id) = RUN_ID.get() {
         out.insert("run_id".into(), id.clone().into());

@@ -79,7 +79,10 @@ mod tests {
     #[test]
     fn callback_words_are_case_insensitive_and_failed_is_written_error() {
         assert_eq!(Status::from_callback("READ"), Some(Status::Read));
-        assert_eq!(Status::from_callback("Failed").map(Status::written), Some("error"));
+        assert_eq!(
+            Status::from_callback("Failed").map(Status::written),
+            Some("error")
+        );
         assert_eq!(Status::from_callback("warning"), None);
         assert_eq!(Status::from_callback("error"), None);
     }
@@ -88,7 +91,10 @@ mod tests {
     fn rank_sql_names_every_status_and_defaults_to_zero() {
         let sql = rank_sql("T.bsp_status");
         for (_, v, s) in STATUSES {
-            assert!(sql.contains(&format!("WHEN '{v}' THEN {}", s.rank())), "{sql}");
+            assert!(
+                sql.contains(&format!("WHEN '{v}' THEN {}", s.rank())),
+                "{sql}"
+            );
         }
         assert!(sql.ends_with("ELSE 0 END)"));
     }

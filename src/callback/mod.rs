@@ -91,7 +91,10 @@ fn parse_text(text: &str, may_be_wrapped: bool, sink: &mut impl Sink) {
         Err(e) if e.is_data() => return sink.dead_letter(Reason::UnknownShape, None),
         Err(_) => return sink.dead_letter(Reason::NotJson, None),
     };
-    let mut counter = Counting { inner: sink, seen: false };
+    let mut counter = Counting {
+        inner: sink,
+        seen: false,
+    };
     if let Some(entry) = top.entry {
         v3::parse(entry, &mut counter);
     } else if let Some(kind) = top.kind {
@@ -148,8 +151,17 @@ fn status_event<'a>(
         .ok_or(Reason::UnknownStatus)?;
     let key = key.ok_or(Reason::MissingKey)?;
     let at_ms = at.and_then(fields::epoch_ms).ok_or(Reason::BadTimestamp)?;
-    let code = if status == Status::Error { code() } else { None };
-    Ok(Event { key, status, at_ms, code })
+    let code = if status == Status::Error {
+        code()
+    } else {
+        None
+    };
+    Ok(Event {
+        key,
+        status,
+        at_ms,
+        code,
+    })
 }
 
 #[cfg(test)]

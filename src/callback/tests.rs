@@ -11,7 +11,8 @@ struct Collected {
 
 impl Sink for Collected {
     fn event(&mut self, e: Event<'_>) {
-        self.events.push((e.key.into_owned(), e.status, e.at_ms, e.code));
+        self.events
+            .push((e.key.into_owned(), e.status, e.at_ms, e.code));
     }
     fn skipped(&mut self) {
         self.skipped += 1;
@@ -29,7 +30,11 @@ fn parse(line: &str) -> Collected {
 
 fn one_event(line: &str) -> (String, Status, i64, Option<i64>) {
     let c = parse(line);
-    assert_eq!((c.events.len(), c.skipped, c.dead.len()), (1, 0, 0), "{line}: {c:?}");
+    assert_eq!(
+        (c.events.len(), c.skipped, c.dead.len()),
+        (1, 0, 0),
+        "{line}: {c:?}"
+    );
     c.events.into_iter().next().unwrap()
 }
 
@@ -40,7 +45,9 @@ fn dead_reason(line: &str) -> Reason {
 }
 
 fn v2(payload: &str) -> String {
-    format!(r#"{{"app":"DemoAPI","timestamp":1580546677791,"version":2,"type":"message-event","payload":{payload}}}"#)
+    format!(
+        r#"{{"app":"DemoAPI","timestamp":1580546677791,"version":2,"type":"message-event","payload":{payload}}}"#
+    )
 }
 
 fn v3(statuses: &str) -> String {
@@ -63,34 +70,75 @@ fn v2_key_is_gs_id_else_id_trimmed() {
 
 #[test]
 fn v3_key_is_gs_id_else_id() {
-    assert_eq!(one_event(&v3(r#"{"gs_id":"g","id":"w","status":"sent","timestamp":"1"}"#)).0, "g");
-    assert_eq!(one_event(&v3(r#"{"gs_id":"","id":"w","status":"sent","timestamp":"1"}"#)).0, "w");
-    assert_eq!(one_event(&v3(r#"{"id":" w ","status":"sent","timestamp":"1"}"#)).0, "w");
-    assert_eq!(dead_reason(&v3(r#"{"gs_id":7,"status":"sent","timestamp":"1"}"#)), Reason::MissingKey);
+    assert_eq!(
+        one_event(&v3(
+            r#"{"gs_id":"g","id":"w","status":"sent","timestamp":"1"}"#
+        ))
+        .0,
+        "g"
+    );
+    assert_eq!(
+        one_event(&v3(
+            r#"{"gs_id":"","id":"w","status":"sent","timestamp":"1"}"#
+        ))
+        .0,
+        "w"
+    );
+    assert_eq!(
+        one_event(&v3(r#"{"id":" w ","status":"sent","timestamp":"1"}"#)).0,
+        "w"
+    );
+    assert_eq!(
+        dead_reason(&v3(r#"{"gs_id":7,"status":"sent","timestamp":"1"}"#)),
+        Reason::MissingKey
+    );
 }
 
 #[test]
 fn every_status_word_maps_case_insensitively() {
     for (word, _, status) in crate::status::STATUSES {
         let upper = word.to_uppercase();
-        let line = v3(&format!(r#"{{"gs_id":"k","status":"{upper}","timestamp":"1"}}"#));
+        let line = v3(&format!(
+            r#"{{"gs_id":"k","status":"{upper}","timestamp":"1"}}"#
+        ));
         assert_eq!(one_event(&line).1, status);
     }
-    assert_eq!(dead_reason(&v3(r#"{"gs_id":"k","status":"warning","timestamp":"1"}"#)), Reason::UnknownStatus);
-    assert_eq!(dead_reason(&v3(r#"{"gs_id":"k","timestamp":"1"}"#)), Reason::UnknownStatus);
+    assert_eq!(
+        dead_reason(&v3(r#"{"gs_id":"k","status":"warning","timestamp":"1"}"#)),
+        Reason::UnknownStatus
+    );
+    assert_eq!(
+        dead_reason(&v3(r#"{"gs_id":"k","timestamp":"1"}"#)),
+        Reason::UnknownStatus
+    );
 }
 
 #[test]
 fn times_are_seconds_below_1e11_and_milliseconds_above() {
-    let at = |ts: &str| one_event(&v3(&format!(r#"{{"gs_id":"k","status":"sent","timestamp":{ts}}}"#))).2;
+    let at = |ts: &str| {
+        one_event(&v3(&format!(
+            r#"{{"gs_id":"k","status":"sent","timestamp":{ts}}}"#
+        )))
+        .2
+    };
     assert_eq!(at("1710941507"), 1_710_941_507_000);
     assert_eq!(at(r#""1710941507""#), 1_710_941_507_000);
     assert_eq!(at("1710941393420"), 1_710_941_393_420);
     assert_eq!(at(r#""1710941393420""#), 1_710_941_393_420);
     assert_eq!(at("99999999999"), 99_999_999_999_000);
     assert_eq!(at("100000000000"), 100_000_000_000);
-    for bad in [r#""soon""#, "1.5", "-1", r#""""#, "null", r#""12 ""#, "99999999999999999999"] {
-        let line = v3(&format!(r#"{{"gs_id":"k","status":"sent","timestamp":{bad}}}"#));
+    for bad in [
+        r#""soon""#,
+        "1.5",
+        "-1",
+        r#""""#,
+        "null",
+        r#""12 ""#,
+        "99999999999999999999",
+    ] {
+        let line = v3(&format!(
+            r#"{{"gs_id":"k","status":"sent","timestamp":{bad}}}"#
+        ));
         assert_eq!(dead_reason(&line), Reason::BadTimestamp, "{bad}");
     }
 }
@@ -109,7 +157,9 @@ fn v2_time_is_payload_ts_else_envelope() {
 fn error_codes_are_read_from_each_place_and_only_for_failures() {
     let v2_failed = v2(r#"{"id":"k","type":"failed","payload":{"code":1008,"reason":"r"}}"#);
     assert_eq!(one_event(&v2_failed).3, Some(1008));
-    let v3_errors = v3(r#"{"gs_id":"k","status":"failed","timestamp":"1","errors":[{"code":131047},{"code":1}]}"#);
+    let v3_errors = v3(
+        r#"{"gs_id":"k","status":"failed","timestamp":"1","errors":[{"code":131047},{"code":1}]}"#,
+    );
     assert_eq!(one_event(&v3_errors).3, Some(131047));
     let v3_flat = v3(r#"{"gs_id":"k","status":"failed","timestamp":"1","code":1002}"#);
     assert_eq!(one_event(&v3_flat).3, Some(1002));
@@ -122,16 +172,28 @@ fn error_codes_are_read_from_each_place_and_only_for_failures() {
 #[test]
 fn non_statuses_are_skipped() {
     for kind in ["message", "user-event", "billing-event", "system-event"] {
-        let c = parse(&format!(r#"{{"app":"a","timestamp":1,"version":2,"type":"{kind}","payload":{{}}}}"#));
-        assert_eq!((c.skipped, c.events.len(), c.dead.len()), (1, 0, 0), "{kind}");
+        let c = parse(&format!(
+            r#"{{"app":"a","timestamp":1,"version":2,"type":"{kind}","payload":{{}}}}"#
+        ));
+        assert_eq!(
+            (c.skipped, c.events.len(), c.dead.len()),
+            (1, 0, 0),
+            "{kind}"
+        );
     }
     for kind in ["mismatch", "others"] {
         let c = parse(&v2(&format!(r#"{{"type":"{kind}","payload":{{}}}}"#)));
-        assert_eq!((c.skipped, c.events.len(), c.dead.len()), (1, 0, 0), "{kind}");
+        assert_eq!(
+            (c.skipped, c.events.len(), c.dead.len()),
+            (1, 0, 0),
+            "{kind}"
+        );
     }
     let set_callback = parse(&v3(r#"{"type":"set-callback"}"#));
     assert_eq!((set_callback.skipped, set_callback.dead.len()), (1, 0));
-    let inbound = parse(r#"{"entry":[{"changes":[{"field":"messages","value":{"messages":[{"id":"x"}]}}]}]}"#);
+    let inbound = parse(
+        r#"{"entry":[{"changes":[{"field":"messages","value":{"messages":[{"id":"x"}]}}]}]}"#,
+    );
     assert_eq!((inbound.skipped, inbound.dead.len()), (1, 0));
     let other_field = parse(r#"{"entry":[{"changes":[{"field":"billing-event","value":{}}]}]}"#);
     assert_eq!((other_field.skipped, other_field.dead.len()), (1, 0));
@@ -145,7 +207,10 @@ fn bad_lines_are_dead_lettered_with_a_reason() {
     assert_eq!(dead_reason(r#"{"app":"#), Reason::NotJson);
     assert_eq!(dead_reason("[1,2]"), Reason::UnknownShape);
     assert_eq!(dead_reason(r#"{"hello":1}"#), Reason::UnknownShape);
-    assert_eq!(dead_reason(r#"{"type":"future-event"}"#), Reason::UnknownShape);
+    assert_eq!(
+        dead_reason(r#"{"type":"future-event"}"#),
+        Reason::UnknownShape
+    );
     assert_eq!(dead_reason(r#"{"entry":[]}"#), Reason::UnknownShape);
     assert_eq!(dead_reason(r#"{"entry":"x"}"#), Reason::UnknownShape);
     let deep = "[".repeat(10_000);
@@ -179,7 +244,10 @@ fn wrapper_body_may_be_an_object_or_a_string() {
         serde_json::to_string(&inner).unwrap()
     );
     assert_eq!(one_event(&as_string).0, "k");
-    assert_eq!(dead_reason(r#"{"received_at":"x","body":"not json"}"#), Reason::NotJson);
+    assert_eq!(
+        dead_reason(r#"{"received_at":"x","body":"not json"}"#),
+        Reason::NotJson
+    );
     let twice = format!(r#"{{"body":{as_object}}}"#);
     assert_eq!(dead_reason(&twice), Reason::UnknownShape);
 }

@@ -64,4 +64,3 @@ pub fn parse(
         Err(reason) => sink.dead_letter(reason, None),
     }
 }
-

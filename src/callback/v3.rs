@@ -66,10 +66,19 @@ pub fn parse(entry: &RawValue, sink: &mut impl Sink) {
             .is_some_and(|f| f == "messages");
         match (&change.value, is_messages) {
             (_, false) => sink.skipped(),
-            (Some(Value { statuses: Some(statuses), .. }), true) => {
-                statuses.iter().for_each(|s| parse_status(s, sink))
-            }
-            (Some(Value { messages: Some(_), .. }), true) => sink.skipped(),
+            (
+                Some(Value {
+                    statuses: Some(statuses),
+                    ..
+                }),
+                true,
+            ) => statuses.iter().for_each(|s| parse_status(s, sink)),
+            (
+                Some(Value {
+                    messages: Some(_), ..
+                }),
+                true,
+            ) => sink.skipped(),
             (_, true) => sink.dead_letter(Reason::UnknownShape, None),
         }
     }

@@ -17,7 +17,9 @@ pub async fn resolve(args: &ResolveArgs) -> Result<()> {
     let batch = pipeline::read(&source, objects, args.source.concurrency, |_| {}).await?;
 
     let mut out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(File::create(path).with_context(|| format!("creating {}", path.display()))?),
+        Some(path) => {
+            Box::new(File::create(path).with_context(|| format!("creating {}", path.display()))?)
+        }
         None => Box::new(std::io::stdout().lock()),
     };
     let mut out = BufWriter::with_capacity(1 << 16, &mut out);
@@ -30,7 +32,8 @@ pub async fn resolve(args: &ResolveArgs) -> Result<()> {
 
     match &args.dead_letters {
         Some(path) => {
-            let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+            let file =
+                File::create(path).with_context(|| format!("creating {}", path.display()))?;
             let mut w = BufWriter::new(file);
             for d in &batch.dead_letters {
                 serde_json::to_writer(&mut w, d)?;

@@ -40,7 +40,10 @@ async fn execute(
     let listed = source.list().await?;
     let listed_count = listed.len();
     let todo: Vec<ObjectRef> = match window {
-        Some((from, to)) => listed.into_iter().filter(|o| in_window(o, from, to)).collect(),
+        Some((from, to)) => listed
+            .into_iter()
+            .filter(|o| in_window(o, from, to))
+            .collect(),
         None => {
             let done = target.done().await?;
             listed
@@ -49,7 +52,12 @@ async fn execute(
                 .collect()
         }
     };
-    info!(listed = listed_count, to_read = todo.len(), source = source.url(), "reading files");
+    info!(
+        listed = listed_count,
+        to_read = todo.len(),
+        source = source.url(),
+        "reading files"
+    );
 
     let progress = Progress::new(todo.len() as u64, window.is_some());
     let batch = pipeline::read(&source, todo, args.source.concurrency, |_| progress.tick()).await?;
@@ -90,11 +98,18 @@ impl Progress {
     fn new(total: u64, wanted: bool) -> Self {
         let bar = (wanted && std::io::stderr().is_terminal()).then(|| {
             ProgressBar::new(total).with_style(
-                ProgressStyle::with_template("{bar:40} {pos}/{len} files {elapsed_precise} eta {eta}")
-                    .expect("static template"),
+                ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} files {elapsed_precise} eta {eta}",
+                )
+                .expect("static template"),
             )
         });
-        Progress { bar, total, done: 0.into(), last_log: Instant::now().into() }
+        Progress {
+            bar,
+            total,
+            done: 0.into(),
+            last_log: Instant::now().into(),
+        }
     }
 
     fn tick(&self) {
@@ -104,7 +119,11 @@ impl Progress {
         }
         if self.last_log.get().elapsed() >= Duration::from_secs(30) {
             self.last_log.set(Instant::now());
-            info!(files_done = self.done.get(), files_total = self.total, "progress");
+            info!(
+                files_done = self.done.get(),
+                files_total = self.total,
+                "progress"
+            );
         }
     }
 

@@ -35,8 +35,14 @@ mod tests {
     #[test]
     fn dates_from_paths() {
         let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day);
-        assert_eq!(date_in_path("gupshup/2025/11/22/01/a.ndjson"), d(2025, 11, 22));
-        assert_eq!(date_in_path("gupshup/dt=2025-11-02/a.ndjson.gz"), d(2025, 11, 2));
+        assert_eq!(
+            date_in_path("gupshup/2025/11/22/01/a.ndjson"),
+            d(2025, 11, 22)
+        );
+        assert_eq!(
+            date_in_path("gupshup/dt=2025-11-02/a.ndjson.gz"),
+            d(2025, 11, 2)
+        );
         assert_eq!(date_in_path("gupshup/a.ndjson"), None);
         assert_eq!(date_in_path("2025/13/40/a"), None);
     }

@@ -55,7 +55,11 @@ pub fn parse_object(object: ObjectRef, raw: Bytes) -> Batch {
         line_no: 0,
         line: &[],
         resolution: Resolution::default(),
-        counts: Counts { files: 1, bytes: object.size, ..Counts::default() },
+        counts: Counts {
+            files: 1,
+            bytes: object.size,
+            ..Counts::default()
+        },
         dead_letters: Vec::new(),
     };
     for (line_no, line) in source::lines(&decoded.data) {
@@ -69,6 +73,16 @@ pub fn parse_object(object: ObjectRef, raw: Bytes) -> Batch {
         sink.line_no = memchr::memchr_iter(b'\n', &decoded.data).count() as u64 + 1;
         sink.keep(Reason::UnreadableFile, error);
     }
-    let FileSink { resolution, counts, dead_letters, .. } = sink;
-    Batch { resolution, counts, dead_letters, files: vec![object] }
+    let FileSink {
+        resolution,
+        counts,
+        dead_letters,
+        ..
+    } = sink;
+    Batch {
+        resolution,
+        counts,
+        dead_letters,
+        files: vec![object],
+    }
 }

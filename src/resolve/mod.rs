@@ -33,7 +33,10 @@ impl Resolved {
     pub fn absorb(&mut self, other: Resolved) -> bool {
         let before = *self;
         // Greater: a higher status, or the same status seen earlier.
-        let order = other.status.cmp(&self.status).then(self.at_ms.cmp(&other.at_ms));
+        let order = other
+            .status
+            .cmp(&self.status)
+            .then(self.at_ms.cmp(&other.at_ms));
         match order {
             Ordering::Greater => *self = other,
             Ordering::Less => {}

@@ -7,7 +7,12 @@ use super::*;
 use crate::status::STATUSES;
 
 fn ev(key: &str, status: Status, at_ms: i64, code: Option<i64>) -> Event<'static> {
-    Event { key: Cow::Owned(key.to_owned()), status, at_ms, code }
+    Event {
+        key: Cow::Owned(key.to_owned()),
+        status,
+        at_ms,
+        code,
+    }
 }
 
 fn resolve_all(events: &[Event<'_>]) -> Resolution {
@@ -26,13 +31,26 @@ fn highest_rank_wins_whatever_the_order() {
         ev("k", Status::Sent, 1_000, None),
     ];
     assert_eq!(resolve_all(&events).get("k").unwrap().status, Status::Read);
-    let failed_after_delivered = [ev("k", Status::Delivered, 5, None), ev("k", Status::Error, 9, Some(1))];
-    assert_eq!(resolve_all(&failed_after_delivered).get("k").unwrap().status, Status::Delivered);
+    let failed_after_delivered = [
+        ev("k", Status::Delivered, 5, None),
+        ev("k", Status::Error, 9, Some(1)),
+    ];
+    assert_eq!(
+        resolve_all(&failed_after_delivered)
+            .get("k")
+            .unwrap()
+            .status,
+        Status::Delivered
+    );
 }
 
 #[test]
 fn status_at_is_the_earliest_time_of_the_winning_status() {
-    let events = [ev("k", Status::Read, 900, None), ev("k", Status::Read, 600, None), ev("k", Status::Sent, 1, None)];
+    let events = [
+        ev("k", Status::Read, 900, None),
+        ev("k", Status::Read, 600, None),
+        ev("k", Status::Sent, 1, None),
+    ];
     assert_eq!(resolve_all(&events).get("k").unwrap().at_ms, 600);
 }
 
@@ -53,7 +71,11 @@ fn error_code_is_the_earliest_failures_and_ties_take_the_smallest() {
 
 #[test]
 fn output_rows_are_sorted_by_bytes_and_formatted() {
-    let events = [ev("b", Status::Sent, 1_763_773_200_123, None), ev("B", Status::Error, 0, Some(7)), ev("a", Status::Read, 1, None)];
+    let events = [
+        ev("b", Status::Sent, 1_763_773_200_123, None),
+        ev("B", Status::Error, 0, Some(7)),
+        ev("a", Status::Read, 1, None),
+    ];
     let r = resolve_all(&events);
     let lines: Vec<String> = r
         .sorted()
@@ -73,28 +95,47 @@ fn output_rows_are_sorted_by_bytes_and_formatted() {
 /// The rules of SPEC §3 written the plain way, as an oracle.
 fn oracle(events: &[Event<'_>]) -> BTreeMap<String, (Status, i64, Option<i64>)> {
     let mut by_key: BTreeMap<String, Vec<&Event>> = BTreeMap::new();
-    events.iter().for_each(|e| by_key.entry(e.key.to_string()).or_default().push(e));
+    events
+        .iter()
+        .for_each(|e| by_key.entry(e.key.to_string()).or_default().push(e));
     by_key
         .into_iter()
         .map(|(k, es)| {
             let top = es.iter().map(|e| e.status).max().unwrap();
-            let at = es.iter().filter(|e| e.status == top).map(|e| e.at_ms).min().unwrap();
-            let code = es.iter().filter(|e| e.status == top && e.at_ms == at).filter_map(|e| e.code).min();
+            let at = es
+                .iter()
+                .filter(|e| e.status == top)
+                .map(|e| e.at_ms)
+                .min()
+                .unwrap();
+            let code = es
+                .iter()
+                .filter(|e| e.status == top && e.at_ms == at)
+                .filter_map(|e| e.code)
+                .min();
             (k, (top, at, code))
         })
         .collect()
 }
 
 fn as_map(r: &Resolution) -> BTreeMap<String, (Status, i64, Option<i64>)> {
-    r.iter().map(|(k, v)| (k.to_owned(), (v.status, v.at_ms, v.code))).collect()
+    r.iter()
+        .map(|(k, v)| (k.to_owned(), (v.status, v.at_ms, v.code)))
+        .collect()
 }
 
 pub fn arb_events() -> impl Strategy<Value = Vec<Event<'static>>> {
-    let event = (0..6u8, 0..STATUSES.len(), 0..4i64, proptest::option::of(0..3i64)).prop_map(|(k, s, t, c)| {
-        let status = STATUSES[s].2;
-        let code = if status == Status::Error { c } else { None };
-        ev(&format!("key-{k}"), status, t * 1000, code)
-    });
+    let event = (
+        0..6u8,
+        0..STATUSES.len(),
+        0..4i64,
+        proptest::option::of(0..3i64),
+    )
+        .prop_map(|(k, s, t, c)| {
+            let status = STATUSES[s].2;
+            let code = if status == Status::Error { c } else { None };
+            ev(&format!("key-{k}"), status, t * 1000, code)
+        });
     proptest::collection::vec(event, 0..40)
 }
 

@@ -16,16 +16,25 @@ pub struct Decoded {
 
 pub fn decode(raw: Bytes) -> Decoded {
     if !raw.starts_with(&GZIP_MAGIC) {
-        return Decoded { data: raw, error: None };
+        return Decoded {
+            data: raw,
+            error: None,
+        };
     }
     let mut out = Vec::with_capacity(raw.len().saturating_mul(4));
     match MultiGzDecoder::new(&raw[..]).read_to_end(&mut out) {
-        Ok(_) => Decoded { data: out.into(), error: None },
+        Ok(_) => Decoded {
+            data: out.into(),
+            error: None,
+        },
         Err(e) => {
             // Keep only whole lines: a cut-off last line is part of the damage.
             let whole = memchr::memrchr(b'\n', &out).map_or(0, |i| i + 1);
             out.truncate(whole);
-            Decoded { data: out.into(), error: Some(format!("gzip: {e}")) }
+            Decoded {
+                data: out.into(),
+                error: Some(format!("gzip: {e}")),
+            }
         }
     }
 }
@@ -63,7 +72,9 @@ mod tests {
 
     #[test]
     fn truncated_gzip_keeps_whole_lines_and_reports() {
-        let body: Vec<u8> = (0..2000).flat_map(|i| format!("line {i}\n").into_bytes()).collect();
+        let body: Vec<u8> = (0..2000)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
         let mut gz = gzip(&body);
         gz.truncate(gz.len() / 2);
         let d = decode(gz.into());

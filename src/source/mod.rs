@@ -48,7 +48,12 @@ impl Source {
             }
             let store = gcs(bucket)?;
             let prefix = (!prefix.trim_matches('/').is_empty()).then(|| Path::from(prefix));
-            return Ok(Source { store, prefix, only: None, url: url.into() });
+            return Ok(Source {
+                store,
+                prefix,
+                only: None,
+                url: url.into(),
+            });
         }
         let path = match url.strip_prefix("file://") {
             Some(p) => PathBuf::from(p),
@@ -60,9 +65,9 @@ impl Source {
             }
             None => PathBuf::from(url),
         };
-        let path = path.canonicalize().map_err(|e| {
-            UsageError::new(format!("source {}: {e}", path.display()))
-        })?;
+        let path = path
+            .canonicalize()
+            .map_err(|e| UsageError::new(format!("source {}: {e}", path.display())))?;
         let (root, only) = if path.is_file() {
             let name = path.file_name().and_then(|n| n.to_str()).map(Path::from);
             (path.parent().map(PathBuf::from).unwrap_or_default(), name)
@@ -71,7 +76,12 @@ impl Source {
         };
         let store = LocalFileSystem::new_with_prefix(&root)
             .with_context(|| format!("opening {}", root.display()))?;
-        Ok(Source { store: Arc::new(store), prefix: None, only, url: url.into() })
+        Ok(Source {
+            store: Arc::new(store),
+            prefix: None,
+            only,
+            url: url.into(),
+        })
     }
 
     pub fn url(&self) -> &str {
@@ -118,7 +128,11 @@ impl Source {
 fn gcs(bucket: &str) -> Result<Arc<dyn ObjectStore>> {
     let builder = match std::env::var("STORAGE_EMULATOR_HOST") {
         Ok(host) if !host.is_empty() => {
-            let base = if host.contains("://") { host } else { format!("http://{host}") };
+            let base = if host.contains("://") {
+                host
+            } else {
+                format!("http://{host}")
+            };
             let key = serde_json::json!({
                 "gcs_base_url": base.trim_end_matches('/'),
                 "disable_oauth": true,

@@ -74,7 +74,12 @@ pub trait Target: Send + Sync {
 
 /// Opens the target a URL names.
 pub fn open(url: &str, columns: Columns) -> Result<Box<dyn Target>> {
-    for name in [&columns.table, &columns.key, &columns.status, &columns.errors] {
+    for name in [
+        &columns.table,
+        &columns.key,
+        &columns.status,
+        &columns.errors,
+    ] {
         ident(name)?;
     }
     if let Some(path) = url.strip_prefix("sqlite://") {
@@ -92,7 +97,9 @@ pub fn open(url: &str, columns: Columns) -> Result<Box<dyn Target>> {
 /// A table or column name we are willing to put into SQL text.
 pub fn ident(name: &str) -> Result<&str> {
     let mut chars = name.chars();
-    let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
         && name.len() <= 300;
     if ok {

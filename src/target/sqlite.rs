@@ -29,7 +29,16 @@ impl Sqlite {
         let conn = Connection::open(path).with_context(|| format!("opening sqlite://{path}"))?;
         conn.busy_timeout(std::time::Duration::from_secs(60))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        Ok(Sqlite { conn: Mutex::new(conn), columns, path: path.into() })
+        Ok(Sqlite {
+            conn: Mutex::new(conn),
+            columns,
+            path: path.into(),
+        })
+    }
+
+    /// Direct access for tests and tools.
+    pub fn with_connection<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        f(&self.conn.lock().expect("no panics while locked"))
     }
 
     fn columns_of(conn: &Connection, table: &str) -> Result<Vec<String>> {
@@ -49,14 +58,21 @@ fn create_sql(name: &str, fields: &[Field], primary_key: &[&str], strict: bool) 
                 "FLOAT" | "FLOAT64" => "REAL",
                 _ => "TEXT", // STRING; TIMESTAMP and DATETIME as fixed-format text
             };
-            let null = if strict && f.required() { " NOT NULL" } else { "" };
+            let null = if strict && f.required() {
+                " NOT NULL"
+            } else {
+                ""
+            };
             format!("\"{}\" {kind}{null}", f.name)
         })
         .collect();
     if !primary_key.is_empty() {
         cols.push(format!("PRIMARY KEY ({})", primary_key.join(", ")));
     }
-    format!("CREATE TABLE IF NOT EXISTS \"{name}\" ({})", cols.join(", "))
+    format!(
+        "CREATE TABLE IF NOT EXISTS \"{name}\" ({})",
+        cols.join(", ")
+    )
 }
 
 fn own_tables() -> [(Table, &'static [&'static str]); 3] {
@@ -90,7 +106,10 @@ impl Target for Sqlite {
         }
         for column in [&c.key, &c.status] {
             if !existing.contains(column) {
-                conn.execute(&format!("ALTER TABLE \"{}\" ADD COLUMN \"{column}\" TEXT", c.table), [])?;
+                conn.execute(
+                    &format!("ALTER TABLE \"{}\" ADD COLUMN \"{column}\" TEXT", c.table),
+                    [],
+                )?;
             }
         }
         conn.execute(
@@ -116,7 +135,8 @@ impl Target for Sqlite {
 
     async fn apply(&self, batch: &Batch, ctx: &RunContext) -> Result<Applied> {
         let mut conn = self.conn.lock().expect("no panics while locked");
-        let has_errors = Self::columns_of(&conn, &self.columns.table)?.contains(&self.columns.errors);
+        let has_errors =
+            Self::columns_of(&conn, &self.columns.table)?.contains(&self.columns.errors);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now = format_ms(ctx.now.timestamp_millis());
         fold_into_pending(&tx, batch, &now)?;
@@ -126,7 +146,12 @@ impl Target for Sqlite {
         record_batch(&tx, batch, ctx, &now)?;
         failpoint::hit("before-commit");
         tx.commit()?;
-        Ok(Applied { rows_updated, pending, expired, bytes_processed: 0 })
+        Ok(Applied {
+            rows_updated,
+            pending,
+            expired,
+            bytes_processed: 0,
+        })
     }
 }
 
@@ -149,9 +174,14 @@ fn fold_into_pending(tx: &rusqlite::Transaction, batch: &Batch, now: &str) -> Re
             .optional()?;
         let mut merged = *new;
         if let Some((status, at, code)) = stored {
-            let status = Status::from_written(&status).context("pending table holds an unknown status")?;
+            let status =
+                Status::from_written(&status).context("pending table holds an unknown status")?;
             let at_ms = parse_ms(&at)?;
-            let old = Resolved { status, at_ms, code };
+            let old = Resolved {
+                status,
+                at_ms,
+                code,
+            };
             merged = old;
             if !merged.absorb(*new) {
                 continue;
@@ -159,7 +189,14 @@ fn fold_into_pending(tx: &rusqlite::Transaction, batch: &Batch, now: &str) -> Re
         }
         let at = merged.status_at();
         let note = (merged.status == Status::Error).then(|| errors_note(merged.code, &at));
-        put.execute(params![key, merged.status.written(), at, merged.code, note, now])?;
+        put.execute(params![
+            key,
+            merged.status.written(),
+            at,
+            merged.code,
+            note,
+            now
+        ])?;
     }
     Ok(())
 }
@@ -191,7 +228,12 @@ fn update_messages(tx: &rusqlite::Transaction, c: &Columns, has_errors: bool) ->
 
 /// Marks matched keys, dead-letters keys whose time-to-live ended without a row,
 /// forgets expired ones. Returns (still pending, expired unmatched).
-fn settle_pending(tx: &rusqlite::Transaction, c: &Columns, ctx: &RunContext, now: &str) -> Result<(u64, u64)> {
+fn settle_pending(
+    tx: &rusqlite::Transaction,
+    c: &Columns,
+    ctx: &RunContext,
+    now: &str,
+) -> Result<(u64, u64)> {
     let p = schema::PENDING.name;
     tx.execute(
         &format!(
@@ -214,7 +256,10 @@ fn settle_pending(tx: &rusqlite::Transaction, c: &Columns, ctx: &RunContext, now
         ),
         params![ctx.run_id, Reason::PendingExpired.as_str(), now, cutoff],
     )? as u64;
-    tx.execute(&format!("DELETE FROM \"{p}\" WHERE first_seen_at < ?1"), [&cutoff])?;
+    tx.execute(
+        &format!("DELETE FROM \"{p}\" WHERE first_seen_at < ?1"),
+        [&cutoff],
+    )?;
     let pending = tx.query_row(
         &format!("SELECT COUNT(*) FROM \"{p}\" WHERE matched_at IS NULL"),
         [],
@@ -224,13 +269,25 @@ fn settle_pending(tx: &rusqlite::Transaction, c: &Columns, ctx: &RunContext, now
 }
 
 /// Dead letters of the batch and its files, marked done.
-fn record_batch(tx: &rusqlite::Transaction, batch: &Batch, ctx: &RunContext, now: &str) -> Result<()> {
+fn record_batch(
+    tx: &rusqlite::Transaction,
+    batch: &Batch,
+    ctx: &RunContext,
+    now: &str,
+) -> Result<()> {
     let mut dead = tx.prepare(&format!(
         "INSERT INTO \"{}\" (run_id, file, line, reason, raw, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         schema::DEAD_LETTERS.name
     ))?;
     for d in &batch.dead_letters {
-        dead.execute(params![ctx.run_id, d.file, d.line as i64, d.reason, d.raw, now])?;
+        dead.execute(params![
+            ctx.run_id,
+            d.file,
+            d.line as i64,
+            d.reason,
+            d.raw,
+            now
+        ])?;
     }
     let mut file = tx.prepare(&format!(
         "INSERT OR IGNORE INTO \"{}\" (object_name, generation, run_id, processed_at) VALUES (?1, ?2, ?3, ?4)",

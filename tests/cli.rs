@@ -1,0 +1,251 @@
+//! The binary as a user meets it: output, summary, exit codes, logs, bad files.
+
+mod common;
+
+use std::io::Write;
+
+use common::*;
+
+#[test]
+fn resolve_prints_the_expected_resolution_and_summary() {
+    let src = fixtures().join("callbacks");
+    let out = run(&["resolve", "--source", src.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected = std::fs::read_to_string(fixtures().join("expected/resolve.ndjson")).unwrap();
+    assert_eq!(stdout(&out), expected);
+    let last = stderr(&out).lines().last().unwrap().to_owned();
+    let expected_summary =
+        std::fs::read_to_string(fixtures().join("expected/summary.json")).unwrap();
+    assert_eq!(last, expected_summary.trim_end());
+}
+
+#[test]
+fn resolve_accepts_file_urls_single_files_and_an_output_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", fixtures().join("callbacks").display());
+    let output = dir.path().join("out.ndjson");
+    let dead = dir.path().join("dead.ndjson");
+    let out = run(
+        &[
+            "resolve",
+            "--source",
+            &url,
+            "--output",
+            output.to_str().unwrap(),
+            "--dead-letters",
+            dead.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty());
+    let expected = std::fs::read_to_string(fixtures().join("expected/resolve.ndjson")).unwrap();
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), expected);
+    let dead: Vec<serde_json::Value> = std::fs::read_to_string(&dead)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 12);
+    assert!(dead.iter().all(|d| d["file"].is_string()
+        && d["line"].as_u64().unwrap() > 0
+        && d["reason"].is_string()));
+    assert_eq!(dead[1]["raw"], r#"{"app":"DemoAPI","timestamp":"#);
+
+    let one = fixtures().join("callbacks/2025/11/22/05/no-suffix.ndjson");
+    let out = run(&["resolve", "--source", one.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 1);
+}
+
+#[test]
+fn usage_errors_exit_2_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [&[&str]; 4] = [
+        &["resolve", "--source", "/no/such/folder"],
+        &["run", "--source", "/tmp", "--target", "postgres://x"],
+        &[
+            "run",
+            "--source",
+            "/tmp",
+            "--target",
+            "sqlite://x.db",
+            "--key-column",
+            "a;drop",
+        ],
+        &["resolve"],
+    ];
+    for args in cases {
+        let out = run(args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
+    // A run on a target without a messages table says what to do.
+    let db = dir.path().join("empty.db");
+    let target = format!("sqlite://{}", db.display());
+    let src = fixtures().join("callbacks");
+    let out = run(
+        &[
+            "run",
+            "--source",
+            src.to_str().unwrap(),
+            "--target",
+            &target,
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    let last: serde_json::Value = serde_json::from_str(err.lines().last().unwrap()).unwrap();
+    assert_eq!(last["severity"], "ERROR");
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .contains("--create-messages"),
+        "{err}"
+    );
+    // ... and with the flag it works.
+    let out = run(
+        &[
+            "run",
+            "--source",
+            src.to_str().unwrap(),
+            "--target",
+            &target,
+            "--create-messages",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn a_broken_target_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("not-a-db.db");
+    std::fs::write(&db, vec![b'x'; 4096]).unwrap();
+    let src = fixtures().join("callbacks");
+    let out = run(
+        &[
+            "run",
+            "--source",
+            src.to_str().unwrap(),
+            "--target",
+            &format!("sqlite://{}", db.display()),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_files_among_good_ones_are_dead_lettered_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_callbacks(
+        dir.path(),
+        &["2025/11/22/01/v2.ndjson", "2025/11/22/02/v3.ndjson"],
+    );
+    // A gzip cut in half, after a few good lines.
+    let good_line =
+        std::fs::read_to_string(fixtures().join("callbacks/2025/11/22/01/v2.ndjson")).unwrap();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    for i in 0..3000 {
+        writeln!(enc, r#"{{"entry":[{{"changes":[{{"field":"messages","value":{{"statuses":[{{"gs_id":"gz-{i}","status":"sent","timestamp":"1763773200"}}]}}}}]}}]}}"#).unwrap();
+    }
+    let gz = enc.finish().unwrap();
+    std::fs::write(dir.path().join("corrupt.ndjson.gz"), &gz[..gz.len() / 2]).unwrap();
+    // A binary file.
+    let binary: Vec<u8> = (0..20_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(dir.path().join("image.png"), binary).unwrap();
+    // A 5 MB line between two good ones.
+    let huge = format!(
+        "{}\n{{\"body\":\"{}\"}}\n{}",
+        good_line.lines().next().unwrap(),
+        "x".repeat(5 << 20),
+        good_line.lines().nth(1).unwrap()
+    );
+    std::fs::write(dir.path().join("huge.ndjson"), huge).unwrap();
+
+    let dead = dir.path().join("dead.ndjson");
+    let out = run(
+        &[
+            "resolve",
+            "--source",
+            dir.path().to_str().unwrap(),
+            "--dead-letters",
+            dead.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: serde_json::Value =
+        serde_json::from_str(stderr(&out).lines().last().unwrap()).unwrap();
+    assert!(summary["dead_lettered"].as_u64().unwrap() >= 3, "{summary}");
+    let dead = std::fs::read_to_string(&dead).unwrap();
+    assert!(
+        dead.contains("corrupt.ndjson.gz") && dead.contains("gzip"),
+        "corrupt gzip is recorded"
+    );
+    assert!(dead.contains("image.png") && dead.contains("huge.ndjson"));
+    // The good lines still resolve as they do alone, and the readable part of the gzip counts.
+    let out_rows = stdout(&out);
+    let expected = std::fs::read_to_string(fixtures().join("expected/resolve.ndjson")).unwrap();
+    for key in [
+        "6a3c3a52-0001-4a8e-9d41-000000000001",
+        "6a3c3a52-0008-4a8e-9d41-000000000008",
+    ] {
+        let want = expected.lines().find(|l| l.contains(key)).unwrap();
+        assert!(out_rows.lines().any(|l| l == want), "{key}");
+    }
+    assert!(out_rows.contains(r#""bsp_message_id":"gz-0""#));
+}
+
+#[test]
+fn logs_are_json_with_a_summary_and_no_personal_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = seeded_db(dir.path());
+    let src = fixtures().join("callbacks");
+    let out = run(
+        &[
+            "run",
+            "--source",
+            src.to_str().unwrap(),
+            "--target",
+            &format!("sqlite://{}", db.display()),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    for line in err.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        assert!(
+            v["severity"].is_string() && v["message"].is_string() && v["run_id"].is_string(),
+            "{line}"
+        );
+    }
+    for secret in ["91XXXXXXXX", "91*******78", "hello", "reason text"] {
+        assert!(!err.contains(secret), "{secret} leaked into logs");
+    }
+    let s = summary(&out);
+    for field in [
+        "files",
+        "lines",
+        "events",
+        "duplicates",
+        "skipped",
+        "dead_lettered",
+        "messages",
+        "rows_updated",
+        "pending",
+        "bytes_processed",
+        "seconds",
+    ] {
+        assert!(!s[field].is_null(), "summary lacks {field}: {s}");
+    }
+    assert_eq!(s["files"], 6);
+    assert_eq!(s["events"], 32);
+}

@@ -1,0 +1,90 @@
+//! Helpers shared by the integration tests: the built binary, scratch folders,
+//! and reading a SQLite target back.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_bsp-status-loader");
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// Runs the binary with JSON logs and no inherited emulator settings.
+pub fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("BSP_LOG_FORMAT", "json")
+        .env_remove("RUST_LOG");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the binary runs")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The summary record of a `run` (the log line with `"summary":true`).
+pub fn summary(out: &Output) -> serde_json::Value {
+    stderr(out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["summary"] == true)
+        .unwrap_or_else(|| panic!("no summary in {}", stderr(out)))
+}
+
+/// Copies fixture callback files (paths relative to fixtures/callbacks) into `dir`.
+pub fn copy_callbacks(dir: &Path, files: &[&str]) {
+    for f in files {
+        let to = dir.join(f);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(fixtures().join("callbacks").join(f), to).unwrap();
+    }
+}
+
+/// A SQLite target seeded with fixtures/messages.sql.
+pub fn seeded_db(dir: &Path) -> PathBuf {
+    let path = dir.join("target.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(&std::fs::read_to_string(fixtures().join("messages.sql")).unwrap())
+        .unwrap();
+    path
+}
+
+/// A messages row as (id, key, bsp_status, errors).
+pub type Row = (i64, Option<String>, Option<String>, Option<String>);
+
+/// Every messages row, in a stable order.
+pub fn messages(db: &Path) -> Vec<Row> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT id, bsp_message_id, bsp_status, errors FROM messages ORDER BY id, bsp_status, rowid")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+pub fn count(db: &Path, sql: &str) -> i64 {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap()
+}
+
+pub const FIXTURE_FILES: [&str; 6] = [
+    "2025/11/22/01/v2.ndjson",
+    "2025/11/22/02/v3.ndjson",
+    "2025/11/22/03/wrapped.ndjson",
+    "2025/11/22/04/late.ndjson.gz",
+    "2025/11/22/05/no-suffix.ndjson",
+    "2025/11/22/06/bad.ndjson",
+];

@@ -1,0 +1,122 @@
+//! Applying batches to the SQLite target in any order gives the table that
+//! applying all of them at once gives, and no row ever moves backwards.
+
+use std::borrow::Cow;
+
+use bsp_status_loader::callback::Event;
+use bsp_status_loader::pipeline::Batch;
+use bsp_status_loader::resolve::Resolution;
+use bsp_status_loader::status::{STATUSES, Status};
+use bsp_status_loader::target::{Columns, RunContext, Sqlite, Target};
+use proptest::prelude::*;
+
+const INITIAL: [Option<&str>; 5] = [
+    None,
+    Some("seen"),
+    Some("sent"),
+    Some("delivered"),
+    Some("read"),
+];
+
+fn target(rows: &[(u8, usize)]) -> Sqlite {
+    let t = Sqlite::open(":memory:", Columns::default()).unwrap();
+    block_on(t.init(true)).unwrap();
+    t.with_connection(|c| {
+        for (key, initial) in rows {
+            c.execute(
+                "INSERT INTO messages (id, bsp_message_id, bsp_status) VALUES (?1, ?2, ?3)",
+                rusqlite::params![*key as i64, format!("k{key}"), INITIAL[*initial]],
+            )
+            .unwrap();
+        }
+    });
+    t
+}
+
+fn table(t: &Sqlite) -> Vec<(String, Option<String>)> {
+    t.with_connection(|c| {
+        let mut s = c
+            .prepare("SELECT bsp_message_id, bsp_status FROM messages ORDER BY rowid")
+            .unwrap();
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    })
+}
+
+fn rank(s: &Option<String>) -> u8 {
+    s.as_deref()
+        .and_then(Status::from_written)
+        .map_or(0, Status::rank)
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn batch(events: &[(u8, usize, i64)]) -> Batch {
+    let mut resolution = Resolution::default();
+    for &(k, s, t) in events {
+        let status = STATUSES[s].2;
+        let code = (status == Status::Error).then_some(t);
+        resolution.add(&Event {
+            key: Cow::Owned(format!("k{k}")),
+            status,
+            at_ms: t * 1000,
+            code,
+        });
+    }
+    Batch {
+        resolution,
+        ..Batch::default()
+    }
+}
+
+fn ctx() -> RunContext {
+    RunContext {
+        run_id: "prop".into(),
+        now: chrono::Utc::now(),
+        pending_ttl: chrono::Duration::days(7),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn batches_in_any_order_equal_all_at_once(
+        rows in proptest::collection::vec((0..6u8, 0..INITIAL.len()), 0..10),
+        batches in proptest::collection::vec(
+            proptest::collection::vec((0..8u8, 0..STATUSES.len(), 0..3i64), 0..8), 1..5),
+        order in any::<u64>(),
+    ) {
+        let all: Vec<_> = batches.iter().flatten().copied().collect();
+        let once = target(&rows);
+        block_on(once.apply(&batch(&all), &ctx())).unwrap();
+
+        let stepwise = target(&rows);
+        let mut order_rng = order;
+        let mut remaining: Vec<_> = batches.clone();
+        let mut before = table(&stepwise);
+        while !remaining.is_empty() {
+            order_rng = order_rng.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let next = remaining.remove((order_rng >> 33) as usize % remaining.len());
+            block_on(stepwise.apply(&batch(&next), &ctx())).unwrap();
+            let after = table(&stepwise);
+            for (b, a) in before.iter().zip(&after) {
+                prop_assert!(rank(&a.1) >= rank(&b.1), "{b:?} moved back to {a:?}");
+            }
+            before = after;
+        }
+        prop_assert_eq!(table(&stepwise), table(&once));
+        // And each row holds the higher of its initial status and the resolution.
+        let resolved = batch(&all).resolution;
+        for (key, status) in table(&once) {
+            let want = resolved.get(&key).map_or(0, |r| r.status.rank());
+            prop_assert!(rank(&status) >= want);
+        }
+    }
+}
