@@ -45,6 +45,16 @@ fn table(t: &Sqlite) -> Vec<(String, Option<String>)> {
     })
 }
 
+/// The pending table as (key, status, status_at, error_code), by key.
+fn pending(t: &Sqlite) -> Vec<(String, String, String, Option<i64>)> {
+    t.with_connection(|c| {
+        let mut s = c
+            .prepare("SELECT bsp_message_id, bsp_status, status_at, error_code FROM bsp_loader_pending ORDER BY 1")
+            .unwrap();
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect()
+    })
+}
+
 fn rank(s: &Option<String>) -> u8 {
     s.as_deref()
         .and_then(Status::from_written)
@@ -112,6 +122,14 @@ proptest! {
             before = after;
         }
         prop_assert_eq!(table(&stepwise), table(&once));
+        // The fold inside the database agrees with the in-memory resolution.
+        let want: Vec<_> = batch(&all)
+            .resolution
+            .sorted()
+            .into_iter()
+            .map(|(k, r)| (k.to_owned(), r.status.written().to_owned(), r.status_at(), r.code))
+            .collect();
+        prop_assert_eq!(pending(&stepwise), want);
         // And each row holds the higher of its initial status and the resolution.
         let resolved = batch(&all).resolution;
         for (key, status) in table(&once) {

@@ -8,7 +8,7 @@ use chrono::{DateTime, SecondsFormat};
 use serde::Serialize;
 
 use crate::callback::Event;
-use crate::status::Status;
+use crate::status::{Status, rank_sql};
 
 /// What a message resolves to: the highest status, the earliest time of it, and
 /// (for `error`) that event's code.
@@ -56,17 +56,28 @@ impl Resolved {
     }
 }
 
+/// SQL predicate: the resolution in row `new` beats the one in row `old` (both with
+/// the pending table's columns `bsp_status`, `status_at`, `error_code`). The same
+/// rule as `Resolved::absorb`, for targets that fold inside the database; the
+/// SQLite property tests check the two agree.
+pub fn beats_sql(new: &str, old: &str) -> String {
+    let (rn, ro) = (
+        rank_sql(&format!("{new}.bsp_status")),
+        rank_sql(&format!("{old}.bsp_status")),
+    );
+    format!(
+        "({rn} > {ro} OR ({rn} = {ro} AND ({new}.status_at < {old}.status_at OR \
+         ({new}.status_at = {old}.status_at AND {new}.error_code IS NOT NULL \
+         AND ({old}.error_code IS NULL OR {new}.error_code < {old}.error_code)))))"
+    )
+}
+
 /// An epoch time in milliseconds as RFC 3339 UTC with milliseconds and `Z`;
 /// fixed width for years 1970..=9999, so such texts sort as times.
 pub fn format_ms(ms: i64) -> String {
     DateTime::from_timestamp_millis(ms)
         .expect("times are bounded to years 1970..=9999")
         .to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// The inverse of `format_ms`.
-pub fn parse_ms(text: &str) -> anyhow::Result<i64> {
-    Ok(DateTime::parse_from_rfc3339(text)?.timestamp_millis())
 }
 
 /// The resolution of a set of events, keyed by Gupshup message id.

@@ -12,6 +12,8 @@ use chrono::{DateTime, Utc};
 
 use crate::error::UsageError;
 use crate::pipeline::Batch;
+use crate::resolve::Resolved;
+use crate::status::Status;
 
 pub use sqlite::Sqlite;
 
@@ -112,8 +114,29 @@ pub fn ident(name: &str) -> Result<&str> {
     }
 }
 
-/// The JSON note written to the `errors` column when a message becomes `error`.
-pub fn errors_note(code: Option<i64>, status_at: &str) -> String {
-    serde_json::json!({ "code": code, "status_at": status_at, "source": "bsp-status-loader" })
-        .to_string()
+/// One resolution as the pending table holds it.
+pub struct StagedRow<'a> {
+    pub key: &'a str,
+    pub status: &'static str,
+    pub status_at: String,
+    pub code: Option<i64>,
+    /// The JSON note written to the `errors` column when a message becomes `error`.
+    pub errors_note: Option<String>,
+}
+
+impl<'a> StagedRow<'a> {
+    pub fn new(key: &'a str, r: &Resolved) -> Self {
+        let status_at = r.status_at();
+        let errors_note = (r.status == Status::Error).then(|| {
+            serde_json::json!({ "code": r.code, "status_at": status_at, "source": "bsp-status-loader" })
+                .to_string()
+        });
+        StagedRow {
+            key,
+            status: r.status.written(),
+            status_at,
+            code: r.code,
+            errors_note,
+        }
+    }
 }

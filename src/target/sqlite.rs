@@ -7,15 +7,16 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 
+use super::StagedRow;
 use super::schema::{self, Field, Table};
-use super::{Applied, Columns, RunContext, Target, errors_note};
+use super::{Applied, Columns, RunContext, Target};
 use crate::callback::Reason;
 use crate::error::UsageError;
 use crate::failpoint;
 use crate::pipeline::Batch;
-use crate::resolve::{Resolved, format_ms, parse_ms};
+use crate::resolve::{beats_sql, format_ms};
 use crate::status::{Status, rank_sql};
 
 pub struct Sqlite {
@@ -155,49 +156,39 @@ impl Target for Sqlite {
     }
 }
 
-/// Folds the batch into the pending table with the same rule as `resolve`.
+/// Folds the batch into the pending table with the rule of `resolve::beats_sql`.
 fn fold_into_pending(tx: &rusqlite::Transaction, batch: &Batch, now: &str) -> Result<()> {
     let p = schema::PENDING.name;
-    let mut get = tx.prepare(&format!(
-        "SELECT bsp_status, status_at, error_code FROM \"{p}\" WHERE bsp_message_id = ?1"
+    tx.execute_batch(&format!(
+        "DROP TABLE IF EXISTS temp.stage; CREATE TEMP TABLE stage AS SELECT * FROM \"{p}\" WHERE 0"
     ))?;
-    let mut put = tx.prepare(&format!(
-        "INSERT INTO \"{p}\" (bsp_message_id, bsp_status, status_at, error_code, errors_note, first_seen_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (bsp_message_id) DO UPDATE SET bsp_status = excluded.bsp_status,
-           status_at = excluded.status_at, error_code = excluded.error_code,
-           errors_note = excluded.errors_note"
-    ))?;
-    for (key, new) in batch.resolution.iter() {
-        let stored: Option<(String, String, Option<i64>)> = get
-            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()?;
-        let mut merged = *new;
-        if let Some((status, at, code)) = stored {
-            let status =
-                Status::from_written(&status).context("pending table holds an unknown status")?;
-            let at_ms = parse_ms(&at)?;
-            let old = Resolved {
-                status,
-                at_ms,
-                code,
-            };
-            merged = old;
-            if !merged.absorb(*new) {
-                continue;
-            }
-        }
-        let at = merged.status_at();
-        let note = (merged.status == Status::Error).then(|| errors_note(merged.code, &at));
+    let mut put = tx.prepare(
+        "INSERT INTO temp.stage (bsp_message_id, bsp_status, status_at, error_code, errors_note, first_seen_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for (key, r) in batch.resolution.iter() {
+        let row = StagedRow::new(key, r);
         put.execute(params![
-            key,
-            merged.status.written(),
-            at,
-            merged.code,
-            note,
+            row.key,
+            row.status,
+            row.status_at,
+            row.code,
+            row.errors_note,
             now
         ])?;
     }
+    tx.execute(
+        &format!(
+            "INSERT INTO \"{p}\" SELECT * FROM temp.stage WHERE true
+             ON CONFLICT (bsp_message_id) DO UPDATE SET bsp_status = excluded.bsp_status,
+               status_at = excluded.status_at, error_code = excluded.error_code,
+               errors_note = excluded.errors_note
+             WHERE {beats}",
+            beats = beats_sql("excluded", &format!("\"{p}\""))
+        ),
+        [],
+    )?;
+    tx.execute("DROP TABLE temp.stage", [])?;
     Ok(())
 }
 
