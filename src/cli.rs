@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Parser, Subcommand};
 
 use crate::logging::LogFormat;
-use crate::target::Columns;
+use crate::target::{Columns, Options};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -87,9 +87,27 @@ pub struct TargetArgs {
     /// Create an empty Glific-shaped messages table if there is none (for trials and tests).
     #[arg(long, env = "BSP_CREATE_MESSAGES")]
     pub create_messages: bool,
+
+    /// BigQuery: a service-account key file. Without it, Application Default Credentials
+    /// (GOOGLE_APPLICATION_CREDENTIALS, or Cloud Run's service account).
+    #[arg(long, env = "BSP_CREDENTIALS")]
+    pub credentials: Option<String>,
+
+    /// BigQuery, partitioned tables: the MERGE reads partitions from the earliest status time
+    /// of the batch less this (message rows are older than their statuses). Keys whose rows
+    /// are older stay pending.
+    #[arg(long, env = "BSP_LOOKBACK", default_value = "31d", value_parser = parse_duration)]
+    pub lookback: chrono::Duration,
 }
 
 impl TargetArgs {
+    pub fn options(&self) -> Options {
+        Options {
+            credentials: self.credentials.clone(),
+            lookback: self.lookback,
+        }
+    }
+
     pub fn columns(&self) -> Columns {
         Columns {
             table: self.messages_table.clone(),

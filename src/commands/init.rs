@@ -5,7 +5,12 @@ use crate::cli::InitArgs;
 use crate::target;
 
 pub async fn init(args: &InitArgs) -> Result<()> {
-    let target = target::open(&args.target.target, args.target.columns())?;
+    let target = target::open(
+        &args.target.target,
+        args.target.columns(),
+        &args.target.options(),
+    )
+    .await?;
     target.init(args.target.create_messages).await?;
     info!(target_url = %args.target.target, "target ready");
     Ok(())

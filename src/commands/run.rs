@@ -34,7 +34,12 @@ async fn execute(
         pending_ttl: args.pending_ttl,
     };
     let source = Source::open(&args.source.source)?;
-    let target = target::open(&args.target.target, args.target.columns())?;
+    let target = target::open(
+        &args.target.target,
+        args.target.columns(),
+        &args.target.options(),
+    )
+    .await?;
     target.init(args.target.create_messages).await?;
 
     let listed = source.list().await?;

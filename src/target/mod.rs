@@ -1,6 +1,7 @@
 //! Where resolutions go: one trait, a backend per store, chosen by URL.
 //! `sqlite://PATH` (embedded) and `bigquery://PROJECT/DATASET[/TABLE]` (production).
 
+pub mod bigquery;
 pub mod schema;
 mod sqlite;
 
@@ -74,8 +75,17 @@ pub trait Target: Send + Sync {
     async fn apply(&self, batch: &Batch, ctx: &RunContext) -> Result<Applied>;
 }
 
+/// Settings only some targets use.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A service-account key file (BigQuery); else Application Default Credentials.
+    pub credentials: Option<String>,
+    /// How far before the earliest status time a partitioned MERGE reads.
+    pub lookback: chrono::Duration,
+}
+
 /// Opens the target a URL names.
-pub fn open(url: &str, columns: Columns) -> Result<Box<dyn Target>> {
+pub async fn open(url: &str, columns: Columns, options: &Options) -> Result<Box<dyn Target>> {
     for name in [
         &columns.table,
         &columns.key,
@@ -89,6 +99,16 @@ pub fn open(url: &str, columns: Columns) -> Result<Box<dyn Target>> {
             return Err(UsageError::new("target sqlite:// needs a file path").into());
         }
         return Ok(Box::new(Sqlite::open(path, columns)?));
+    }
+    if let Some(rest) = url.strip_prefix("bigquery://") {
+        let bq = bigquery::BigQuery::open(
+            rest,
+            columns,
+            options.credentials.as_deref(),
+            options.lookback,
+        )
+        .await?;
+        return Ok(Box::new(bq));
     }
     Err(UsageError::new(format!(
         "target {url:?}: use sqlite://PATH or bigquery://PROJECT/DATASET[/TABLE]"

@@ -1,0 +1,224 @@
+//! Staging a run's batch: per-run tables filled by INSERTs whose rows arrive as
+//! one ARRAY<STRUCT> query parameter (no streaming buffer, no value in SQL text),
+//! chunked to stay under BigQuery's request size limit.
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::api::{Api, Cell};
+use super::sql::Stage;
+use super::{BigQuery, staging_table};
+use crate::pipeline::Batch;
+use crate::target::{StagedRow, schema};
+
+/// Request bodies stay well under BigQuery's 10 MB.
+const CHUNK_BYTES: usize = 4 << 20;
+/// Longer raw dead-letter texts are cut (SQLite keeps them whole).
+const MAX_RAW_BYTES: usize = 1 << 20;
+
+/// A staged column: its name, the parameter's type and how the INSERT reads it.
+struct Column {
+    name: &'static str,
+    kind: &'static str,
+    select: &'static str,
+}
+
+const fn col(name: &'static str, kind: &'static str, select: &'static str) -> Column {
+    Column { name, kind, select }
+}
+
+const PENDING: [Column; 5] = [
+    col("bsp_message_id", "STRING", "r.bsp_message_id"),
+    col("bsp_status", "STRING", "r.bsp_status"),
+    col("status_at", "INT64", "TIMESTAMP_MILLIS(r.status_at)"),
+    col("error_code", "INT64", "r.error_code"),
+    col("errors_note", "STRING", "r.errors_note"),
+];
+const DEAD: [Column; 4] = [
+    col("file", "STRING", "r.file"),
+    col("line", "INT64", "r.line"),
+    col("reason", "STRING", "r.reason"),
+    col("raw", "STRING", "r.raw"),
+];
+const FILES: [Column; 2] = [
+    col("object_name", "STRING", "r.object_name"),
+    col("generation", "STRING", "r.generation"),
+];
+
+/// Creates and fills the three staging tables.
+pub async fn write(
+    api: &Api,
+    bq: &BigQuery,
+    stage: &Stage,
+    batch: &Batch,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let pending = batch.resolution.iter().map(|(k, r)| {
+        let row = StagedRow::new(k, r);
+        let at_ms = r.at_ms.to_string();
+        vec![
+            Some(row.key.to_owned()),
+            Some(row.status.to_owned()),
+            Some(at_ms),
+            row.code.map(|c| c.to_string()),
+            row.errors_note,
+        ]
+    });
+    let dead = batch.dead_letters.iter().map(|d| {
+        let mut raw = d.raw.clone();
+        if raw.len() > MAX_RAW_BYTES {
+            let cut = (0..=MAX_RAW_BYTES)
+                .rev()
+                .find(|&i| raw.is_char_boundary(i))
+                .unwrap_or(0);
+            raw.truncate(cut);
+        }
+        vec![
+            Some(d.file.clone()),
+            Some(d.line.to_string()),
+            Some(d.reason.to_owned()),
+            Some(raw),
+        ]
+    });
+    let files = batch
+        .files
+        .iter()
+        .map(|f| vec![Some(f.name.clone()), Some(f.generation.clone())]);
+
+    fill(
+        api,
+        bq,
+        &stage.pending,
+        schema::PENDING,
+        &PENDING,
+        pending,
+        now,
+    )
+    .await?;
+    fill(
+        api,
+        bq,
+        &stage.dead_letters,
+        schema::DEAD_LETTERS,
+        &DEAD,
+        dead,
+        now,
+    )
+    .await?;
+    fill(api, bq, &stage.files, schema::FILES, &FILES, files, now).await
+}
+
+async fn fill(
+    api: &Api,
+    bq: &BigQuery,
+    table: &str,
+    schema: schema::Table,
+    columns: &[Column],
+    rows: impl Iterator<Item = Vec<Cell>>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let names: Vec<&str> = columns.iter().map(|c| c.name).collect();
+    api.create_table(staging_table(bq, table, schema, &names, now))
+        .await?;
+    let sql = format!(
+        "INSERT INTO `{}.{}.{table}` ({}) SELECT {} FROM UNNEST(@rows) AS r",
+        api.project,
+        bq.dataset,
+        names.join(", "),
+        columns
+            .iter()
+            .map(|c| c.select)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for (i, chunk) in chunks(columns, rows).into_iter().enumerate() {
+        api.run(
+            &format!("{table}_{i}"),
+            &sql,
+            vec![rows_parameter(columns, chunk)],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Groups rows into chunks of at most `CHUNK_BYTES` of parameter values.
+fn chunks(columns: &[Column], rows: impl Iterator<Item = Vec<Cell>>) -> Vec<Vec<Value>> {
+    let mut out = vec![];
+    let mut current = vec![];
+    let mut size = 0;
+    for row in rows {
+        let values: serde_json::Map<String, Value> = columns
+            .iter()
+            .zip(row)
+            .map(|(c, v)| (c.name.to_owned(), json!({ "value": v })))
+            .collect();
+        let value = json!({ "structValues": values });
+        let len = value.to_string().len();
+        if size + len > CHUNK_BYTES && !current.is_empty() {
+            out.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += len;
+        current.push(value);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+fn rows_parameter(columns: &[Column], values: Vec<Value>) -> Value {
+    let types: Vec<Value> = columns
+        .iter()
+        .map(|c| json!({ "name": c.name, "type": { "type": c.kind } }))
+        .collect();
+    json!({
+        "name": "rows",
+        "parameterType": { "type": "ARRAY", "arrayType": { "type": "STRUCT", "structTypes": types } },
+        "parameterValue": { "arrayValues": values },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_chunked_under_the_request_limit_and_none_is_lost() {
+        let row = |i: usize| {
+            vec![
+                Some(format!("file-{i}")),
+                Some("1".into()),
+                Some("r".into()),
+                Some("x".repeat(100_000)),
+            ]
+        };
+        let chunks = chunks(&DEAD, (0..100).map(row));
+        assert!(chunks.len() >= 3);
+        assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 100);
+        for c in &chunks {
+            assert!(rows_parameter(&DEAD, c.clone()).to_string().len() < 5 << 20);
+        }
+    }
+
+    #[test]
+    fn the_parameter_is_an_array_of_structs_with_nulls() {
+        let p = rows_parameter(
+            &FILES,
+            chunks(&FILES, std::iter::once(vec![Some("a".into()), None])).remove(0),
+        );
+        assert_eq!(
+            p["parameterType"]["arrayType"]["structTypes"][1]["name"],
+            "generation"
+        );
+        assert_eq!(
+            p["parameterValue"]["arrayValues"][0]["structValues"]["object_name"]["value"],
+            "a"
+        );
+        assert!(
+            p["parameterValue"]["arrayValues"][0]["structValues"]["generation"]["value"].is_null()
+        );
+    }
+}

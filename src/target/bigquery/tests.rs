@@ -1,0 +1,382 @@
+//! What the emulator cannot show, against recorded BigQuery answers served by a
+//! small local HTTP server: 5xx then success, a 409 on a repeated job id, a job
+//! that fails transiently, `jobComplete: false`, the streaming-buffer rejection.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::api::Api;
+use super::retry::{Failure, Policy};
+use super::*;
+use crate::pipeline::Batch;
+use crate::target::RunContext;
+
+/// (method, path, body) of each request the server saw.
+type Log = Arc<Mutex<Vec<(String, String, String)>>>;
+
+/// Serves `answer(method, path, body, log so far)` → (status, JSON body).
+async fn serve<F>(answer: F) -> (String, Log)
+where
+    F: Fn(&str, &str, &str, &[(String, String, String)]) -> (u16, Value) + Send + Sync + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let log: Log = Arc::default();
+    let answer = Arc::new(answer);
+    let seen = log.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let (answer, seen) = (answer.clone(), seen.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                let (head_end, length) = loop {
+                    let n = sock.read(&mut chunk).await.unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse().unwrap());
+                        break (i + 4, length);
+                    }
+                };
+                while buf.len() < head_end + length {
+                    let n = sock.read(&mut chunk).await.unwrap();
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                let mut first = head.split_whitespace();
+                let (method, target) = (
+                    first.next().unwrap().to_owned(),
+                    first.next().unwrap().to_owned(),
+                );
+                let path = target
+                    .split('?')
+                    .next()
+                    .unwrap()
+                    .trim_start_matches("/bigquery/v2")
+                    .to_owned();
+                let body = String::from_utf8_lossy(&buf[head_end..]).into_owned();
+                let (status, reply) = {
+                    let mut log = seen.lock().unwrap();
+                    let reply = answer(&method, &path, &body, &log);
+                    log.push((method, path, body));
+                    reply
+                };
+                let reply = reply.to_string();
+                let response = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                    reply.len()
+                );
+                sock.write_all(response.as_bytes()).await.unwrap();
+            });
+        }
+    });
+    (base, log)
+}
+
+async fn api(base: &str) -> Api {
+    let mut api = Api::unauthenticated(base, "p").await.unwrap();
+    api.policy = Policy {
+        max_attempts: 4,
+        deadline: Duration::from_secs(30),
+        first_wait: Duration::from_millis(5),
+    };
+    api
+}
+
+fn job(id: &str, state: &str, error: Option<(&str, &str)>) -> Value {
+    let mut j = json!({
+        "jobReference": { "projectId": "p", "jobId": id, "location": "asia-south1" },
+        "status": { "state": state },
+        "statistics": { "query": { "totalBytesProcessed": "1048576" } },
+    });
+    if let Some((reason, message)) = error {
+        j["status"]["errorResult"] = json!({ "reason": reason, "message": message });
+        j["status"]["errors"] = json!([{ "reason": reason, "message": message }]);
+    }
+    j
+}
+
+fn http_error(code: u16, reason: &str, message: &str) -> (u16, Value) {
+    (
+        code,
+        json!({ "error": { "code": code, "message": message, "errors": [{ "reason": reason, "message": message }], "status": "" } }),
+    )
+}
+
+fn job_id_of(body: &str) -> String {
+    serde_json::from_str::<Value>(body).unwrap()["jobReference"]["jobId"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_5xx_on_insert_is_retried_with_the_same_job_id_and_the_job_followed_to_done() {
+    let (base, log) = serve(|method, path, body, log| match (method, path) {
+        ("POST", "/projects/p/jobs") if log.is_empty() => {
+            http_error(503, "backendError", "try again")
+        }
+        ("POST", "/projects/p/jobs") => (200, job(&job_id_of(body), "RUNNING", None)),
+        ("GET", p) if log.iter().filter(|r| r.0 == "GET").count() < 2 => {
+            (200, job(p.rsplit('/').next().unwrap(), "RUNNING", None))
+        }
+        ("GET", p) => (200, job(p.rsplit('/').next().unwrap(), "DONE", None)),
+        _ => (404, json!({})),
+    })
+    .await;
+    let done = api(&base)
+        .await
+        .run("run1_merge", "SELECT 1", vec![])
+        .await
+        .unwrap();
+    assert_eq!(done.job_id, "run1_merge");
+    assert_eq!(done.bytes_processed, 1_048_576);
+    assert_eq!(done.location.as_deref(), Some("asia-south1"));
+    let log = log.lock().unwrap();
+    let inserts: Vec<_> = log
+        .iter()
+        .filter(|r| r.0 == "POST")
+        .map(|r| job_id_of(&r.2))
+        .collect();
+    assert_eq!(
+        inserts,
+        ["run1_merge", "run1_merge"],
+        "the same id: BigQuery dedupes it"
+    );
+    assert_eq!(
+        log.iter().filter(|r| r.0 == "GET").count(),
+        3,
+        "polled until DONE"
+    );
+}
+
+#[tokio::test]
+async fn a_409_on_a_repeated_job_id_means_the_job_exists_and_is_followed_not_rerun() {
+    let (base, log) = serve(|method, path, _, _| match (method, path) {
+        ("POST", _) => http_error(409, "duplicate", "Already Exists: Job p:run1_merge"),
+        ("GET", p) => (200, job(p.rsplit('/').next().unwrap(), "DONE", None)),
+        _ => (404, json!({})),
+    })
+    .await;
+    let done = api(&base)
+        .await
+        .run("run1_merge", "SELECT 1", vec![])
+        .await
+        .unwrap();
+    assert_eq!(done.job_id, "run1_merge");
+    assert_eq!(
+        log.lock().unwrap().iter().filter(|r| r.0 == "POST").count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_job_that_fails_transiently_runs_again_under_a_new_id_and_errors_are_never_success() {
+    let (base, log) = serve(|method, path, body, _| match (method, path) {
+        ("POST", _) => (200, job(&job_id_of(body), "PENDING", None)),
+        ("GET", p) if p.ends_with("_merge") => {
+            (200, job("x", "DONE", Some(("backendError", "internal"))))
+        }
+        ("GET", p) if p.ends_with("_r1") => (
+            200,
+            job(
+                "x",
+                "DONE",
+                Some((
+                    "invalidQuery",
+                    "Could not serialize access to table p:d.messages due to concurrent update",
+                )),
+            ),
+        ),
+        ("GET", _) => (200, job("x", "DONE", None)),
+        _ => (404, json!({})),
+    })
+    .await;
+    let done = api(&base)
+        .await
+        .run("run1_merge", "SELECT 1", vec![])
+        .await
+        .unwrap();
+    assert_eq!(done.job_id, "run1_merge_r2");
+    let inserted: Vec<_> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.0 == "POST")
+        .map(|r| job_id_of(&r.2))
+        .collect();
+    assert_eq!(inserted, ["run1_merge", "run1_merge_r1", "run1_merge_r2"]);
+
+    // A real error is reported, not retried and not success.
+    let (base, _) = serve(|method, _, body, _| match method {
+        "POST" => (200, job(&job_id_of(body), "RUNNING", None)),
+        _ => (
+            200,
+            job(
+                "x",
+                "DONE",
+                Some(("invalidQuery", "Syntax error: Unexpected keyword")),
+            ),
+        ),
+    })
+    .await;
+    let err = api(&base)
+        .await
+        .run("j", "SELEC 1", vec![])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Failure::Job { reason, .. } if reason == "invalidQuery"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn results_of_an_incomplete_job_are_not_success_and_pages_are_followed() {
+    let (base, _) = serve(|_, _, _, _| {
+        (
+            200,
+            json!({ "jobComplete": false, "jobReference": { "projectId": "p", "jobId": "j" } }),
+        )
+    })
+    .await;
+    let done = api::Done {
+        job_id: "j".into(),
+        location: None,
+        bytes_processed: 0,
+    };
+    assert!(api(&base).await.rows(&done).await.is_err());
+
+    let (base, _) = serve(|_, _, _, log| {
+        let rows = json!([{ "f": [{ "v": format!("row{}", log.len()) }, { "v": null }] }]);
+        let mut page = json!({ "jobComplete": true, "rows": rows, "totalRows": "3" });
+        if log.len() < 2 {
+            page["pageToken"] = format!("t{}", log.len()).into();
+        }
+        (200, page)
+    })
+    .await;
+    let rows = api(&base).await.rows(&done).await.unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            vec![Some("row0".into()), None],
+            vec![Some("row1".into()), None],
+            vec![Some("row2".into()), None]
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_fails_after_bounded_retries() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let api = api(&format!("http://127.0.0.1:{port}")).await;
+    let err = api.run("j", "SELECT 1", vec![]).await.unwrap_err();
+    assert!(matches!(err, Failure::Transport(_)), "{err}");
+}
+
+/// A whole run whose MERGE meets the streaming buffer: the run still succeeds,
+/// retried with an upper bound so recent rows (and their keys) wait for later.
+#[tokio::test]
+async fn the_streaming_buffer_rejection_leaves_recent_rows_pending_instead_of_failing() {
+    let messages = json!({
+        "tableReference": { "projectId": "p", "datasetId": "d", "tableId": "messages" },
+        "schema": { "fields": [
+            { "name": "bsp_message_id", "type": "STRING" }, { "name": "bsp_status", "type": "STRING" },
+            { "name": "inserted_at", "type": "DATETIME" } ] },
+        "timePartitioning": { "type": "MONTH", "field": "inserted_at" },
+    });
+    let (base, log) = serve(move |method, path, body, _| match (method, path) {
+        ("GET", "/projects/p/datasets/d/tables/messages") => (200, messages.clone()),
+        ("POST", "/projects/p/datasets/d/tables") => (200, serde_json::from_str(body).unwrap()),
+        ("POST", "/projects/p/jobs") => (200, job(&job_id_of(body), "RUNNING", None)),
+        ("GET", p) if p.ends_with("_merge") => (
+            200,
+            job("x", "DONE", Some(("invalidQuery", "UPDATE or DELETE statement over table p.d.messages would affect rows in the streaming buffer, which is not supported"))),
+        ),
+        ("GET", p) if p.starts_with("/projects/p/jobs/") => (200, job(p.rsplit('/').next().unwrap(), "DONE", None)),
+        ("GET", p) if p.starts_with("/projects/p/queries/") && p.ends_with("_bounds") => {
+            (200, json!({ "jobComplete": true, "rows": [{ "f": [{ "v": null }] }] }))
+        }
+        ("GET", p) if p.starts_with("/projects/p/queries/") => {
+            (200, json!({ "jobComplete": true, "rows": [{ "f": [{ "v": "3" }, { "v": "0" }, { "v": "2" }] }] }))
+        }
+        _ => (404, json!({ "error": { "code": 404, "message": "no", "errors": [] } })),
+    })
+    .await;
+    let bq = BigQuery {
+        api: api(&base).await,
+        dataset: "d".into(),
+        columns: Columns::default(),
+        lookback: chrono::Duration::days(31),
+    };
+    let mut batch = Batch::default();
+    batch.resolution.insert(
+        "k1",
+        crate::resolve::Resolved {
+            status: crate::status::Status::Read,
+            at_ms: 1_763_773_200_000,
+            code: None,
+        },
+    );
+    let now: DateTime<Utc> = "2025-11-22T12:00:00Z".parse().unwrap();
+    let ctx = RunContext {
+        run_id: "r1".into(),
+        now,
+        pending_ttl: chrono::Duration::days(7),
+    };
+    let applied = bq.apply(&batch, &ctx).await.unwrap();
+    assert_eq!((applied.rows_updated, applied.pending), (3, 2));
+    let jobs: Vec<_> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {}", r.0, r.1))
+        .collect();
+    assert_eq!(applied.bytes_processed, 3 * 1_048_576, "{jobs:#?}");
+
+    let log = log.lock().unwrap();
+    let scripts: Vec<Value> = log
+        .iter()
+        .filter(|r| r.0 == "POST" && r.1 == "/projects/p/jobs")
+        .map(|r| serde_json::from_str(&r.2).unwrap())
+        .filter(|j: &Value| {
+            j["jobReference"]["jobId"]
+                .as_str()
+                .unwrap()
+                .contains("_merge")
+        })
+        .collect();
+    assert_eq!(scripts.len(), 2);
+    let retry_sql = scripts[1]["configuration"]["query"]["query"]
+        .as_str()
+        .unwrap();
+    assert!(
+        retry_sql.contains("T.inserted_at < DATETIME '2025-11-21 12:00:00'"),
+        "{retry_sql}"
+    );
+    assert!(
+        retry_sql.contains("T.inserted_at >= DATETIME '2025-10-22 01:00:00'"),
+        "{retry_sql}"
+    );
+    // Values travel as parameters, never in SQL text.
+    assert!(
+        log.iter()
+            .all(|r| !r.2.contains("INSERT") || !r.2.contains("'k1'"))
+    );
+}
