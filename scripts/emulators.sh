@@ -20,7 +20,7 @@ free_port() {
 
 wait_for() { # url, seconds
   for _ in $(seq 1 "$2"); do
-    curl -s -o /dev/null "$1" && return 0
+    python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$1" 2>/dev/null && return 0
     sleep 1
   done
   echo "emulator at $1 did not start; logs in $LOGS" >&2

@@ -1,0 +1,359 @@
+//! End to end against real emulators: fake-gcs-server as the bucket and
+//! bqemulator as BigQuery, both started by scripts/test.sh (feature
+//! `emulator-tests`). Glific-shaped, MONTH-partitioned messages with copies and
+//! pre-set statuses; runs with late rows and late files; crashes between steps.
+#![cfg(feature = "emulator-tests")]
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+struct Emulators {
+    gcs: String,
+    bq: String,
+    http: reqwest::Client,
+}
+
+fn emulators() -> Emulators {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: run the tests with `bash scripts/test.sh`")
+        })
+    };
+    Emulators {
+        gcs: var("STORAGE_EMULATOR_HOST"),
+        bq: var("BIGQUERY_EMULATOR_HOST"),
+        http: reqwest::Client::new(),
+    }
+}
+
+#[allow(non_snake_case)]
+fn K(n: u32) -> String {
+    format!("6a3c3a52-{n:04}-4a8e-9d41-0000000000{n:02}")
+}
+
+impl Emulators {
+    async fn post(&self, url: String, body: Value) -> Value {
+        let resp = self.http.post(&url).json(&body).send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert!(status.is_success(), "{url}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    async fn bucket(&self, name: &str) {
+        self.post(
+            format!("{}/storage/v1/b?project=demo", self.gcs),
+            json!({ "name": name }),
+        )
+        .await;
+    }
+
+    async fn upload(&self, bucket: &str, files: &[&str]) {
+        for f in files {
+            let data = std::fs::read(fixtures().join("callbacks").join(f)).unwrap();
+            let url = format!(
+                "{}/upload/storage/v1/b/{bucket}/o?uploadType=media&name=gupshup/{f}",
+                self.gcs
+            );
+            let resp = self.http.post(&url).body(data).send().await.unwrap();
+            assert!(resp.status().is_success());
+        }
+    }
+
+    fn bq_url(&self, path: &str) -> String {
+        format!("{}/bigquery/v2/projects/demo{path}", self.bq)
+    }
+
+    /// A dataset with Glific's messages table, MONTH-partitioned on inserted_at, plus the key column.
+    async fn dataset(&self, name: &str) {
+        self.post(
+            self.bq_url("/datasets"),
+            json!({ "datasetReference": { "projectId": "demo", "datasetId": name } }),
+        )
+        .await;
+        let fields: Value = serde_json::from_str(
+            &std::fs::read_to_string(fixtures().join("../schemas/messages.json")).unwrap(),
+        )
+        .unwrap();
+        self.post(
+            self.bq_url(&format!("/datasets/{name}/tables")),
+            json!({
+                "tableReference": { "projectId": "demo", "datasetId": name, "tableId": "messages" },
+                "schema": { "fields": fields },
+                "timePartitioning": { "type": "MONTH", "field": "inserted_at" },
+            }),
+        )
+        .await;
+    }
+
+    /// Appends message rows (id, key, bsp_status, inserted_at) the way Glific does: insertAll.
+    async fn rows(&self, dataset: &str, rows: &[(i64, Option<String>, Option<&str>, &str)]) {
+        let rows: Vec<Value> = rows
+            .iter()
+            .map(|(id, key, status, at)| {
+                json!({ "json": {
+                    "id": id, "type": "text", "flow": "outbound", "status": "sent",
+                    "sender_phone": "91XXXXXXXX00", "receiver_phone": "91XXXXXXXX01", "contact_phone": "91XXXXXXXX01",
+                    "body": "hello", "inserted_at": at, "bsp_status": status, "bsp_message_id": key,
+                }})
+            })
+            .collect();
+        let answer = self
+            .post(
+                self.bq_url(&format!("/datasets/{dataset}/tables/messages/insertAll")),
+                json!({ "rows": rows }),
+            )
+            .await;
+        assert_eq!(
+            answer["insertErrors"].as_array().map_or(0, Vec::len),
+            0,
+            "{answer}"
+        );
+    }
+
+    async fn query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        let answer = self
+            .post(
+                self.bq_url("/queries"),
+                json!({ "query": sql, "useLegacySql": false }),
+            )
+            .await;
+        assert_eq!(answer["jobComplete"], true);
+        answer["rows"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|r| {
+                r["f"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["v"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Row counts of the job's own tables.
+    async fn bookkeeping(&self, dataset: &str) -> Vec<Vec<Option<String>>> {
+        let n = |t: &str| format!("(SELECT COUNT(*) FROM `demo.{dataset}.{t}`)");
+        self.query(&format!(
+            "SELECT {}, {}, {}",
+            n("bsp_loader_files"),
+            n("bsp_loader_pending"),
+            n("bsp_loader_dead_letters")
+        ))
+        .await
+    }
+
+    /// (id, bsp_status) of every row, in a stable order.
+    async fn statuses(&self, dataset: &str) -> Vec<(String, Option<String>)> {
+        self.query(&format!(
+            "SELECT id, bsp_status FROM `demo.{dataset}.messages` ORDER BY id, bsp_status"
+        ))
+        .await
+        .into_iter()
+        .map(|r| (r[0].clone().unwrap(), r[1].clone()))
+        .collect()
+    }
+}
+
+/// The rows of fixtures/messages.sql, plus a row far older than the lookback.
+fn seed() -> Vec<(i64, Option<String>, Option<&'static str>, &'static str)> {
+    let day = "2025-11-22T06:30:00";
+    vec![
+        (1, Some(K(1)), Some("enqueued"), day),
+        (1, Some(K(1)), Some("delivered"), day),
+        (2, Some(K(2)), None, day),
+        (3, Some(K(3)), Some("read"), day),
+        (6, Some(K(6)), Some("seen"), day),
+        (7, Some(K(7)), Some("sent"), day),
+        (8, Some(K(8)), Some("delivered"), day),
+        (9, Some(K(9)), None, day),
+        (13, Some(K(13)), None, day),
+        (13, Some(K(13)), Some("sent"), day),
+        (14, Some(K(14)), None, day),
+        (50, None, Some("delivered"), day),
+        (10, Some(K(10)), None, "2024-01-15T10:00:00"),
+    ]
+}
+
+fn bq_run(bucket: &str, dataset: &str, envs: &[(&str, &str)]) -> std::process::Output {
+    run(
+        &[
+            "run",
+            "--source",
+            &format!("gs://{bucket}/gupshup"),
+            "--target",
+            &format!("bigquery://demo/{dataset}/messages"),
+        ],
+        envs,
+    )
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+fn some(s: &str) -> Option<String> {
+    Some(s.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_with_late_rows_and_late_files_converge_and_a_quiet_run_changes_nothing() {
+    let emu = emulators();
+    let (bucket, dataset) = (unique("cb").replace('_', "-"), unique("org"));
+    emu.bucket(&bucket).await;
+    emu.dataset(&dataset).await;
+    emu.rows(&dataset, &seed()).await;
+    emu.upload(&bucket, &FIXTURE_FILES[..2]).await;
+
+    let init = run(
+        &[
+            "init",
+            "--target",
+            &format!("bigquery://demo/{dataset}/messages"),
+        ],
+        &[],
+    );
+    assert!(init.status.success(), "{}", stderr(&init));
+    let first = bq_run(&bucket, &dataset, &[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(summary(&first)["files"], 2);
+
+    // Late files, late rows for pending keys, and a late copy of message 1.
+    emu.upload(&bucket, &FIXTURE_FILES[2..]).await;
+    let day = "2025-11-22T07:00:00";
+    emu.rows(
+        &dataset,
+        &[
+            (4, Some(K(4)), None, day),
+            (12, Some(K(12)), None, day),
+            (1, Some(K(1)), Some("enqueued"), day),
+        ],
+    )
+    .await;
+    let second = bq_run(&bucket, &dataset, &[]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    let s = summary(&second);
+    assert_eq!(s["files"], 4, "only new files are read");
+    // Pending: 5 (10 and 11 without a usable row, 5, fallback key) … K10's row is older than the lookback.
+    assert_eq!(s["pending"], 4);
+
+    let statuses = emu.statuses(&dataset).await;
+    let of = |id: &str| {
+        statuses
+            .iter()
+            .filter(|r| r.0 == id)
+            .map(|r| r.1.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        of("1"),
+        [some("read"), some("read"), some("read")],
+        "every copy, never backwards"
+    );
+    assert_eq!(of("2"), [some("error")]);
+    assert_eq!(of("3"), [some("read")]);
+    assert_eq!(of("4"), [some("read")]);
+    assert_eq!(of("6"), [some("delivered")]);
+    assert_eq!(of("8"), [some("delivered")]);
+    assert_eq!(
+        of("10"),
+        [None],
+        "outside the lookback: left alone, key stays pending"
+    );
+    assert_eq!(of("12"), [some("delivered")]);
+    assert_eq!(of("13"), [some("read"), some("read")]);
+    assert_eq!(of("50"), [some("delivered")]);
+    let errors = emu
+        .query(&format!(
+            "SELECT errors FROM `demo.{dataset}.messages` WHERE id = 2"
+        ))
+        .await;
+    let note: Value = serde_json::from_str(errors[0][0].as_deref().unwrap()).unwrap();
+    assert_eq!(note["code"], 1008);
+
+    // The same rows as the SQLite target gives for the same history.
+    let dir = tempfile::tempdir().unwrap();
+    let db = seeded_db(dir.path());
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(&format!(
+            "INSERT INTO messages (id, bsp_message_id) VALUES (4, '{}'), (12, '{}');
+             INSERT INTO messages (id, bsp_status, bsp_message_id) VALUES (1, 'enqueued', '{}'), (10, NULL, 'outside-lookback');",
+            K(4), K(12), K(1)
+        ))
+        .unwrap();
+    let local = run(
+        &[
+            "run",
+            "--source",
+            fixtures().join("callbacks").to_str().unwrap(),
+            "--target",
+            &format!("sqlite://{}", db.display()),
+        ],
+        &[],
+    );
+    assert!(local.status.success());
+    let mut sqlite: Vec<(String, Option<String>)> = messages(&db)
+        .into_iter()
+        .map(|r| (r.0.to_string(), r.2))
+        .collect();
+    sqlite.sort();
+    let mut bigquery = statuses.clone();
+    bigquery.sort();
+    assert_eq!(bigquery, sqlite);
+
+    let dead = emu
+        .query(&format!(
+            "SELECT COUNT(*) FROM `demo.{dataset}.bsp_loader_dead_letters`"
+        ))
+        .await;
+    assert_eq!(dead[0][0].as_deref(), Some("12"));
+
+    let third = bq_run(&bucket, &dataset, &[]);
+    assert!(third.status.success());
+    assert_eq!(
+        (
+            summary(&third)["files"].clone(),
+            summary(&third)["rows_updated"].clone()
+        ),
+        (0.into(), 0.into())
+    );
+    assert_eq!(emu.statuses(&dataset).await, statuses);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_between_steps_then_a_rerun_converges() {
+    let emu = emulators();
+    let bucket = unique("crash").replace('_', "-");
+    emu.bucket(&bucket).await;
+    emu.upload(&bucket, &FIXTURE_FILES).await;
+
+    let clean = unique("clean");
+    emu.dataset(&clean).await;
+    emu.rows(&clean, &seed()).await;
+    assert!(
+        bq_run(&bucket, &clean, &[("BSP_CREATE_MESSAGES", "false")])
+            .status
+            .success()
+    );
+    let want = emu.statuses(&clean).await;
+    let want_counts = emu.bookkeeping(&clean).await;
+
+    for failpoint in ["after-stage", "after-merge"] {
+        let dataset = unique("crashed");
+        emu.dataset(&dataset).await;
+        emu.rows(&dataset, &seed()).await;
+        let crashed = bq_run(&bucket, &dataset, &[("BSP_FAILPOINT", failpoint)]);
+        assert!(!crashed.status.success(), "{failpoint} must kill the run");
+        let rerun = bq_run(&bucket, &dataset, &[]);
+        assert!(rerun.status.success(), "{failpoint}: {}", stderr(&rerun));
+        assert_eq!(emu.statuses(&dataset).await, want, "{failpoint}");
+        assert_eq!(emu.bookkeeping(&dataset).await, want_counts, "{failpoint}");
+    }
+}
