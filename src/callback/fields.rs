@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use serde_json::value::RawValue;
+use super::json::{self, Raw};
 
 /// Largest accepted time, 9999-12-31T23:59:59.999Z, so output keeps four-digit years.
 const MAX_MS: u64 = 253_402_300_799_999;
@@ -10,16 +10,18 @@ const MAX_MS: u64 = 253_402_300_799_999;
 const MS_THRESHOLD: u64 = 100_000_000_000;
 
 /// The value as a string, if it is one.
-pub fn text(raw: &RawValue) -> Option<Cow<'_, str>> {
-    if raw.get().starts_with('"') {
-        serde_json::from_str(raw.get()).ok()
-    } else {
-        None
+pub fn text<'r>(raw: &'r Raw<'_>) -> Option<Cow<'r, str>> {
+    let text = raw.get();
+    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        // No escapes: the text between the quotes is the string.
+        Some(inner) if !inner.contains('\\') => Some(Cow::Borrowed(inner)),
+        Some(_) => json::from_str(text).ok(),
+        None => None,
     }
 }
 
 /// The first usable message id: a string, trimmed, not empty.
-pub fn key<'a>(candidates: &[Option<&'a RawValue>]) -> Option<Cow<'a, str>> {
+pub fn key<'r>(candidates: &[Option<&'r Raw<'_>>]) -> Option<Cow<'r, str>> {
     candidates.iter().flatten().find_map(|raw| {
         let s = text(raw)?;
         let trimmed = s.trim();
@@ -34,7 +36,7 @@ pub fn key<'a>(candidates: &[Option<&'a RawValue>]) -> Option<Cow<'a, str>> {
 }
 
 /// An epoch time given as a number or a string of digits; seconds or milliseconds.
-pub fn epoch_ms(raw: &RawValue) -> Option<i64> {
+pub fn epoch_ms(raw: &Raw<'_>) -> Option<i64> {
     let digits = match text(raw) {
         Some(s) => s,
         None => Cow::Borrowed(raw.get()),
@@ -52,7 +54,7 @@ pub fn epoch_ms(raw: &RawValue) -> Option<i64> {
 }
 
 /// An integer error code, as a JSON integer or a string of digits.
-pub fn code(raw: &RawValue) -> Option<i64> {
+pub fn code(raw: &Raw<'_>) -> Option<i64> {
     match text(raw) {
         Some(s) => s.trim().parse().ok(),
         None => raw.get().parse().ok(),

@@ -3,13 +3,15 @@
 //! Every line ends as events, skips or dead letters: nothing is dropped unseen.
 
 mod fields;
+mod json;
 mod v2;
 mod v3;
 
 use std::borrow::Cow;
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
+
+use self::json::Raw;
 
 use crate::status::Status;
 
@@ -62,19 +64,22 @@ pub trait Sink {
     fn dead_letter(&mut self, reason: Reason, entry: Option<&str>);
 }
 
-/// The fields that tell the shapes apart; all else is read lazily.
+/// A line, read in one pass: the fields that tell the shapes apart, V2's payload and
+/// V3's changes, with status entries held as `S` (see `v3::Entry`); the wrapper's
+/// body is read lazily.
 #[derive(Deserialize)]
-struct Top<'a> {
+#[serde(bound(deserialize = "'de: 'a, S: Deserialize<'de>"))]
+struct Top<'a, S> {
     #[serde(borrow, rename = "type")]
-    kind: Option<&'a RawValue>,
+    kind: Option<Raw<'a>>,
     #[serde(borrow)]
-    timestamp: Option<&'a RawValue>,
+    timestamp: Option<Raw<'a>>,
+    /// V2's payload; None also when it is not an object.
+    #[serde(borrow, default)]
+    payload: json::IfObject<v2::Payload<'a>>,
+    entry: Option<Vec<v3::Entry<'a, S>>>,
     #[serde(borrow)]
-    payload: Option<&'a RawValue>,
-    #[serde(borrow)]
-    entry: Option<&'a RawValue>,
-    #[serde(borrow)]
-    body: Option<&'a RawValue>,
+    body: Option<Raw<'a>>,
 }
 
 /// Parses one line (without its newline). Blank lines must be filtered out before.
@@ -86,20 +91,38 @@ pub fn parse_line(line: &[u8], sink: &mut impl Sink) {
 }
 
 fn parse_text(text: &str, may_be_wrapped: bool, sink: &mut impl Sink) {
-    let top: Top = match serde_json::from_str(text) {
+    if json::too_deep(text) {
+        return sink.dead_letter(Reason::NotJson, None);
+    }
+    // Fast path: everything typed in one pass, usable when no status entry is bad.
+    if let Ok(top) = json::from_str::<Top<v3::StatusEntry>>(text)
+        && top.entry.as_deref().is_none_or(v3::all_clean)
+    {
+        return handle(&top, may_be_wrapped, sink);
+    }
+    let top: Top<Raw> = match json::from_str(text) {
         Ok(top) => top,
-        Err(e) if e.is_data() => return sink.dead_letter(Reason::UnknownShape, None),
+        Err(e) if json::is_shape_error(&e) => return sink.dead_letter(Reason::UnknownShape, None),
         Err(_) => return sink.dead_letter(Reason::NotJson, None),
     };
+    handle(&top, may_be_wrapped, sink);
+}
+
+fn handle<S: v3::StatusItem>(top: &Top<'_, S>, may_be_wrapped: bool, sink: &mut impl Sink) {
     let mut counter = Counting {
         inner: sink,
         seen: false,
     };
-    if let Some(entry) = top.entry {
+    if let Some(entry) = &top.entry {
         v3::parse(entry, &mut counter);
-    } else if let Some(kind) = top.kind {
-        v2::parse(kind, top.timestamp, top.payload, &mut counter);
-    } else if let (Some(body), true) = (top.body, may_be_wrapped) {
+    } else if let Some(kind) = &top.kind {
+        v2::parse(
+            kind,
+            top.timestamp.as_ref(),
+            top.payload.0.as_ref(),
+            &mut counter,
+        );
+    } else if let (Some(body), true) = (&top.body, may_be_wrapped) {
         return unwrap_body(body, sink);
     }
     if !counter.seen {
@@ -108,7 +131,7 @@ fn parse_text(text: &str, may_be_wrapped: bool, sink: &mut impl Sink) {
 }
 
 /// The receiver's wrapper: `body` is the callback, as an object or as a JSON string.
-fn unwrap_body(body: &RawValue, sink: &mut impl Sink) {
+fn unwrap_body(body: &Raw<'_>, sink: &mut impl Sink) {
     if let Some(inner) = fields::text(body) {
         parse_text(&inner, false, sink)
     } else if body.get().starts_with('{') {
@@ -141,9 +164,9 @@ impl<S: Sink> Sink for Counting<'_, S> {
 
 /// What a status entry yields once its fields are read.
 fn status_event<'a>(
-    status: Option<&RawValue>,
+    status: Option<&Raw<'_>>,
     key: Option<Cow<'a, str>>,
-    at: Option<&RawValue>,
+    at: Option<&Raw<'_>>,
     code: impl FnOnce() -> Option<i64>,
 ) -> Result<Event<'a>, Reason> {
     let status = fields::text(status.ok_or(Reason::UnknownStatus)?)

@@ -213,8 +213,24 @@ fn bad_lines_are_dead_lettered_with_a_reason() {
     );
     assert_eq!(dead_reason(r#"{"entry":[]}"#), Reason::UnknownShape);
     assert_eq!(dead_reason(r#"{"entry":"x"}"#), Reason::UnknownShape);
-    let deep = "[".repeat(10_000);
+    // Deep nesting is refused, never a stack overflow: at the top, in a field, in a body.
+    let deep = "[".repeat(100_000);
     assert_eq!(dead_reason(&deep), Reason::NotJson);
+    let nested = format!(
+        r#"{{"type":"message","payload":{{"a":{}1{}}}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    assert_eq!(dead_reason(&nested), Reason::NotJson);
+    let in_body = format!(r#"{{"body":{}}}"#, serde_json::to_string(&nested).unwrap());
+    assert_eq!(dead_reason(&in_body), Reason::NotJson);
+    // Moderate nesting in an ignored field is fine.
+    let moderate = format!(
+        r#"{{"type":"message","x":{}1{}}}"#,
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    assert_eq!(parse(&moderate).skipped, 1);
 }
 
 #[test]
@@ -250,4 +266,46 @@ fn wrapper_body_may_be_an_object_or_a_string() {
     );
     let twice = format!(r#"{{"body":{as_object}}}"#);
     assert_eq!(dead_reason(&twice), Reason::UnknownShape);
+}
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Fragments of real callbacks, so random joins reach deep into the parser.
+    const PIECES: [&str; 16] = [
+        r#"{"entry":[{"changes":[{"field":"messages","value":{"statuses":["#,
+        r#"{"gs_id":"k","status":"read","timestamp":"1"}"#,
+        r#"]}}]}]}"#,
+        r#"{"app":"a","timestamp":1,"type":"message-event","payload":{"id":"k","type":"sent","payload":{"ts":1}}}"#,
+        r#"{"received_at":"x","body":"#,
+        "\"",
+        "\\",
+        "[",
+        "{",
+        "}",
+        "]",
+        ",",
+        ":",
+        "null",
+        "1e999",
+        "\u{0}",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn arbitrary_bytes_never_panic_and_always_account_for_the_line(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut c = Collected::default();
+            parse_line(&bytes, &mut c);
+            prop_assert!(!c.events.is_empty() || c.skipped > 0 || !c.dead.is_empty());
+        }
+
+        #[test]
+        fn spliced_callbacks_never_panic(parts in proptest::collection::vec(0..PIECES.len(), 0..40)) {
+            let line: String = parts.iter().map(|&i| PIECES[i]).collect();
+            let c = parse(&line);
+            prop_assert!(!c.events.is_empty() || c.skipped > 0 || !c.dead.is_empty());
+        }
+    }
 }

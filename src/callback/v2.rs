@@ -1,8 +1,8 @@
 //! Gupshup V2: `{"app", "timestamp", "version": 2, "type": "message-event", "payload": {...}}`.
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
+use super::json::{self, Raw};
 use super::{Sink, fields, status_event};
 
 /// Top-level types that share the bucket but are not statuses.
@@ -11,29 +11,29 @@ const NOT_STATUSES: [&str; 4] = ["message", "user-event", "billing-event", "syst
 const NOT_STATUS_EVENTS: [&str; 2] = ["mismatch", "others"];
 
 #[derive(Deserialize)]
-struct Payload<'a> {
+pub struct Payload<'a> {
     #[serde(borrow)]
-    id: Option<&'a RawValue>,
+    id: Option<Raw<'a>>,
     #[serde(borrow, rename = "gsId")]
-    gs_id: Option<&'a RawValue>,
+    gs_id: Option<Raw<'a>>,
     #[serde(borrow, rename = "type")]
-    kind: Option<&'a RawValue>,
+    kind: Option<Raw<'a>>,
     #[serde(borrow)]
-    payload: Option<&'a RawValue>,
+    payload: Option<Raw<'a>>,
 }
 
 #[derive(Deserialize, Default)]
 struct Inner<'a> {
     #[serde(borrow)]
-    ts: Option<&'a RawValue>,
+    ts: Option<Raw<'a>>,
     #[serde(borrow)]
-    code: Option<&'a RawValue>,
+    code: Option<Raw<'a>>,
 }
 
 pub fn parse(
-    kind: &RawValue,
-    envelope_ts: Option<&RawValue>,
-    payload: Option<&RawValue>,
+    kind: &Raw<'_>,
+    envelope_ts: Option<&Raw<'_>>,
+    payload: Option<&Payload<'_>>,
     sink: &mut impl Sink,
 ) {
     let Some(kind) = fields::text(kind) else {
@@ -45,21 +45,23 @@ pub fn parse(
     if !kind.eq_ignore_ascii_case("message-event") {
         return;
     }
-    let Some(payload) = payload.and_then(|p| serde_json::from_str::<Payload>(p.get()).ok()) else {
+    let Some(payload) = payload else {
         return;
     };
-    let event_kind = payload.kind.and_then(fields::text);
+    let event_kind = payload.kind.as_ref().and_then(fields::text);
     if event_kind.is_some_and(|k| NOT_STATUS_EVENTS.iter().any(|n| n.eq_ignore_ascii_case(&k))) {
         return sink.skipped();
     }
     // A payload.payload that is not an object simply has no ts and no code.
     let inner: Inner = payload
         .payload
-        .and_then(|p| serde_json::from_str(p.get()).ok())
+        .as_ref()
+        .and_then(|p| json::from_str(p.get()).ok())
         .unwrap_or_default();
-    let at = inner.ts.or(envelope_ts);
-    let key = fields::key(&[payload.gs_id, payload.id]);
-    match status_event(payload.kind, key, at, || inner.code.and_then(fields::code)) {
+    let at = inner.ts.as_ref().or(envelope_ts);
+    let key = fields::key(&[payload.gs_id.as_ref(), payload.id.as_ref()]);
+    let code = || inner.code.as_ref().and_then(fields::code);
+    match status_event(payload.kind.as_ref(), key, at, code) {
         Ok(event) => sink.event(event),
         Err(reason) => sink.dead_letter(reason, None),
     }

@@ -3,7 +3,7 @@ use std::io::{BufWriter, Write};
 
 use anyhow::{Context, Result};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::cli::ResolveArgs;
 use crate::pipeline;
@@ -12,9 +12,15 @@ use crate::source::Source;
 
 /// Prints the resolution sorted by key; the last stderr line is the summary.
 pub async fn resolve(args: &ResolveArgs) -> Result<()> {
+    let started = std::time::Instant::now();
     let source = Source::open(&args.source.source)?;
     let objects = source.list().await?;
+    debug!(seconds = started.elapsed().as_secs_f64(), "listed");
     let batch = pipeline::read(&source, objects, args.source.concurrency, |_| {}).await?;
+    debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        "parsed and resolved"
+    );
 
     let mut out: Box<dyn Write> = match &args.output {
         Some(path) => {
@@ -29,6 +35,7 @@ pub async fn resolve(args: &ResolveArgs) -> Result<()> {
     }
     out.flush().context("writing the resolution")?;
     drop(out);
+    debug!(seconds = started.elapsed().as_secs_f64(), "written");
 
     match &args.dead_letters {
         Some(path) => {

@@ -2,24 +2,21 @@
 
 use bytes::Bytes;
 
-use super::{Batch, Counts, DeadLetter};
+use super::{Batch, DeadLetter};
 use crate::callback::{self, Event, Reason, Sink};
-use crate::resolve::Resolution;
 use crate::source::{self, ObjectRef};
 
 struct FileSink<'a> {
     file: &'a str,
     line_no: u64,
     line: &'a [u8],
-    resolution: Resolution,
-    counts: Counts,
-    dead_letters: Vec<DeadLetter>,
+    batch: &'a mut Batch,
 }
 
 impl FileSink<'_> {
     fn keep(&mut self, reason: Reason, raw: String) {
-        self.counts.dead_lettered += 1;
-        self.dead_letters.push(DeadLetter {
+        self.batch.counts.dead_lettered += 1;
+        self.batch.dead_letters.push(DeadLetter {
             file: self.file.to_owned(),
             line: self.line_no,
             reason: reason.as_str(),
@@ -30,12 +27,12 @@ impl FileSink<'_> {
 
 impl Sink for FileSink<'_> {
     fn event(&mut self, event: Event<'_>) {
-        self.counts.events += 1;
-        self.resolution.add(&event);
+        self.batch.counts.events += 1;
+        self.batch.resolution.add(&event);
     }
 
     fn skipped(&mut self) {
-        self.counts.skipped += 1;
+        self.batch.counts.skipped += 1;
     }
 
     fn dead_letter(&mut self, reason: Reason, entry: Option<&str>) {
@@ -47,25 +44,22 @@ impl Sink for FileSink<'_> {
     }
 }
 
-/// Decodes and parses one object. Never fails: what cannot be read is dead-lettered.
-pub fn parse_object(object: ObjectRef, raw: Bytes) -> Batch {
+/// Decodes and parses one object into `batch`. Never fails: what cannot be read
+/// is dead-lettered.
+pub fn parse_object(batch: &mut Batch, object: ObjectRef, raw: Bytes) {
     let decoded = source::decode(raw);
+    batch.counts.files += 1;
+    batch.counts.bytes += object.size;
     let mut sink = FileSink {
         file: &object.name,
         line_no: 0,
         line: &[],
-        resolution: Resolution::default(),
-        counts: Counts {
-            files: 1,
-            bytes: object.size,
-            ..Counts::default()
-        },
-        dead_letters: Vec::new(),
+        batch,
     };
     for (line_no, line) in source::lines(&decoded.data) {
         sink.line_no = line_no;
         sink.line = line;
-        sink.counts.lines += 1;
+        sink.batch.counts.lines += 1;
         callback::parse_line(line, &mut sink);
     }
     if let Some(error) = decoded.error {
@@ -73,16 +67,5 @@ pub fn parse_object(object: ObjectRef, raw: Bytes) -> Batch {
         sink.line_no = memchr::memchr_iter(b'\n', &decoded.data).count() as u64 + 1;
         sink.keep(Reason::UnreadableFile, error);
     }
-    let FileSink {
-        resolution,
-        counts,
-        dead_letters,
-        ..
-    } = sink;
-    Batch {
-        resolution,
-        counts,
-        dead_letters,
-        files: vec![object],
-    }
+    batch.files.push(object);
 }

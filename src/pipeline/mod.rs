@@ -61,26 +61,64 @@ impl Batch {
     }
 }
 
-/// Reads and resolves `objects`, `concurrency` at a time; `on_file` sees each
-/// finished object (progress reporting).
+/// Reads and resolves `objects`: fetches `concurrency` at a time, and parses them
+/// on one worker thread per core, each folding into its own batch (no per-file
+/// maps to merge). `on_file` sees each object as it is handed to a worker.
 pub async fn read(
     source: &Source,
     objects: Vec<ObjectRef>,
     concurrency: usize,
     mut on_file: impl FnMut(&ObjectRef),
 ) -> Result<Batch> {
-    let mut results = futures::stream::iter(objects)
-        .map(|object| async move {
-            let raw = source.fetch(&object).await?;
-            let batch = tokio::task::spawn_blocking(move || parse_object(object, raw)).await?;
-            anyhow::Ok(batch)
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(ObjectRef, bytes::Bytes)>(concurrency.max(1));
+    let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+    let handles: Vec<_> = (0..workers)
+        .map(|_| {
+            let rx = rx.clone();
+            std::thread::spawn(move || {
+                let mut batch = Batch::default();
+                // The lock is held only while waiting for the next object.
+                while let Ok((object, raw)) = { rx.lock().expect("no panics while locked").recv() }
+                {
+                    parse_object(&mut batch, object, raw);
+                }
+                batch
+            })
         })
+        .collect();
+
+    let mut fetched = futures::stream::iter(objects)
+        .map(|object| async move { source.fetch(&object).await.map(|raw| (object, raw)) })
         .buffer_unordered(concurrency.max(1));
-    let mut total = Batch::default();
-    while let Some(batch) = results.next().await {
-        let batch = batch?;
-        on_file(&batch.files[0]);
-        total.absorb(batch);
+    let mut failure = None;
+    while let Some(next) = fetched.next().await {
+        match next {
+            Ok((object, raw)) => {
+                on_file(&object);
+                let tx = tx.clone();
+                // A full channel means the workers are busy: wait off the runtime's threads.
+                tokio::task::spawn_blocking(move || tx.send((object, raw)))
+                    .await?
+                    .ok();
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
     }
+    drop(tx);
+    let mut total = Batch::default();
+    for handle in handles {
+        total.absorb(handle.join().expect("parsing never panics"));
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    total
+        .dead_letters
+        .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    total.files.sort();
     Ok(total)
 }

@@ -2,7 +2,6 @@
 //! answer does not depend on order, batching or repetition (SPEC §3).
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
 
 use chrono::{DateTime, SecondsFormat};
 use serde::Serialize;
@@ -83,7 +82,7 @@ pub fn format_ms(ms: i64) -> String {
 /// The resolution of a set of events, keyed by Gupshup message id.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Resolution {
-    map: HashMap<Box<str>, Resolved>,
+    map: hashbrown::HashMap<Box<str>, Resolved>,
 }
 
 impl Resolution {

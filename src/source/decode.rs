@@ -21,7 +21,7 @@ pub fn decode(raw: Bytes) -> Decoded {
             error: None,
         };
     }
-    let mut out = Vec::with_capacity(raw.len().saturating_mul(4));
+    let mut out = Vec::with_capacity(inflated_size_hint(&raw));
     match MultiGzDecoder::new(&raw[..]).read_to_end(&mut out) {
         Ok(_) => Decoded {
             data: out.into(),
@@ -39,9 +39,24 @@ pub fn decode(raw: Bytes) -> Decoded {
     }
 }
 
+/// gzip's trailer holds the inflated size (mod 2^32) of the last member: a good
+/// first capacity, bounded so a lying trailer cannot reserve much.
+fn inflated_size_hint(raw: &[u8]) -> usize {
+    let trailer = raw.len().checked_sub(4).map(|i| &raw[i..]);
+    let isize = trailer.map_or(0, |t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) as usize);
+    isize.clamp(raw.len(), raw.len().saturating_mul(20)) + 1
+}
+
 /// Non-blank lines with their 1-based line numbers, without `\n` or `\r\n`.
 pub fn lines(data: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
-    data.split(|&b| b == b'\n')
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', data)
+        .chain(std::iter::once(data.len()))
+        .map(move |end| {
+            let line = &data[start..end];
+            start = end + 1;
+            line
+        })
         .enumerate()
         .map(|(i, line)| (i as u64 + 1, line.strip_suffix(b"\r").unwrap_or(line)))
         .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
