@@ -71,7 +71,7 @@ pub async fn read(
     mut on_file: impl FnMut(&ObjectRef),
 ) -> Result<Batch> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(ObjectRef, bytes::Bytes)>(concurrency.max(1));
+    let (tx, rx) = tokio::sync::mpsc::channel::<(ObjectRef, bytes::Bytes)>(concurrency.max(1));
     let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
     let handles: Vec<_> = (0..workers)
         .map(|_| {
@@ -79,8 +79,7 @@ pub async fn read(
             std::thread::spawn(move || {
                 let mut batch = Batch::default();
                 // The lock is held only while waiting for the next object.
-                while let Ok((object, raw)) = { rx.lock().expect("no panics while locked").recv() }
-                {
+                while let Some((object, raw)) = { rx.lock().expect("no panics while locked").blocking_recv() } {
                     parse_object(&mut batch, object, raw);
                 }
                 batch
@@ -96,11 +95,10 @@ pub async fn read(
         match next {
             Ok((object, raw)) => {
                 on_file(&object);
-                let tx = tx.clone();
-                // A full channel means the workers are busy: wait off the runtime's threads.
-                tokio::task::spawn_blocking(move || tx.send((object, raw)))
-                    .await?
-                    .ok();
+                // Waits while the workers are busy: at most `concurrency` objects wait in memory.
+                if tx.send((object, raw)).await.is_err() {
+                    break;
+                }
             }
             Err(e) => {
                 failure = Some(e);
