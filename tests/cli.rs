@@ -249,3 +249,52 @@ fn logs_are_json_with_a_summary_and_no_personal_data() {
     assert_eq!(s["files"], 6);
     assert_eq!(s["events"], 32);
 }
+
+/// As an operator would see it: BigQuery or GCS unreachable ends the run with exit 1
+/// and one clear line, within three minutes (retries with backoff first).
+#[test]
+fn unreachable_services_exit_1_within_three_minutes() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let closed = format!("http://{closed}");
+    let src = fixtures().join("callbacks");
+    let cases = [
+        (
+            vec![
+                "run",
+                "--source",
+                src.to_str().unwrap(),
+                "--target",
+                "bigquery://demo/org1/messages",
+            ],
+            ("BIGQUERY_EMULATOR_HOST", closed.as_str()),
+        ),
+        (
+            vec!["resolve", "--source", "gs://callbacks/gupshup"],
+            ("STORAGE_EMULATOR_HOST", closed.as_str()),
+        ),
+    ];
+    std::thread::scope(|s| {
+        for (args, env) in &cases {
+            s.spawn(move || {
+                let started = std::time::Instant::now();
+                let out = run(args, &[*env]);
+                assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(180),
+                    "{args:?} took {:?}",
+                    started.elapsed()
+                );
+                let last: serde_json::Value =
+                    serde_json::from_str(stderr(&out).lines().last().unwrap()).unwrap();
+                assert_eq!(last["severity"], "ERROR");
+                assert!(
+                    !last["message"].as_str().unwrap().contains('\n'),
+                    "one line: {last}"
+                );
+            });
+        }
+    });
+}

@@ -239,3 +239,49 @@ fn init_is_safe_to_repeat_and_adds_the_key_column() {
     );
     assert_eq!(count(&db, "SELECT COUNT(*) FROM messages"), 1);
 }
+
+#[test]
+fn two_runs_at_once_on_one_target_neither_double_apply_nor_lose_anything() {
+    let src = fixtures().join("callbacks");
+    let clean = tempfile::tempdir().unwrap();
+    let clean_db = seeded_db(clean.path());
+    assert!(run_job(&src, &clean_db, &[], &[]).status.success());
+
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let db = seeded_db(dir.path());
+        let target = format!("sqlite://{}", db.display());
+        let spawn = || {
+            std::process::Command::new(BIN)
+                .args([
+                    "--log-format",
+                    "json",
+                    "run",
+                    "--source",
+                    src.to_str().unwrap(),
+                    "--target",
+                    &target,
+                ])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn(), spawn());
+        let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+        assert!(
+            a.status.success() && b.status.success(),
+            "{}{}",
+            stderr(&a),
+            stderr(&b)
+        );
+        assert_eq!(messages(&db), messages(&clean_db));
+        for table in [
+            "bsp_loader_files",
+            "bsp_loader_pending",
+            "bsp_loader_dead_letters",
+        ] {
+            let sql = format!("SELECT COUNT(*) FROM {table}");
+            assert_eq!(count(&db, &sql), count(&clean_db, &sql), "{table}");
+        }
+    }
+}

@@ -79,7 +79,9 @@ pub async fn read(
             std::thread::spawn(move || {
                 let mut batch = Batch::default();
                 // The lock is held only while waiting for the next object.
-                while let Some((object, raw)) = { rx.lock().expect("no panics while locked").blocking_recv() } {
+                while let Some((object, raw)) =
+                    { rx.lock().expect("no panics while locked").blocking_recv() }
+                {
                     parse_object(&mut batch, object, raw);
                 }
                 batch

@@ -6,6 +6,7 @@ mod decode;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -13,7 +14,7 @@ use futures::TryStreamExt;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt};
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 
 use crate::error::UsageError;
 
@@ -146,7 +147,19 @@ fn gcs(bucket: &str) -> Result<Arc<dyn ObjectStore>> {
         }
         _ => GoogleCloudStorageBuilder::from_env(),
     };
+    // Retries with backoff and jitter on 5xx, 429 and broken connections, bounded so
+    // an unreachable GCS fails the run (exit 1) within two minutes.
+    let retry = RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(15),
+            base: 2.0,
+        },
+        max_retries: 8,
+        retry_timeout: Duration::from_secs(100),
+    };
     let store = builder
+        .with_retry(retry)
         .with_bucket_name(bucket)
         .build()
         .context("configuring Google Cloud Storage")?;

@@ -266,11 +266,27 @@ fn record_batch(
     ctx: &RunContext,
     now: &str,
 ) -> Result<()> {
+    // A file another run finished meanwhile (overlapping runs) or before (backfills)
+    // has its dead letters already: keep each record once.
+    let mut is_done = tx.prepare(&format!(
+        "SELECT 1 FROM \"{}\" WHERE object_name = ?1 AND generation = ?2",
+        schema::FILES.name
+    ))?;
+    let mut already: HashSet<&str> = HashSet::new();
+    for f in &batch.files {
+        if is_done.exists(params![f.name, f.generation])? {
+            already.insert(&f.name);
+        }
+    }
     let mut dead = tx.prepare(&format!(
         "INSERT INTO \"{}\" (run_id, file, line, reason, raw, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         schema::DEAD_LETTERS.name
     ))?;
-    for d in &batch.dead_letters {
+    for d in batch
+        .dead_letters
+        .iter()
+        .filter(|d| !already.contains(d.file.as_str()))
+    {
         dead.execute(params![
             ctx.run_id,
             d.file,

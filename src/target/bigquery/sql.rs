@@ -158,7 +158,9 @@ INSERT INTO {dead} (run_id, file, line, reason, raw, recorded_at)
   FROM {pending} WHERE matched_at IS NULL AND first_seen_at < {cutoff_ts};
 DELETE FROM {pending} WHERE first_seen_at < {cutoff_ts};
 INSERT INTO {dead} (run_id, file, line, reason, raw, recorded_at)
-  SELECT '{run_id}', file, line, reason, raw, {now_ts} FROM {stage_dead};
+  SELECT '{run_id}', D.file, D.line, D.reason, D.raw, {now_ts} FROM {stage_dead} D
+  WHERE NOT EXISTS (SELECT 1 FROM {files} F JOIN {stage_files} S
+    ON F.object_name = S.object_name AND F.generation = S.generation WHERE F.object_name = D.file);
 INSERT INTO {files} (object_name, generation, run_id, processed_at)
   SELECT F.object_name, F.generation, '{run_id}', {now_ts} FROM {stage_files} F
   WHERE NOT EXISTS (SELECT 1 FROM {files} D WHERE D.object_name = F.object_name AND D.generation = F.generation);
