@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::Config;
+use crate::error::UsageError;
 use crate::logging::LogFormat;
 use crate::target::{Columns, Options};
 
@@ -53,7 +55,7 @@ pub struct SourceArgs {
     /// Where the callback files are: gs://BUCKET/PREFIX, file:///DIR, or a path (folder or file).
     /// Every file below it is read; gzip is recognised by content.
     #[arg(long, env = "BSP_SOURCE")]
-    pub source: String,
+    pub source: Option<String>,
 
     /// How many files are fetched and parsed at once.
     #[arg(long, env = "BSP_CONCURRENCY", default_value_t = default_concurrency())]
@@ -63,9 +65,9 @@ pub struct SourceArgs {
 #[derive(Debug, Args)]
 pub struct TargetArgs {
     /// Where statuses go: sqlite://PATH, or bigquery://PROJECT/DATASET[/TABLE] (TABLE defaults
-    /// to messages).
+    /// to messages). Not with --config, whose organizations name their targets.
     #[arg(long, env = "BSP_TARGET")]
-    pub target: String,
+    pub target: Option<String>,
 
     /// The messages table (for sqlite; in a bigquery URL the table is part of the URL).
     #[arg(long, env = "BSP_MESSAGES_TABLE", default_value = "messages")]
@@ -100,7 +102,24 @@ pub struct TargetArgs {
     pub lookback: chrono::Duration,
 }
 
+impl SourceArgs {
+    /// The source URL: the flag, else the config file's.
+    pub fn url<'a>(&'a self, config: Option<&'a Config>) -> Result<&'a str, UsageError> {
+        self.source
+            .as_deref()
+            .or(config.and_then(|c| c.source.as_deref()))
+            .ok_or_else(|| UsageError::new("no source: pass --source (or BSP_SOURCE)"))
+    }
+}
+
 impl TargetArgs {
+    /// The target URL; a usage error when none is given.
+    pub fn url(&self) -> Result<&str, UsageError> {
+        self.target
+            .as_deref()
+            .ok_or_else(|| UsageError::new("no target: pass --target (or BSP_TARGET)"))
+    }
+
     pub fn options(&self) -> Options {
         Options {
             credentials: self.credentials.clone(),
@@ -129,6 +148,11 @@ pub struct RunArgs {
     /// saw it) before it is dead-lettered: e.g. 7d, 36h, 90m.
     #[arg(long, env = "BSP_PENDING_TTL", default_value = "7d", value_parser = parse_duration)]
     pub pending_ttl: chrono::Duration,
+
+    /// Organizations file (TOML): routes each Gupshup app to its organization's target;
+    /// organizations are processed concurrently. See README, "Many organizations".
+    #[arg(long, env = "BSP_CONFIG", conflicts_with = "target")]
+    pub config: Option<PathBuf>,
 
     /// Pretend the run starts at this time (RFC 3339). For tests and replays.
     #[arg(long, env = "BSP_NOW", hide = true)]
@@ -175,7 +199,7 @@ fn default_concurrency() -> usize {
 }
 
 /// `7d`, `36h`, `90m`, `45s`.
-fn parse_duration(text: &str) -> Result<chrono::Duration, String> {
+pub fn parse_duration(text: &str) -> Result<chrono::Duration, String> {
     let unit_at = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());

@@ -39,6 +39,8 @@ pub enum Reason {
     UnreadableFile,
     /// A pending key found no row before its time-to-live ended.
     PendingExpired,
+    /// The callback's app belongs to no configured organization.
+    UnknownApp,
 }
 
 impl Reason {
@@ -52,6 +54,7 @@ impl Reason {
             Reason::BadTimestamp => "missing or unusable timestamp",
             Reason::UnreadableFile => "file unreadable past this line",
             Reason::PendingExpired => "no message row matched before the time-to-live ended",
+            Reason::UnknownApp => "no organization is configured for this app",
         }
     }
 }
@@ -59,6 +62,9 @@ impl Reason {
 /// Receives what a line holds. A dead letter names the bad V3 status entry, or
 /// `None` when the whole line is bad (the sink holds the line).
 pub trait Sink {
+    /// The Gupshup app the callback came from (V2 `app`, V3 `gs_app_id`), told
+    /// before its events; not told for lines too broken to say.
+    fn app(&mut self, _app: Option<&str>) {}
     fn event(&mut self, event: Event<'_>);
     fn skipped(&mut self);
     fn dead_letter(&mut self, reason: Reason, entry: Option<&str>);
@@ -70,6 +76,10 @@ pub trait Sink {
 #[derive(Deserialize)]
 #[serde(bound(deserialize = "'de: 'a, S: Deserialize<'de>"))]
 struct Top<'a, S> {
+    #[serde(borrow)]
+    app: Option<Raw<'a>>,
+    #[serde(borrow)]
+    gs_app_id: Option<Raw<'a>>,
     #[serde(borrow, rename = "type")]
     kind: Option<Raw<'a>>,
     #[serde(borrow)]
@@ -109,6 +119,14 @@ fn parse_text(text: &str, may_be_wrapped: bool, sink: &mut impl Sink) {
 }
 
 fn handle<S: v3::StatusItem>(top: &Top<'_, S>, may_be_wrapped: bool, sink: &mut impl Sink) {
+    if top.entry.is_some() || top.kind.is_some() {
+        let app = top
+            .gs_app_id
+            .as_ref()
+            .or(top.app.as_ref())
+            .and_then(fields::text);
+        sink.app(app.as_deref());
+    }
     let mut counter = Counting {
         inner: sink,
         seen: false,

@@ -6,12 +6,12 @@ use crate::target;
 
 pub async fn init(args: &InitArgs) -> Result<()> {
     let target = target::open(
-        &args.target.target,
+        args.target.url()?,
         args.target.columns(),
         &args.target.options(),
     )
     .await?;
     target.init(args.target.create_messages).await?;
-    info!(target_url = %args.target.target, "target ready");
+    info!(target_url = %args.target.url()?, "target ready");
     Ok(())
 }

@@ -6,17 +6,25 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::cli::ResolveArgs;
-use crate::pipeline;
+use crate::pipeline::{self, Routing};
 use crate::resolve::OutputRow;
 use crate::source::Source;
 
 /// Prints the resolution sorted by key; the last stderr line is the summary.
 pub async fn resolve(args: &ResolveArgs) -> Result<()> {
     let started = std::time::Instant::now();
-    let source = Source::open(&args.source.source)?;
+    let source = Source::open(args.source.url(None)?)?;
     let objects = source.list().await?;
     debug!(seconds = started.elapsed().as_secs_f64(), "listed");
-    let batch = pipeline::read(&source, objects, args.source.concurrency, |_| {}).await?;
+    let read = pipeline::read(
+        &source,
+        objects,
+        args.source.concurrency,
+        &Routing::single(),
+        |_| {},
+    )
+    .await?;
+    let batch = &read.batches[0];
     debug!(
         seconds = started.elapsed().as_secs_f64(),
         "parsed and resolved"
@@ -55,7 +63,7 @@ pub async fn resolve(args: &ResolveArgs) -> Result<()> {
         None => {}
     }
 
-    let c = batch.counts;
+    let c = read.counts;
     let messages = batch.resolution.len() as u64;
     info!(files = c.files, bytes = c.bytes, "resolved");
     let summary = json!({

@@ -1,16 +1,22 @@
+//! `run` and `backfill`: one target from the flags, or every organization of a
+//! config file, each with its own target; files are read once and routed by app.
+
+use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
-use chrono::Utc;
+use anyhow::{Result, anyhow};
+use chrono::{NaiveDate, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
-use tracing::info;
+use tracing::{error, info};
 
 use super::window::in_window;
-use crate::cli::{BackfillArgs, RunArgs};
-use crate::pipeline;
+use crate::cli::{BackfillArgs, RunArgs, parse_duration};
+use crate::config::{self, Config};
+use crate::error::UsageError;
+use crate::pipeline::{self, Batch, Counts, Routing};
 use crate::source::{ObjectRef, Source};
-use crate::target::{self, RunContext};
+use crate::target::{self, Applied, Columns, Options, RunContext, Target};
 
 /// The scheduled job: files not done yet.
 pub async fn run(args: &RunArgs, run_id: &str) -> Result<()> {
@@ -22,10 +28,25 @@ pub async fn backfill(args: &BackfillArgs, run_id: &str) -> Result<()> {
     execute(&args.run, run_id, Some((args.from, args.to))).await
 }
 
+/// Where one batch goes: the flags' target, an organization's, or the unrouted one.
+struct Destination {
+    name: String,
+    url: String,
+    columns: Columns,
+    options: Options,
+}
+
+/// A destination once opened and ready (or why it is not).
+struct Opened {
+    name: String,
+    target: Result<Box<dyn Target>>,
+    done: HashSet<(String, String)>,
+}
+
 async fn execute(
     args: &RunArgs,
     run_id: &str,
-    window: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
+    window: Option<(NaiveDate, NaiveDate)>,
 ) -> Result<()> {
     let started = Instant::now();
     let ctx = RunContext {
@@ -33,14 +54,34 @@ async fn execute(
         now: args.now.unwrap_or_else(Utc::now),
         pending_ttl: args.pending_ttl,
     };
-    let source = Source::open(&args.source.source)?;
-    let target = target::open(
-        &args.target.target,
-        args.target.columns(),
-        &args.target.options(),
-    )
-    .await?;
-    target.init(args.target.create_messages).await?;
+    let config = args.config.as_deref().map(Config::load).transpose()?;
+    let source = Source::open(args.source.url(config.as_ref())?)?;
+    let (destinations, routing) = match &config {
+        None => (vec![flag_destination(args)?], Routing::single()),
+        Some(config) => organizations(args, config)?,
+    };
+    let multi = config.is_some();
+
+    let mut opened = Vec::new();
+    for d in destinations {
+        let target = open(&d, args.target.create_messages || d.name == UNROUTED).await;
+        let done = match (&target, window) {
+            (Ok(t), None) => t.done().await,
+            _ => Ok(HashSet::new()),
+        };
+        let (target, done) = match (target, done, multi) {
+            (Ok(t), Ok(done), _) => (Ok(t), done),
+            // One target: its failure is the run's, exit code included.
+            (Err(e), _, false) | (_, Err(e), false) => return Err(e),
+            // Many: an organization that cannot start fails alone, at the end.
+            (Err(e), _, true) | (_, Err(e), true) => (Err(e), HashSet::new()),
+        };
+        opened.push(Opened {
+            name: d.name,
+            target,
+            done,
+        });
+    }
 
     let listed = source.list().await?;
     let listed_count = listed.len();
@@ -49,13 +90,16 @@ async fn execute(
             .into_iter()
             .filter(|o| in_window(o, from, to))
             .collect(),
-        None => {
-            let done = target.done().await?;
-            listed
-                .into_iter()
-                .filter(|o| !done.contains(&(o.name.clone(), o.generation.clone())))
-                .collect()
-        }
+        // A file is read while any destination still needs it.
+        None => listed
+            .into_iter()
+            .filter(|o| {
+                let id = (o.name.clone(), o.generation.clone());
+                opened
+                    .iter()
+                    .any(|d| d.target.is_ok() && !d.done.contains(&id))
+            })
+            .collect(),
     };
     info!(
         listed = listed_count,
@@ -65,30 +109,173 @@ async fn execute(
     );
 
     let progress = Progress::new(todo.len() as u64, window.is_some());
-    let batch = pipeline::read(&source, todo, args.source.concurrency, |_| progress.tick()).await?;
+    let read = pipeline::read(&source, todo, args.source.concurrency, &routing, |_| {
+        progress.tick()
+    })
+    .await?;
     progress.finish();
 
-    let applied = target.apply(&batch, &ctx).await?;
-    let c = batch.counts;
+    let applies = opened.iter().zip(read.batches).map(|(d, batch)| {
+        let ctx = &ctx;
+        async move {
+            let applied = match &d.target {
+                Ok(t) => t.apply(&batch, ctx).await,
+                Err(e) => Err(anyhow!("{e:#}")),
+            };
+            (d.name.as_str(), batch, applied)
+        }
+    });
+    let results = futures::future::join_all(applies).await;
+
+    let mut total = Applied::default();
+    let mut failed = Vec::new();
+    for (name, batch, applied) in &results {
+        match applied {
+            Ok(a) => {
+                if multi {
+                    log_summary(Some(name), &batch.counts, batch, a, started);
+                }
+                total.rows_updated += a.rows_updated;
+                total.pending += a.pending;
+                total.expired += a.expired;
+                total.bytes_processed += a.bytes_processed;
+            }
+            Err(e) => {
+                error!(organization = name, "{e:#}");
+                failed.push(name.to_string());
+            }
+        }
+    }
+    let mut all = Batch::default();
+    for (_, batch, _) in results {
+        all.resolution.merge(batch.resolution);
+    }
+    log_summary(None, &read.counts, &all, &total, started);
+    match (failed.len(), multi) {
+        (0, _) => Ok(()),
+        (_, false) => Err(anyhow!("{}", failed.join(", "))),
+        (n, true) => Err(anyhow!(
+            "{n} of {} organizations failed: {}",
+            opened.len(),
+            failed.join(", ")
+        )),
+    }
+}
+
+const UNROUTED: &str = "(unrouted)";
+
+fn flag_destination(args: &RunArgs) -> Result<Destination> {
+    Ok(Destination {
+        name: "default".into(),
+        url: args.target.url()?.to_owned(),
+        columns: args.target.columns(),
+        options: args.target.options(),
+    })
+}
+
+/// The organizations this task handles (then the unrouted target, on task 0), and
+/// the routing of apps to them.
+fn organizations(args: &RunArgs, config: &Config) -> Result<(Vec<Destination>, Routing)> {
+    let task = config::cloud_run_task()?;
+    let mine = config.mine(task);
+    let keep_unrouted = task.is_none_or(|(index, _)| index == 0);
+    let defaults = args.target.columns();
+    let mut destinations = Vec::new();
+    for (org, _) in config.organizations.iter().zip(&mine).filter(|(_, m)| **m) {
+        let lookback = match &org.lookback {
+            Some(l) => parse_duration(l)
+                .map_err(|e| UsageError::new(format!("organization {}: lookback {e}", org.name)))?,
+            None => args.target.lookback,
+        };
+        destinations.push(Destination {
+            name: org.name.clone(),
+            url: org.target.clone(),
+            columns: Columns {
+                table: org
+                    .messages_table
+                    .clone()
+                    .unwrap_or_else(|| defaults.table.clone()),
+                key: org
+                    .key_column
+                    .clone()
+                    .unwrap_or_else(|| defaults.key.clone()),
+                status: org
+                    .status_column
+                    .clone()
+                    .unwrap_or_else(|| defaults.status.clone()),
+                errors: org
+                    .errors_column
+                    .clone()
+                    .unwrap_or_else(|| defaults.errors.clone()),
+            },
+            options: Options {
+                credentials: org.credentials.clone(),
+                lookback,
+            },
+        });
+    }
+    if keep_unrouted {
+        destinations.push(Destination {
+            name: UNROUTED.into(),
+            url: config.unrouted_target.clone(),
+            columns: defaults,
+            options: args.target.options(),
+        });
+    }
+    let orgs: Vec<(Vec<String>, bool)> = config
+        .organizations
+        .iter()
+        .zip(mine)
+        .map(|(o, m)| (o.apps.clone(), m))
+        .collect();
+    Ok((destinations, Routing::organizations(&orgs, keep_unrouted)))
+}
+
+async fn open(d: &Destination, create_messages: bool) -> Result<Box<dyn Target>> {
+    let target = target::open(&d.url, d.columns.clone(), &d.options).await?;
+    target.init(create_messages).await?;
+    Ok(target)
+}
+
+/// One summary record: per organization, or (organization absent) for the run.
+fn log_summary(
+    organization: Option<&str>,
+    c: &Counts,
+    batch: &Batch,
+    a: &Applied,
+    started: Instant,
+) {
     let messages = batch.resolution.len() as u64;
+    let fields = (
+        c.files,
+        c.lines,
+        c.events,
+        c.events.saturating_sub(messages),
+        c.skipped,
+    );
     info!(
         summary = true,
-        files = c.files,
-        lines = c.lines,
-        events = c.events,
-        duplicates = c.events - messages,
-        skipped = c.skipped,
-        dead_lettered = c.dead_lettered + applied.expired,
+        organization,
+        files = fields.0,
+        lines = fields.1,
+        events = fields.2,
+        duplicates = fields.3,
+        skipped = fields.4,
+        dead_lettered = c.dead_lettered + a.expired,
         messages,
-        rows_updated = applied.rows_updated,
-        pending = applied.pending,
-        expired = applied.expired,
+        rows_updated = a.rows_updated,
+        pending = a.pending,
+        expired = a.expired,
         bytes_read = c.bytes,
-        bytes_processed = applied.bytes_processed,
+        bytes_processed = a.bytes_processed,
         seconds = started.elapsed().as_secs_f64(),
-        "run finished"
+        "{}",
+        if organization.is_some() {
+            "organization finished"
+        } else {
+            "run finished"
+        }
     );
-    Ok(())
 }
 
 /// A bar on a terminal (backfills), else a log record every 30 s.

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::{Batch, DeadLetter};
+use super::{DeadLetter, Read, Routing};
 use crate::callback::{self, Event, Reason, Sink};
 use crate::source::{self, ObjectRef};
 
@@ -10,62 +10,104 @@ struct FileSink<'a> {
     file: &'a str,
     line_no: u64,
     line: &'a [u8],
-    batch: &'a mut Batch,
+    read: &'a mut Read,
+    routing: &'a Routing,
+    /// The batch the current callback goes to (None: another task's organization).
+    route: Option<usize>,
+    /// An unknown app's line is dead-lettered once, however many events it holds.
+    unknown_kept: bool,
 }
 
 impl FileSink<'_> {
     fn keep(&mut self, reason: Reason, raw: String) {
-        self.batch.counts.dead_lettered += 1;
-        self.batch.dead_letters.push(DeadLetter {
+        self.read.counts.dead_lettered += 1;
+        let Some(batch) = self.route.map(|i| &mut self.read.batches[i]) else {
+            return;
+        };
+        batch.counts.dead_lettered += 1;
+        batch.dead_letters.push(DeadLetter {
             file: self.file.to_owned(),
             line: self.line_no,
             reason: reason.as_str(),
             raw,
         });
     }
+
+    /// An unknown app's line is kept once, however many events it holds.
+    fn keep_unknown_app(&mut self) {
+        if !std::mem::replace(&mut self.unknown_kept, true) {
+            let raw = self.line_text();
+            self.keep(Reason::UnknownApp, raw);
+        }
+    }
+
+    fn line_text(&self) -> String {
+        String::from_utf8_lossy(self.line).into_owned()
+    }
 }
 
 impl Sink for FileSink<'_> {
+    fn app(&mut self, app: Option<&str>) {
+        self.route = self.routing.route(app);
+    }
+
     fn event(&mut self, event: Event<'_>) {
-        self.batch.counts.events += 1;
-        self.batch.resolution.add(&event);
+        self.read.counts.events += 1;
+        match self.route {
+            Some(i) if self.routing.is_unrouted(i) => self.keep_unknown_app(),
+            Some(i) => {
+                let batch = &mut self.read.batches[i];
+                batch.counts.events += 1;
+                batch.resolution.add(&event);
+            }
+            None => {}
+        }
     }
 
     fn skipped(&mut self) {
-        self.batch.counts.skipped += 1;
+        self.read.counts.skipped += 1;
+        if let Some(i) = self.route {
+            self.read.batches[i].counts.skipped += 1;
+        }
     }
 
     fn dead_letter(&mut self, reason: Reason, entry: Option<&str>) {
         let raw = match entry {
             Some(entry) => entry.to_owned(),
-            None => String::from_utf8_lossy(self.line).into_owned(),
+            None => self.line_text(),
         };
         self.keep(reason, raw);
     }
 }
 
-/// Decodes and parses one object into `batch`. Never fails: what cannot be read
-/// is dead-lettered.
-pub fn parse_object(batch: &mut Batch, object: ObjectRef, raw: Bytes) {
+/// Decodes and parses one object into `read`, routing each callback by its app.
+/// Never fails: what cannot be read is dead-lettered.
+pub fn parse_object(read: &mut Read, routing: &Routing, object: &ObjectRef, raw: Bytes) {
     let decoded = source::decode(raw);
-    batch.counts.files += 1;
-    batch.counts.bytes += object.size;
+    read.counts.files += 1;
+    read.counts.bytes += object.size;
+    let unrouted = routing.route(None);
     let mut sink = FileSink {
         file: &object.name,
         line_no: 0,
         line: &[],
-        batch,
+        read,
+        routing,
+        route: unrouted,
+        unknown_kept: false,
     };
     for (line_no, line) in source::lines(&decoded.data) {
         sink.line_no = line_no;
         sink.line = line;
-        sink.batch.counts.lines += 1;
+        sink.route = unrouted;
+        sink.unknown_kept = false;
+        sink.read.counts.lines += 1;
         callback::parse_line(line, &mut sink);
     }
     if let Some(error) = decoded.error {
         // The damage starts on the line after the last whole one.
         sink.line_no = memchr::memchr_iter(b'\n', &decoded.data).count() as u64 + 1;
+        sink.route = unrouted;
         sink.keep(Reason::UnreadableFile, error);
     }
-    batch.files.push(object);
 }

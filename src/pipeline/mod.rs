@@ -3,6 +3,8 @@
 
 mod file;
 
+use std::collections::HashMap;
+
 use anyhow::Result;
 use futures::StreamExt;
 use serde::Serialize;
@@ -43,12 +45,14 @@ impl std::ops::AddAssign for Counts {
     }
 }
 
-/// Everything read from a set of objects.
+/// What one organization (or the single target) gets from a set of objects.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub resolution: Resolution,
+    /// Events, skips and dead letters routed here.
     pub counts: Counts,
     pub dead_letters: Vec<DeadLetter>,
+    /// Every object read, so each target marks them done.
     pub files: Vec<ObjectRef>,
 }
 
@@ -61,6 +65,89 @@ impl Batch {
     }
 }
 
+/// Which batch a callback goes to, by its app.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    /// App → batch index; None for an organization another task handles.
+    apps: HashMap<String, Option<usize>>,
+    /// Where callbacks of unknown apps (and unreadable lines) go, if this task keeps them.
+    unrouted: Option<usize>,
+    batches: usize,
+    multi: bool,
+}
+
+impl Routing {
+    /// Everything to one target, whatever the app.
+    pub fn single() -> Self {
+        Routing {
+            apps: HashMap::new(),
+            unrouted: Some(0),
+            batches: 1,
+            multi: false,
+        }
+    }
+
+    /// `orgs[i]` = (its apps, whether this task handles it); batch i is org i's,
+    /// and the last batch collects unknown apps when `keep_unrouted`.
+    pub fn organizations(orgs: &[(Vec<String>, bool)], keep_unrouted: bool) -> Self {
+        let mut apps = HashMap::new();
+        let mut index = 0;
+        for (names, mine) in orgs {
+            let slot = mine.then(|| {
+                index += 1;
+                index - 1
+            });
+            for name in names {
+                apps.insert(name.clone(), slot);
+            }
+        }
+        let unrouted = keep_unrouted.then_some(index);
+        Routing {
+            apps,
+            unrouted,
+            batches: index + usize::from(keep_unrouted),
+            multi: true,
+        }
+    }
+
+    fn route(&self, app: Option<&str>) -> Option<usize> {
+        if !self.multi {
+            return Some(0);
+        }
+        match app.and_then(|a| self.apps.get(a)) {
+            Some(slot) => *slot,
+            None => self.unrouted,
+        }
+    }
+
+    fn is_unrouted(&self, index: usize) -> bool {
+        self.multi && self.unrouted == Some(index)
+    }
+}
+
+/// Everything read from a set of objects: one batch per route, and run totals.
+#[derive(Debug, Default)]
+pub struct Read {
+    pub batches: Vec<Batch>,
+    pub counts: Counts,
+}
+
+impl Read {
+    fn new(routes: usize) -> Self {
+        Read {
+            batches: (0..routes).map(|_| Batch::default()).collect(),
+            counts: Counts::default(),
+        }
+    }
+
+    fn absorb(&mut self, other: Read) {
+        self.counts += other.counts;
+        for (mine, theirs) in self.batches.iter_mut().zip(other.batches) {
+            mine.absorb(theirs);
+        }
+    }
+}
+
 /// Reads and resolves `objects`: fetches `concurrency` at a time, and parses them
 /// on one worker thread per core, each folding into its own batch (no per-file
 /// maps to merge). `on_file` sees each object as it is handed to a worker.
@@ -68,23 +155,27 @@ pub async fn read(
     source: &Source,
     objects: Vec<ObjectRef>,
     concurrency: usize,
+    routing: &Routing,
     mut on_file: impl FnMut(&ObjectRef),
-) -> Result<Batch> {
+) -> Result<Read> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let (tx, rx) = tokio::sync::mpsc::channel::<(ObjectRef, bytes::Bytes)>(concurrency.max(1));
     let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
     let handles: Vec<_> = (0..workers)
         .map(|_| {
             let rx = rx.clone();
+            let routing = routing.clone();
             std::thread::spawn(move || {
-                let mut batch = Batch::default();
+                let mut read = Read::new(routing.batches);
+                let mut files = Vec::new();
                 // The lock is held only while waiting for the next object.
                 while let Some((object, raw)) =
                     { rx.lock().expect("no panics while locked").blocking_recv() }
                 {
-                    parse_object(&mut batch, object, raw);
+                    parse_object(&mut read, &routing, &object, raw);
+                    files.push(object);
                 }
-                batch
+                (read, files)
             })
         })
         .collect();
@@ -109,16 +200,22 @@ pub async fn read(
         }
     }
     drop(tx);
-    let mut total = Batch::default();
+    let mut total = Read::new(routing.batches);
+    let mut files = Vec::new();
     for handle in handles {
-        total.absorb(handle.join().expect("parsing never panics"));
+        let (read, read_files) = handle.join().expect("parsing never panics");
+        total.absorb(read);
+        files.extend(read_files);
     }
     if let Some(e) = failure {
         return Err(e);
     }
-    total
-        .dead_letters
-        .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
-    total.files.sort();
+    files.sort();
+    for batch in &mut total.batches {
+        batch
+            .dead_letters
+            .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+        batch.files = files.clone();
+    }
     Ok(total)
 }
