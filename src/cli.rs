@@ -171,6 +171,11 @@ pub struct BackfillArgs {
     /// Last day of the window, inclusive.
     #[arg(long, env = "BSP_TO")]
     pub to: NaiveDate,
+
+    /// Files per committed chunk: an interrupted backfill resumes after the last chunk it
+    /// committed, and memory stays bounded by one chunk's messages.
+    #[arg(long, env = "BSP_CHUNK_FILES", default_value_t = 2000)]
+    pub chunk_files: usize,
 }
 
 #[derive(Debug, Args)]

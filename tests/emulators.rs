@@ -357,3 +357,55 @@ async fn a_crash_between_steps_then_a_rerun_converges() {
         assert_eq!(emu.bookkeeping(&dataset).await, want_counts, "{failpoint}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_runs_at_once_on_one_target_converge_without_double_records() {
+    let emu = emulators();
+    let bucket = unique("overlap").replace('_', "-");
+    emu.bucket(&bucket).await;
+    emu.upload(&bucket, &FIXTURE_FILES).await;
+    let clean = unique("clean");
+    emu.dataset(&clean).await;
+    emu.rows(&clean, &seed()).await;
+    assert!(bq_run(&bucket, &clean, &[]).status.success());
+
+    let dataset = unique("overlap");
+    emu.dataset(&dataset).await;
+    emu.rows(&dataset, &seed()).await;
+    let init = run(
+        &[
+            "init",
+            "--target",
+            &format!("bigquery://demo/{dataset}/messages"),
+        ],
+        &[],
+    );
+    assert!(init.status.success(), "{}", stderr(&init));
+    let spawn = || {
+        std::process::Command::new(BIN)
+            .args([
+                "--log-format",
+                "json",
+                "run",
+                "--source",
+                &format!("gs://{bucket}/gupshup"),
+            ])
+            .args(["--target", &format!("bigquery://demo/{dataset}/messages")])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(
+        a.status.success() && b.status.success(),
+        "{}\n{}",
+        stderr(&a),
+        stderr(&b)
+    );
+    assert_eq!(emu.statuses(&dataset).await, emu.statuses(&clean).await);
+    assert_eq!(
+        emu.bookkeeping(&dataset).await,
+        emu.bookkeeping(&clean).await
+    );
+}

@@ -89,6 +89,7 @@ fn batch(events: &[(u8, usize, i64)]) -> Batch {
 fn ctx() -> RunContext {
     RunContext {
         run_id: "prop".into(),
+        label: "prop".into(),
         now: chrono::Utc::now(),
         pending_ttl: chrono::Duration::days(7),
     }

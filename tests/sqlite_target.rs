@@ -285,3 +285,72 @@ fn two_runs_at_once_on_one_target_neither_double_apply_nor_lose_anything() {
         }
     }
 }
+
+#[test]
+fn backfill_reprocesses_its_window_and_resumes_after_an_interruption() {
+    let src = fixtures().join("callbacks");
+    let clean = tempfile::tempdir().unwrap();
+    let clean_db = seeded_db(clean.path());
+    assert!(run_job(&src, &clean_db, &[], &[]).status.success());
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = seeded_db(dir.path());
+    let target = format!("sqlite://{}", db.display());
+    let backfill = |from: &str, to: &str, envs: &[(&str, &str)]| {
+        let args = [
+            "backfill",
+            "--source",
+            src.to_str().unwrap(),
+            "--target",
+            &target,
+            "--from",
+            from,
+            "--to",
+            to,
+            "--chunk-files",
+            "2",
+        ];
+        run(&args, envs)
+    };
+    // Killed after its first chunk of two files: those stay done.
+    let crashed = backfill(
+        "2025-11-22",
+        "2025-11-22",
+        &[("BSP_FAILPOINT", "after-chunk")],
+    );
+    assert!(!crashed.status.success());
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM bsp_loader_files WHERE run_id = 'backfill_20251122_20251122'"
+        ),
+        2
+    );
+    // Run again, it reads only the rest.
+    let resumed = backfill("2025-11-22", "2025-11-22", &[]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert_eq!(summary(&resumed)["files"], 4);
+    assert_eq!(messages(&db), messages(&clean_db));
+
+    // A backfill reprocesses its window whatever the bookkeeping says, changes nothing
+    // that is right already, and keeps no dead letter twice; done, it is done.
+    let month = backfill("2025-11-01", "2025-11-30", &[]);
+    assert!(month.status.success());
+    let s = summary(&month);
+    assert_eq!(
+        (s["files"].clone(), s["rows_updated"].clone()),
+        (6.into(), 0.into())
+    );
+    let again = summary(&backfill("2025-11-01", "2025-11-30", &[]));
+    assert_eq!(again["files"], 0, "this backfill already did them");
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM bsp_loader_dead_letters"),
+        12
+    );
+    assert_eq!(messages(&db), messages(&clean_db));
+    // Outside the window: nothing.
+    assert_eq!(
+        summary(&backfill("2025-12-01", "2025-12-31", &[]))["files"],
+        0
+    );
+}

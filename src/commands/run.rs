@@ -1,31 +1,37 @@
 //! `run` and `backfill`: one target from the flags, or every organization of a
 //! config file, each with its own target; files are read once and routed by app.
 
-use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
 use chrono::{NaiveDate, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use super::window::in_window;
 use crate::cli::{BackfillArgs, RunArgs, parse_duration};
 use crate::config::{self, Config};
 use crate::error::UsageError;
+use crate::failpoint;
 use crate::pipeline::{self, Batch, Counts, Routing};
 use crate::source::{ObjectRef, Source};
-use crate::target::{self, Applied, Columns, Options, RunContext, Target};
+use crate::target::{self, Applied, Columns, Done, Options, RunContext, Target};
 
 /// The scheduled job: files not done yet.
 pub async fn run(args: &RunArgs, run_id: &str) -> Result<()> {
-    execute(args, run_id, None).await
+    execute(args, run_id, None, usize::MAX).await
 }
 
 /// A window of files, whatever the bookkeeping says.
 pub async fn backfill(args: &BackfillArgs, run_id: &str) -> Result<()> {
-    execute(&args.run, run_id, Some((args.from, args.to))).await
+    execute(
+        &args.run,
+        run_id,
+        Some((args.from, args.to)),
+        args.chunk_files.max(1),
+    )
+    .await
 }
 
 /// Where one batch goes: the flags' target, an organization's, or the unrouted one.
@@ -40,17 +46,23 @@ struct Destination {
 struct Opened {
     name: String,
     target: Result<Box<dyn Target>>,
-    done: HashSet<(String, String)>,
+    done: Done,
 }
 
 async fn execute(
     args: &RunArgs,
     run_id: &str,
     window: Option<(NaiveDate, NaiveDate)>,
+    chunk: usize,
 ) -> Result<()> {
     let started = Instant::now();
+    let label = match window {
+        Some((from, to)) => format!("backfill_{}_{}", from.format("%Y%m%d"), to.format("%Y%m%d")),
+        None => run_id.to_owned(),
+    };
     let ctx = RunContext {
         run_id: run_id.to_owned(),
+        label,
         now: args.now.unwrap_or_else(Utc::now),
         pending_ttl: args.pending_ttl,
     };
@@ -65,17 +77,18 @@ async fn execute(
     let mut opened = Vec::new();
     for d in destinations {
         let target = open(&d, args.target.create_messages || d.name == UNROUTED).await;
-        let done = match (&target, window) {
-            (Ok(t), None) => t.done().await,
-            _ => Ok(HashSet::new()),
+        let done = match &target {
+            Ok(t) => t.done().await,
+            Err(_) => Ok(Done::new()),
         };
         let (target, done) = match (target, done, multi) {
             (Ok(t), Ok(done), _) => (Ok(t), done),
             // One target: its failure is the run's, exit code included.
             (Err(e), _, false) | (_, Err(e), false) => return Err(e),
             // Many: an organization that cannot start fails alone, at the end.
-            (Err(e), _, true) | (_, Err(e), true) => (Err(e), HashSet::new()),
+            (Err(e), _, true) | (_, Err(e), true) => (Err(e), Done::new()),
         };
+        debug!(destination = d.name, done = done.len(), "bookkeeping read");
         opened.push(Opened {
             name: d.name,
             target,
@@ -85,21 +98,22 @@ async fn execute(
 
     let listed = source.list().await?;
     let listed_count = listed.len();
+    // A file is read while any destination still needs it: a run skips what is
+    // done; a backfill skips only what this same backfill already did (resuming).
+    let needed = |o: &ObjectRef| {
+        let id = (o.name.clone(), o.generation.clone());
+        opened.iter().any(|d| match (window, d.done.get(&id)) {
+            _ if d.target.is_err() => false,
+            (Some(_), Some(label)) => *label != ctx.label,
+            (_, done) => done.is_none(),
+        })
+    };
     let todo: Vec<ObjectRef> = match window {
         Some((from, to)) => listed
             .into_iter()
-            .filter(|o| in_window(o, from, to))
+            .filter(|o| in_window(o, from, to) && needed(o))
             .collect(),
-        // A file is read while any destination still needs it.
-        None => listed
-            .into_iter()
-            .filter(|o| {
-                let id = (o.name.clone(), o.generation.clone());
-                opened
-                    .iter()
-                    .any(|d| d.target.is_ok() && !d.done.contains(&id))
-            })
-            .collect(),
+        None => listed.into_iter().filter(|o| needed(o)).collect(),
     };
     info!(
         listed = listed_count,
@@ -108,52 +122,72 @@ async fn execute(
         "reading files"
     );
 
+    // A backfill commits in chunks, so an interrupted one keeps what it did and
+    // memory stays bounded; the resolution is a max, so chunks combine exactly.
     let progress = Progress::new(todo.len() as u64, window.is_some());
-    let read = pipeline::read(&source, todo, args.source.concurrency, &routing, |_| {
-        progress.tick()
-    })
-    .await?;
+    let mut totals: Vec<Totals> = opened.iter().map(|_| Totals::default()).collect();
+    let mut run_counts = Counts::default();
+    let mut failed: Vec<String> = Vec::new();
+    let mut first_error = None;
+    // An empty run still applies once: pending keys are retried every run.
+    let chunks: Vec<Vec<ObjectRef>> = if todo.is_empty() {
+        vec![vec![]]
+    } else {
+        todo.chunks(chunk).map(<[ObjectRef]>::to_vec).collect()
+    };
+    for files in chunks {
+        let read = pipeline::read(&source, files, args.source.concurrency, &routing, |_| {
+            progress.tick()
+        })
+        .await?;
+        run_counts += read.counts;
+        let applies = opened.iter().zip(read.batches).map(|(d, batch)| {
+            let ctx = &ctx;
+            let skip = failed.contains(&d.name);
+            async move {
+                let applied = match &d.target {
+                    Ok(_) if skip => Err(anyhow!("failed in an earlier chunk")),
+                    Ok(t) => t.apply(&batch, ctx).await,
+                    Err(e) => Err(anyhow!("{e:#}")),
+                };
+                (batch, applied)
+            }
+        });
+        let results = futures::future::join_all(applies).await;
+        for ((batch, applied), (d, total)) in
+            results.into_iter().zip(opened.iter().zip(&mut totals))
+        {
+            match applied {
+                Ok(a) => total.add(&batch, &a),
+                Err(e) if !failed.contains(&d.name) => {
+                    if multi {
+                        error!(organization = d.name, "{e:#}");
+                    }
+                    failed.push(d.name.clone());
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => {}
+            }
+        }
+        failpoint::hit("after-chunk");
+    }
     progress.finish();
 
-    let applies = opened.iter().zip(read.batches).map(|(d, batch)| {
-        let ctx = &ctx;
-        async move {
-            let applied = match &d.target {
-                Ok(t) => t.apply(&batch, ctx).await,
-                Err(e) => Err(anyhow!("{e:#}")),
-            };
-            (d.name.as_str(), batch, applied)
+    let mut run_total = Totals::default();
+    for (d, total) in opened.iter().zip(&totals) {
+        if multi && !failed.contains(&d.name) {
+            log_summary(Some(&d.name), &total.counts, total, started);
         }
-    });
-    let results = futures::future::join_all(applies).await;
-
-    let mut total = Applied::default();
-    let mut failed = Vec::new();
-    for (name, batch, applied) in &results {
-        match applied {
-            Ok(a) => {
-                if multi {
-                    log_summary(Some(name), &batch.counts, batch, a, started);
-                }
-                total.rows_updated += a.rows_updated;
-                total.pending += a.pending;
-                total.expired += a.expired;
-                total.bytes_processed += a.bytes_processed;
-            }
-            Err(e) => {
-                error!(organization = name, "{e:#}");
-                failed.push(name.to_string());
-            }
-        }
+        run_total.messages += total.messages;
+        run_total.applied.rows_updated += total.applied.rows_updated;
+        run_total.applied.pending += total.applied.pending;
+        run_total.applied.expired += total.applied.expired;
+        run_total.applied.bytes_processed += total.applied.bytes_processed;
     }
-    let mut all = Batch::default();
-    for (_, batch, _) in results {
-        all.resolution.merge(batch.resolution);
-    }
-    log_summary(None, &read.counts, &all, &total, started);
+    log_summary(None, &run_counts, &run_total, started);
     match (failed.len(), multi) {
         (0, _) => Ok(()),
-        (_, false) => Err(anyhow!("{}", failed.join(", "))),
+        (_, false) => Err(first_error.expect("a failure was recorded")),
         (n, true) => Err(anyhow!(
             "{n} of {} organizations failed: {}",
             opened.len(),
@@ -163,6 +197,26 @@ async fn execute(
 }
 
 const UNROUTED: &str = "(unrouted)";
+
+/// What one destination got over the chunks of a run.
+#[derive(Default)]
+struct Totals {
+    counts: Counts,
+    messages: u64,
+    applied: Applied,
+}
+
+impl Totals {
+    fn add(&mut self, batch: &Batch, a: &Applied) {
+        self.counts += batch.counts;
+        self.messages += batch.resolution.len() as u64;
+        self.applied.rows_updated += a.rows_updated;
+        // Pending is a level, not a flow: the last chunk's count is the current one.
+        self.applied.pending = a.pending;
+        self.applied.expired += a.expired;
+        self.applied.bytes_processed += a.bytes_processed;
+    }
+}
 
 fn flag_destination(args: &RunArgs) -> Result<Destination> {
     Ok(Destination {
@@ -238,14 +292,8 @@ async fn open(d: &Destination, create_messages: bool) -> Result<Box<dyn Target>>
 }
 
 /// One summary record: per organization, or (organization absent) for the run.
-fn log_summary(
-    organization: Option<&str>,
-    c: &Counts,
-    batch: &Batch,
-    a: &Applied,
-    started: Instant,
-) {
-    let messages = batch.resolution.len() as u64;
+fn log_summary(organization: Option<&str>, c: &Counts, t: &Totals, started: Instant) {
+    let (messages, a) = (t.messages, &t.applied);
     let fields = (
         c.files,
         c.lines,

@@ -5,7 +5,7 @@ pub mod bigquery;
 pub mod schema;
 mod sqlite;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use anyhow::Result;
 use async_trait::async_trait;
@@ -40,10 +40,16 @@ impl Default for Columns {
     }
 }
 
+/// Finished objects: (name, generation) → the label of the run or backfill that did them.
+pub type Done = HashMap<(String, String), String>;
+
 /// What one run hands a target besides the batch.
 #[derive(Debug, Clone)]
 pub struct RunContext {
     pub run_id: String,
+    /// Recorded with finished files: the run id, or a backfill's window, so an
+    /// interrupted backfill can skip what it already did.
+    pub label: String,
     /// Start of the run: pending keys are stamped with it and expire relative to it.
     pub now: DateTime<Utc>,
     pub pending_ttl: chrono::Duration,
@@ -66,8 +72,8 @@ pub trait Target: Send + Sync {
     /// also creates a `messages` table when there is none. Safe to repeat.
     async fn init(&self, create_messages: bool) -> Result<()>;
 
-    /// Objects already done, as (name, generation).
-    async fn done(&self) -> Result<HashSet<(String, String)>>;
+    /// Objects already done, as (name, generation), with the label that did them.
+    async fn done(&self) -> Result<Done>;
 
     /// Folds the batch into the pending keys, updates `messages` under the rank
     /// guard, expires old keys, keeps dead letters and marks the batch's files

@@ -11,7 +11,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::StagedRow;
 use super::schema::{self, Field, Table};
-use super::{Applied, Columns, RunContext, Target};
+use super::{Applied, Columns, Done, RunContext, Target};
 use crate::callback::Reason;
 use crate::error::UsageError;
 use crate::failpoint;
@@ -29,7 +29,19 @@ impl Sqlite {
     pub fn open(path: &str, columns: Columns) -> Result<Sqlite> {
         let conn = Connection::open(path).with_context(|| format!("opening sqlite://{path}"))?;
         conn.busy_timeout(std::time::Duration::from_secs(60))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // WAL lets readers go on while a run writes. Switching needs the file alone
+        // and does not wait for it (two runs starting at once): try again a while.
+        for attempt in 0.. {
+            let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+            if mode.eq_ignore_ascii_case("wal") {
+                break;
+            }
+            match conn.pragma_update(None, "journal_mode", "WAL") {
+                Err(e) if attempt >= 200 => return Err(e).context("switching to WAL"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+                Ok(()) => {}
+            }
+        }
         Ok(Sqlite {
             conn: Mutex::new(conn),
             columns,
@@ -89,7 +101,8 @@ impl Target for Sqlite {
     async fn init(&self, create_messages: bool) -> Result<()> {
         let conn = self.conn.lock().expect("no panics while locked");
         for (table, key) in own_tables() {
-            conn.execute(&create_sql(table.name, &table.fields(), key, true), [])?;
+            conn.execute(&create_sql(table.name, &table.fields(), key, true), [])
+                .with_context(|| format!("creating {}", table.name))?;
         }
         let c = &self.columns;
         let mut existing = Self::columns_of(&conn, &c.table)?;
@@ -124,13 +137,13 @@ impl Target for Sqlite {
         Ok(())
     }
 
-    async fn done(&self) -> Result<HashSet<(String, String)>> {
+    async fn done(&self) -> Result<Done> {
         let conn = self.conn.lock().expect("no panics while locked");
         let mut stmt = conn.prepare(&format!(
-            "SELECT object_name, generation FROM \"{}\"",
+            "SELECT object_name, generation, run_id FROM \"{}\"",
             schema::FILES.name
         ))?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = stmt.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -138,7 +151,9 @@ impl Target for Sqlite {
         let mut conn = self.conn.lock().expect("no panics while locked");
         let has_errors =
             Self::columns_of(&conn, &self.columns.table)?.contains(&self.columns.errors);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context("waiting for the target (another run holds it)")?;
         let now = format_ms(ctx.now.timestamp_millis());
         fold_into_pending(&tx, batch, &now)?;
         let rows_updated = update_messages(&tx, &self.columns, has_errors)?;
@@ -297,11 +312,13 @@ fn record_batch(
         ])?;
     }
     let mut file = tx.prepare(&format!(
-        "INSERT OR IGNORE INTO \"{}\" (object_name, generation, run_id, processed_at) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO \"{}\" (object_name, generation, run_id, processed_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (object_name, generation) DO UPDATE SET run_id = excluded.run_id,
+           processed_at = excluded.processed_at",
         schema::FILES.name
     ))?;
     for f in &batch.files {
-        file.execute(params![f.name, f.generation, ctx.run_id, now])?;
+        file.execute(params![f.name, f.generation, ctx.label, now])?;
     }
     Ok(())
 }

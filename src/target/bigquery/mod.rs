@@ -10,7 +10,6 @@ mod retry;
 mod sql;
 mod stage;
 
-use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
@@ -22,7 +21,7 @@ use tracing::warn;
 use self::api::Api;
 use self::sql::{Bounds, Names, Partitioning, Stage};
 use super::schema::{self, Table};
-use super::{Applied, Columns, RunContext, Target, ident};
+use super::{Applied, Columns, Done, RunContext, Target, ident};
 use crate::error::UsageError;
 use crate::failpoint;
 use crate::pipeline::Batch;
@@ -230,7 +229,7 @@ impl Target for BigQuery {
         Ok(())
     }
 
-    async fn done(&self) -> Result<HashSet<(String, String)>> {
+    async fn done(&self) -> Result<Done> {
         let names = self.names().await?;
         let run = format!("bsp_done_{}", uuid::Uuid::new_v4().simple());
         let done = self
@@ -241,7 +240,9 @@ impl Target for BigQuery {
         Ok(rows
             .into_iter()
             .filter_map(|r| match &r[..] {
-                [Some(name), Some(generation)] => Some((name.clone(), generation.clone())),
+                [Some(name), Some(generation), Some(label)] => {
+                    Some(((name.clone(), generation.clone()), label.clone()))
+                }
                 _ => None,
             })
             .collect())
@@ -272,6 +273,7 @@ impl Target for BigQuery {
             &names,
             &stage,
             &ctx.run_id,
+            &ctx.label,
             ctx.now,
             cutoff,
             Bounds { from, before: None },
@@ -285,7 +287,15 @@ impl Target for BigQuery {
                     from,
                     before: Some(ctx.now - chrono::Duration::days(1)),
                 };
-                let script = sql::run_script(&names, &stage, &ctx.run_id, ctx.now, cutoff, bounds);
+                let script = sql::run_script(
+                    &names,
+                    &stage,
+                    &ctx.run_id,
+                    &ctx.label,
+                    ctx.now,
+                    cutoff,
+                    bounds,
+                );
                 self.api
                     .run(&format!("{run}_merge_sb"), &script, vec![])
                     .await?

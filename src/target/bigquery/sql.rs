@@ -96,7 +96,7 @@ pub fn min_pending_sql(n: &Names) -> String {
 
 pub fn done_files_sql(n: &Names) -> String {
     format!(
-        "SELECT object_name, generation FROM {}",
+        "SELECT object_name, generation, run_id FROM {}",
         n.table(schema::FILES.name)
     )
 }
@@ -108,6 +108,7 @@ pub fn run_script(
     n: &Names,
     stage: &Stage,
     run_id: &str,
+    label: &str,
     now: DateTime<Utc>,
     cutoff: DateTime<Utc>,
     b: Bounds,
@@ -161,9 +162,10 @@ INSERT INTO {dead} (run_id, file, line, reason, raw, recorded_at)
   SELECT '{run_id}', D.file, D.line, D.reason, D.raw, {now_ts} FROM {stage_dead} D
   WHERE NOT EXISTS (SELECT 1 FROM {files} F JOIN {stage_files} S
     ON F.object_name = S.object_name AND F.generation = S.generation WHERE F.object_name = D.file);
-INSERT INTO {files} (object_name, generation, run_id, processed_at)
-  SELECT F.object_name, F.generation, '{run_id}', {now_ts} FROM {stage_files} F
-  WHERE NOT EXISTS (SELECT 1 FROM {files} D WHERE D.object_name = F.object_name AND D.generation = F.generation);
+MERGE {files} D USING {stage_files} F ON D.object_name = F.object_name AND D.generation = F.generation
+WHEN MATCHED THEN UPDATE SET run_id = '{label}', processed_at = {now_ts}
+WHEN NOT MATCHED THEN INSERT (object_name, generation, run_id, processed_at)
+  VALUES (F.object_name, F.generation, '{label}', {now_ts});
 COMMIT TRANSACTION;
 SELECT updated, expired, (SELECT COUNT(*) FROM {pending} WHERE matched_at IS NULL);",
         beats = beats_sql("S", "P"),
@@ -212,6 +214,7 @@ mod tests {
             &names(Some(p)),
             &stage(),
             "r1",
+            "r1",
             t("2025-11-22T01:00:00Z"),
             t("2025-11-15T01:00:00Z"),
             b,
@@ -235,6 +238,7 @@ mod tests {
         let sql = run_script(
             &names(None),
             &stage(),
+            "r1",
             "r1",
             t("2025-11-22T01:00:00Z"),
             t("2025-11-15T01:00:00Z"),
@@ -272,6 +276,7 @@ mod tests {
             let sql = run_script(
                 &names(Some(p)),
                 &stage(),
+                "r1",
                 "r1",
                 t("2025-11-22T01:00:00Z"),
                 t("2025-11-15T01:00:00Z"),

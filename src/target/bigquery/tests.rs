@@ -337,6 +337,7 @@ async fn the_streaming_buffer_rejection_leaves_recent_rows_pending_instead_of_fa
     let now: DateTime<Utc> = "2025-11-22T12:00:00Z".parse().unwrap();
     let ctx = RunContext {
         run_id: "r1".into(),
+        label: "r1".into(),
         now,
         pending_ttl: chrono::Duration::days(7),
     };
