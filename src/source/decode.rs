@@ -6,6 +6,8 @@ use bytes::Bytes;
 use flate2::read::MultiGzDecoder;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// No object inflates past this: a gzip bomb is cut off and dead-lettered.
+pub const MAX_INFLATED: u64 = 512 << 20;
 
 /// A decoded object. `error` tells why decoding stopped early; `data` then holds
 /// the complete lines before that point.
@@ -22,20 +24,24 @@ pub fn decode(raw: Bytes) -> Decoded {
         };
     }
     let mut out = Vec::with_capacity(inflated_size_hint(&raw));
-    match MultiGzDecoder::new(&raw[..]).read_to_end(&mut out) {
-        Ok(_) => Decoded {
-            data: out.into(),
-            error: None,
-        },
-        Err(e) => {
-            // Keep only whole lines: a cut-off last line is part of the damage.
-            let whole = memchr::memrchr(b'\n', &out).map_or(0, |i| i + 1);
-            out.truncate(whole);
-            Decoded {
-                data: out.into(),
-                error: Some(format!("gzip: {e}")),
-            }
+    let read = MultiGzDecoder::new(&raw[..])
+        .take(MAX_INFLATED + 1)
+        .read_to_end(&mut out);
+    let error = match read {
+        Ok(n) if n as u64 > MAX_INFLATED => {
+            Some(format!("gzip: inflates past {} MiB", MAX_INFLATED >> 20))
         }
+        Ok(_) => None,
+        Err(e) => Some(format!("gzip: {e}")),
+    };
+    if error.is_some() {
+        // Keep only whole lines: a cut-off last line is part of the damage.
+        let whole = memchr::memrchr(b'\n', &out).map_or(0, |i| i + 1);
+        out.truncate(whole);
+    }
+    Decoded {
+        data: out.into(),
+        error,
     }
 }
 
@@ -44,7 +50,10 @@ pub fn decode(raw: Bytes) -> Decoded {
 fn inflated_size_hint(raw: &[u8]) -> usize {
     let trailer = raw.len().checked_sub(4).map(|i| &raw[i..]);
     let isize = trailer.map_or(0, |t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) as usize);
-    isize.clamp(raw.len(), raw.len().saturating_mul(20)) + 1
+    isize
+        .clamp(raw.len(), raw.len().saturating_mul(20))
+        .min(MAX_INFLATED as usize)
+        + 1
 }
 
 /// Non-blank lines with their 1-based line numbers, without `\n` or `\r\n`.
@@ -96,6 +105,19 @@ mod tests {
         assert!(d.error.is_some());
         assert!(d.data.ends_with(b"\n"));
         assert!(body.starts_with(&d.data));
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_cut_off() {
+        // 600 MiB of newlines squeeze into well under a megabyte.
+        let mut enc = GzEncoder::new(Vec::new(), Compression::best());
+        let block = vec![b'\n'; 1 << 20];
+        for _ in 0..600 {
+            enc.write_all(&block).unwrap();
+        }
+        let d = decode(enc.finish().unwrap().into());
+        assert!(d.error.unwrap().contains("inflates past"));
+        assert!(d.data.len() as u64 <= MAX_INFLATED + 1);
     }
 
     #[test]
