@@ -187,6 +187,11 @@ pub struct ResolveArgs {
     #[arg(long, short, env = "BSP_OUTPUT")]
     pub output: Option<PathBuf>,
 
+    /// Bound memory to about this many MiB (48 or more): past it, state spills to disk,
+    /// partitioned by key hash; the output is the same. For backfills larger than memory.
+    #[arg(long, env = "BSP_MEMORY_LIMIT", value_parser = clap::value_parser!(u64).range(48..))]
+    pub memory_limit: Option<u64>,
+
     /// Keep dead-lettered records here as JSON lines (file, line, reason, raw). Without it they
     /// are only counted.
     #[arg(long, env = "BSP_DEAD_LETTERS")]

@@ -42,6 +42,13 @@ impl Status {
             .map(|&(_, _, s)| s)
     }
 
+    pub fn from_rank(rank: u8) -> Option<Status> {
+        STATUSES
+            .iter()
+            .map(|&(_, _, s)| s)
+            .find(|s| s.rank() == rank)
+    }
+
     pub fn rank(self) -> u8 {
         self as u8
     }

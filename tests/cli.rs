@@ -298,3 +298,40 @@ fn unreachable_services_exit_1_within_three_minutes() {
         }
     });
 }
+
+#[test]
+fn resolve_with_a_memory_limit_spills_and_prints_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    // 30 000 messages over 40 files, each with a few statuses in both formats.
+    for f in 0..40 {
+        let mut text = String::new();
+        for i in 0..3000u32 {
+            let key = format!("m{:05}", (i * 7 + f * 13) % 30_000);
+            let ts = 1_763_773_200 + u64::from(i % 500);
+            let status = ["sent", "delivered", "read", "failed"][(i as usize + f as usize) % 4];
+            text += &format!(
+                r#"{{"entry":[{{"changes":[{{"field":"messages","value":{{"statuses":[{{"gs_id":"{key}","status":"{status}","timestamp":"{ts}","errors":[{{"code":{}}}]}}]}}}}]}}]}}"#,
+                i % 3
+            );
+            text.push('\n');
+        }
+        std::fs::write(dir.path().join(format!("f{f}.ndjson")), text).unwrap();
+    }
+    let src = dir.path().to_str().unwrap();
+    let plain = run(&["resolve", "--source", src], &[]);
+    assert!(plain.status.success());
+    let limited = run(
+        &["resolve", "--source", src, "--memory-limit", "48"],
+        &[("BSP_SPILL_WORKER_BUDGET", "200000")],
+    );
+    assert!(limited.status.success(), "{}", stderr(&limited));
+    assert!(stdout(&plain).lines().count() > 20_000);
+    assert_eq!(stdout(&limited), stdout(&plain));
+    assert_eq!(
+        stderr(&limited).lines().last(),
+        stderr(&plain).lines().last(),
+        "the same summary"
+    );
+    let too_small = run(&["resolve", "--source", src, "--memory-limit", "8"], &[]);
+    assert_eq!(too_small.status.code(), Some(2));
+}

@@ -1,5 +1,6 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -7,7 +8,8 @@ use tracing::{debug, info, warn};
 
 use crate::cli::ResolveArgs;
 use crate::pipeline::{self, Routing};
-use crate::resolve::OutputRow;
+use crate::resolve::spill::Spill;
+use crate::resolve::{OutputRow, Resolved};
 use crate::source::Source;
 
 /// Prints the resolution sorted by key; the last stderr line is the summary.
@@ -16,14 +18,28 @@ pub async fn resolve(args: &ResolveArgs) -> Result<()> {
     let source = Source::open(args.source.url(None)?)?;
     let objects = source.list().await?;
     debug!(seconds = started.elapsed().as_secs_f64(), "listed");
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let spill = match args.memory_limit {
+        Some(mib) => Some(Arc::new(Spill::new((mib as usize) << 20, workers)?)),
+        None => None,
+    };
+    let routing = Routing::single();
     let read = pipeline::read(
         &source,
         objects,
         args.source.concurrency,
-        &Routing::single(),
+        &routing,
+        spill.as_ref(),
         |_| {},
     )
     .await?;
+    let mut read = read;
+    if let Some(spill) = spill.as_ref().filter(|s| s.spilled()) {
+        // A worker that finished before the first spill kept its map: it joins the disk too.
+        let mut writer = spill.writer()?;
+        writer.maybe_spill(spill, &mut read.batches[0].resolution, true)?;
+        writer.close()?;
+    }
     let batch = &read.batches[0];
     debug!(
         seconds = started.elapsed().as_secs_f64(),
@@ -37,10 +53,22 @@ pub async fn resolve(args: &ResolveArgs) -> Result<()> {
         None => Box::new(std::io::stdout().lock()),
     };
     let mut out = BufWriter::with_capacity(1 << 16, &mut out);
-    for (key, resolved) in batch.resolution.sorted() {
+    let mut write = |key: &str, resolved: &Resolved| -> Result<()> {
         serde_json::to_writer(&mut out, &OutputRow::new(key, resolved))?;
-        out.write_all(b"\n")?;
-    }
+        Ok(out.write_all(b"\n")?)
+    };
+    let spilled = spill
+        .and_then(|s| Arc::into_inner(s))
+        .filter(Spill::spilled);
+    let messages = match spilled {
+        Some(spill) => spill.finish(&mut write)?,
+        None => {
+            for (key, resolved) in batch.resolution.sorted() {
+                write(key, resolved)?;
+            }
+            batch.resolution.len() as u64
+        }
+    };
     out.flush().context("writing the resolution")?;
     drop(out);
     debug!(seconds = started.elapsed().as_secs_f64(), "written");
@@ -64,7 +92,6 @@ pub async fn resolve(args: &ResolveArgs) -> Result<()> {
     }
 
     let c = read.counts;
-    let messages = batch.resolution.len() as u64;
     info!(files = c.files, bytes = c.bytes, "resolved");
     let summary = json!({
         "files": c.files, "bytes": c.bytes, "lines": c.lines, "events": c.events,

@@ -136,9 +136,14 @@ async fn execute(
         todo.chunks(chunk).map(<[ObjectRef]>::to_vec).collect()
     };
     for files in chunks {
-        let read = pipeline::read(&source, files, args.source.concurrency, &routing, |_| {
-            progress.tick()
-        })
+        let read = pipeline::read(
+            &source,
+            files,
+            args.source.concurrency,
+            &routing,
+            None,
+            |_| progress.tick(),
+        )
         .await?;
         run_counts += read.counts;
         let applies = opened.iter().zip(read.batches).map(|(d, batch)| {

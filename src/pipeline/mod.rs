@@ -4,12 +4,14 @@
 mod file;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use anyhow::Result;
 use futures::StreamExt;
 use serde::Serialize;
 
 use crate::resolve::Resolution;
+use crate::resolve::spill::Spill;
 use crate::source::{ObjectRef, Source};
 
 pub use file::parse_object;
@@ -156,6 +158,7 @@ pub async fn read(
     objects: Vec<ObjectRef>,
     concurrency: usize,
     routing: &Routing,
+    spill: Option<&Arc<Spill>>,
     mut on_file: impl FnMut(&ObjectRef),
 ) -> Result<Read> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -165,17 +168,33 @@ pub async fn read(
         .map(|_| {
             let rx = rx.clone();
             let routing = routing.clone();
+            let spill = spill.cloned();
             std::thread::spawn(move || {
                 let mut read = Read::new(routing.batches);
                 let mut files = Vec::new();
+                let mut writer = spill.as_ref().map(|s| s.writer()).transpose()?;
                 // The lock is held only while waiting for the next object.
                 while let Some((object, raw)) =
                     { rx.lock().expect("no panics while locked").blocking_recv() }
                 {
                     parse_object(&mut read, &routing, &object, raw);
                     files.push(object);
+                    if let (Some(spill), Some(writer)) = (&spill, &mut writer) {
+                        for batch in &mut read.batches {
+                            writer.maybe_spill(spill, &mut batch.resolution, false)?;
+                        }
+                    }
                 }
-                (read, files)
+                // Once anything is on disk, the rest joins it there.
+                if let (Some(spill), Some(mut writer)) = (&spill, writer) {
+                    if spill.spilled() {
+                        for batch in &mut read.batches {
+                            writer.maybe_spill(spill, &mut batch.resolution, true)?;
+                        }
+                    }
+                    writer.close()?;
+                }
+                anyhow::Ok((read, files))
             })
         })
         .collect();
@@ -203,7 +222,7 @@ pub async fn read(
     let mut total = Read::new(routing.batches);
     let mut files = Vec::new();
     for handle in handles {
-        let (read, read_files) = handle.join().expect("parsing never panics");
+        let (read, read_files) = handle.join().expect("parsing never panics")?;
         total.absorb(read);
         files.extend(read_files);
     }

@@ -118,6 +118,17 @@ impl Resolution {
         }
     }
 
+    /// What the map holds in memory, roughly: its table, and each key on the heap.
+    pub fn estimated_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(Box<str>, Resolved)>() + 1;
+        self.map.capacity() * slot + self.map.len() * 48
+    }
+
+    /// Takes every entry out; the table keeps its size for what comes next.
+    pub fn drain(&mut self) -> impl Iterator<Item = (Box<str>, Resolved)> + '_ {
+        self.map.drain()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Resolved)> {
         self.map.iter().map(|(k, v)| (&**k, v))
     }
@@ -161,6 +172,8 @@ impl<'a> OutputRow<'a> {
         }
     }
 }
+
+pub mod spill;
 
 #[cfg(test)]
 mod tests;
