@@ -57,9 +57,7 @@ pub async fn resolve(args: &ResolveArgs) -> Result<()> {
         serde_json::to_writer(&mut out, &OutputRow::new(key, resolved))?;
         Ok(out.write_all(b"\n")?)
     };
-    let spilled = spill
-        .and_then(|s| Arc::into_inner(s))
-        .filter(Spill::spilled);
+    let spilled = spill.and_then(Arc::into_inner).filter(Spill::spilled);
     let messages = match spilled {
         Some(spill) => spill.finish(&mut write)?,
         None => {

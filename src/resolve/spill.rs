@@ -285,7 +285,10 @@ mod tests {
         writers.into_iter().for_each(|w| w.close().unwrap());
         let mut out = Vec::new();
         let n = spill
-            .finish(|k, r| Ok(out.push((k.to_owned(), *r))))
+            .finish(|k, r| {
+                out.push((k.to_owned(), *r));
+                Ok(())
+            })
             .unwrap();
         let want: Vec<_> = whole
             .sorted()

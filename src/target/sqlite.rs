@@ -36,10 +36,11 @@ impl Sqlite {
             if mode.eq_ignore_ascii_case("wal") {
                 break;
             }
+            // Done once the switch is accepted (an in-memory database stays "memory").
             match conn.pragma_update(None, "journal_mode", "WAL") {
                 Err(e) if attempt >= 200 => return Err(e).context("switching to WAL"),
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
-                Ok(()) => {}
+                Ok(()) => break,
             }
         }
         Ok(Sqlite {
