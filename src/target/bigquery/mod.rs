@@ -269,33 +269,25 @@ impl Target for BigQuery {
             None => None,
         };
         let cutoff = ctx.now - ctx.pending_ttl;
-        let script = sql::run_script(
-            &names,
-            &stage,
-            &ctx.run_id,
-            &ctx.label,
-            ctx.now,
-            cutoff,
-            Bounds { from, before: None },
-        );
-        let done = match self.api.run(&format!("{run}_merge"), &script, vec![]).await {
+        let script = |bounds| {
+            sql::run_script(
+                &names,
+                &stage,
+                &ctx.run_id,
+                &ctx.label,
+                ctx.now,
+                cutoff,
+                bounds,
+            )
+        };
+        let first = script(Bounds { from, before: None });
+        let done = match self.api.run(&format!("{run}_merge"), &first, vec![]).await {
             Err(f) if f.is_streaming_buffer() && names.partitioning.is_some() => {
                 // Leave rows that may still be in the streaming buffer for a later run:
                 // their keys stay pending. A day covers the buffer in any time zone.
                 warn!(error = %f, "rows in the streaming buffer; updating older rows only, the rest stay pending");
-                let bounds = Bounds {
-                    from,
-                    before: Some(ctx.now - chrono::Duration::days(1)),
-                };
-                let script = sql::run_script(
-                    &names,
-                    &stage,
-                    &ctx.run_id,
-                    &ctx.label,
-                    ctx.now,
-                    cutoff,
-                    bounds,
-                );
+                let before = Some(ctx.now - chrono::Duration::days(1));
+                let script = script(Bounds { from, before });
                 self.api
                     .run(&format!("{run}_merge_sb"), &script, vec![])
                     .await?

@@ -114,6 +114,16 @@ fn http_error(code: u16, reason: &str, message: &str) -> (u16, Value) {
     )
 }
 
+/// The job ids inserted, in order.
+fn inserted(log: &Log) -> Vec<String> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.0 == "POST" && r.1 == "/projects/p/jobs")
+        .map(|r| job_id_of(&r.2))
+        .collect()
+}
+
 fn job_id_of(body: &str) -> String {
     serde_json::from_str::<Value>(body).unwrap()["jobReference"]["jobId"]
         .as_str()
@@ -143,22 +153,13 @@ async fn a_5xx_on_insert_is_retried_with_the_same_job_id_and_the_job_followed_to
     assert_eq!(done.job_id, "run1_merge");
     assert_eq!(done.bytes_processed, 1_048_576);
     assert_eq!(done.location.as_deref(), Some("asia-south1"));
-    let log = log.lock().unwrap();
-    let inserts: Vec<_> = log
-        .iter()
-        .filter(|r| r.0 == "POST")
-        .map(|r| job_id_of(&r.2))
-        .collect();
     assert_eq!(
-        inserts,
+        inserted(&log),
         ["run1_merge", "run1_merge"],
         "the same id: BigQuery dedupes it"
     );
-    assert_eq!(
-        log.iter().filter(|r| r.0 == "GET").count(),
-        3,
-        "polled until DONE"
-    );
+    let polls = log.lock().unwrap().iter().filter(|r| r.0 == "GET").count();
+    assert_eq!(polls, 3, "polled until DONE");
 }
 
 #[tokio::test]
@@ -175,10 +176,7 @@ async fn a_409_on_a_repeated_job_id_means_the_job_exists_and_is_followed_not_rer
         .await
         .unwrap();
     assert_eq!(done.job_id, "run1_merge");
-    assert_eq!(
-        log.lock().unwrap().iter().filter(|r| r.0 == "POST").count(),
-        1
-    );
+    assert_eq!(inserted(&log).len(), 1);
 }
 
 #[tokio::test]
@@ -209,14 +207,10 @@ async fn a_job_that_fails_transiently_runs_again_under_a_new_id_and_errors_are_n
         .await
         .unwrap();
     assert_eq!(done.job_id, "run1_merge_r2");
-    let inserted: Vec<_> = log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|r| r.0 == "POST")
-        .map(|r| job_id_of(&r.2))
-        .collect();
-    assert_eq!(inserted, ["run1_merge", "run1_merge_r1", "run1_merge_r2"]);
+    assert_eq!(
+        inserted(&log),
+        ["run1_merge", "run1_merge_r1", "run1_merge_r2"]
+    );
 
     // A real error is reported, not retried and not success.
     let (base, _) = serve(|method, _, body, _| match method {
