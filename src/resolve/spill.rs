@@ -40,16 +40,21 @@ impl Spill {
     /// flight and buffers; half of the rest for `workers` maps (the other half
     /// absorbs a table's growth and the allocator's slack).
     pub fn new(limit_bytes: usize, workers: usize) -> Result<Spill> {
-        let dir = tempfile::Builder::new()
-            .prefix("bsp-spill-")
-            .tempdir()
-            .context("creating a spill folder")?;
         let budget = (limit_bytes.saturating_sub(RESERVE) / 2 / workers.max(1)).max(1 << 20);
         // Tests force spilling on small inputs with a tiny budget.
         let budget = std::env::var("BSP_SPILL_WORKER_BUDGET")
             .ok()
             .and_then(|b| b.parse().ok())
             .unwrap_or(budget);
+        Spill::with_worker_budget(budget)
+    }
+
+    /// A spill whose workers each keep at most `budget` bytes of map in memory.
+    pub fn with_worker_budget(budget: usize) -> Result<Spill> {
+        let dir = tempfile::Builder::new()
+            .prefix("bsp-spill-")
+            .tempdir()
+            .context("creating a spill folder")?;
         Ok(Spill {
             dir,
             worker_budget: budget,
@@ -259,7 +264,7 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             rng >> 33
         };
-        let spill = Spill::new(1, 2).unwrap(); // a tiny budget: spill on every check
+        let spill = Spill::with_worker_budget(1).unwrap(); // a tiny budget: spill on every check
         let mut writers = [spill.writer().unwrap(), spill.writer().unwrap()];
         let mut whole = Resolution::default();
         for round in 0..20 {
