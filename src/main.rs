@@ -30,7 +30,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let code = error::exit_code(&e);
-            tracing::error!(exit_code = code, "{e:#}");
+            // One line, whatever the causes' own messages hold.
+            let message = format!("{e:#}")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            tracing::error!(exit_code = code, "{message}");
             ExitCode::from(code)
         }
     }

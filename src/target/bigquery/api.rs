@@ -108,7 +108,10 @@ impl Api {
                     info!(job_id = %done.job_id, bytes_processed = done.bytes_processed, "BigQuery job done");
                     return Ok(done);
                 }
-                Err(f) if self.policy.again(&f, attempt, started.elapsed()) => {
+                // Calls retry their own HTTP failures; here only jobs that ran and failed.
+                Err(f @ Failure::Job { .. })
+                    if self.policy.again(&f, attempt, started.elapsed()) =>
+                {
                     let wait = self.policy.backoff(attempt);
                     warn!(job_id = %id, error = %f, wait_seconds = wait.as_secs_f64(), "BigQuery job failed; retrying");
                     tokio::time::sleep(wait).await;
