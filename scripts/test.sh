@@ -12,4 +12,8 @@ cargo clippy --all-targets --all-features --locked -- -D warnings
 
 eval "$(bash scripts/emulators.sh start)"
 trap 'bash scripts/emulators.sh stop' EXIT
-cargo test --locked --all-targets --features emulator-tests
+log=$(mktemp)
+cargo test --locked --all-targets --features emulator-tests 2>&1 | tee "$log"
+# One closing line for all test binaries together.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
