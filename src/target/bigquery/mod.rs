@@ -162,11 +162,7 @@ impl BigQuery {
                 vec![],
             )
             .await?;
-        let stored = self.api.rows(&done).await?;
-        let stored = stored
-            .first()
-            .and_then(|r| r.first().cloned().flatten())
-            .and_then(|v| v.parse::<i64>().ok());
+        let stored = number(&self.api.rows(&done).await?, 0);
         let batch_min = batch.resolution.iter().map(|(_, r)| r.at_ms).min();
         let earliest = [stored, batch_min].into_iter().flatten().min();
         Ok(earliest
@@ -250,11 +246,25 @@ impl Target for BigQuery {
 
     async fn apply(&self, batch: &Batch, ctx: &RunContext) -> Result<Applied> {
         let names = self.names().await?;
+        let cutoff = ctx.now - ctx.pending_ttl;
         let run = format!(
             "bsp_{}",
             ctx.run_id
                 .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
         );
+        if batch.files.is_empty() && batch.resolution.is_empty() && batch.dead_letters.is_empty() {
+            // Nothing new: the MERGE (the run's cost) is needed only for keys still
+            // waiting for a row, or to expire old ones.
+            let check = sql::idle_check_sql(&names, cutoff);
+            let done = self.api.run(&format!("{run}_idle"), &check, vec![]).await?;
+            let rows = self.api.rows(&done).await?;
+            if number(&rows, 0).unwrap_or(0) == 0 && number(&rows, 1).unwrap_or(0) == 0 {
+                return Ok(Applied {
+                    bytes_processed: done.bytes_processed,
+                    ..Applied::default()
+                });
+            }
+        }
         let stage = Stage {
             pending: format!("{run}_stage_pending"),
             dead_letters: format!("{run}_stage_dead_letters"),
@@ -268,7 +278,6 @@ impl Target for BigQuery {
             Some(_) => self.lower_bound(&names, batch, &run).await?,
             None => None,
         };
-        let cutoff = ctx.now - ctx.pending_ttl;
         let script = |bounds| {
             sql::run_script(
                 &names,
@@ -297,19 +306,19 @@ impl Target for BigQuery {
         failpoint::hit("after-merge");
         let bytes = self.api.bytes_processed.load(Ordering::Relaxed) - bytes_before;
         let rows = self.api.rows(&done).await?;
-        let number = |i: usize| -> u64 {
-            rows.first()
-                .and_then(|r| r.get(i).cloned().flatten())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
+        let count = |i| number(&rows, i).unwrap_or(0);
         Ok(Applied {
-            rows_updated: number(0),
-            expired: number(1),
-            pending: number(2),
+            rows_updated: count(0),
+            expired: count(1),
+            pending: count(2),
             bytes_processed: bytes,
         })
     }
+}
+
+/// A number in the first result row, at `column` (None for NULL or no row).
+fn number<T: std::str::FromStr>(rows: &[Vec<api::Cell>], column: usize) -> Option<T> {
+    rows.first()?.get(column)?.as_deref()?.parse().ok()
 }
 
 /// A staging table's REST representation: all columns NULLABLE, gone after a day.

@@ -86,6 +86,17 @@ fn bounds_sql(n: &Names, b: Bounds) -> String {
     out
 }
 
+/// Whether a run with nothing new has anything to do: keys still without a row,
+/// and keys whose time-to-live has ended.
+pub fn idle_check_sql(n: &Names, cutoff: DateTime<Utc>) -> String {
+    format!(
+        "SELECT SUM(CASE WHEN matched_at IS NULL THEN 1 ELSE 0 END), \
+         SUM(CASE WHEN first_seen_at < {} THEN 1 ELSE 0 END) FROM {}",
+        timestamp(cutoff),
+        n.table(schema::PENDING.name)
+    )
+}
+
 /// The earliest resolution time among pending keys, in epoch milliseconds.
 pub fn min_pending_sql(n: &Names) -> String {
     format!(

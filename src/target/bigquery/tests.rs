@@ -375,3 +375,46 @@ async fn the_streaming_buffer_rejection_leaves_recent_rows_pending_instead_of_fa
             .all(|r| !r.2.contains("INSERT") || !r.2.contains("'k1'"))
     );
 }
+
+/// With nothing new and nothing pending, a run reads only the pending table's
+/// counts: no staging, no MERGE, no partition scanned.
+#[tokio::test]
+async fn a_run_with_nothing_to_do_skips_the_merge() {
+    for (unmatched, merges) in [("0", 0), ("2", 1)] {
+        let messages = json!({
+            "tableReference": { "projectId": "p", "datasetId": "d", "tableId": "messages" },
+            "schema": { "fields": [ { "name": "bsp_message_id", "type": "STRING" }, { "name": "bsp_status", "type": "STRING" } ] },
+        });
+        let (base, log) = serve(move |method, path, body, _| match (method, path) {
+            ("GET", "/projects/p/datasets/d/tables/messages") => (200, messages.clone()),
+            ("POST", "/projects/p/datasets/d/tables") => (200, serde_json::from_str(body).unwrap()),
+            ("POST", "/projects/p/jobs") => (200, job(&job_id_of(body), "DONE", None)),
+            ("GET", p) if p.starts_with("/projects/p/jobs/") => (200, job(p.rsplit('/').next().unwrap(), "DONE", None)),
+            ("GET", p) if p.ends_with("_idle") => {
+                (200, json!({ "jobComplete": true, "rows": [{ "f": [{ "v": unmatched }, { "v": "0" }] }] }))
+            }
+            ("GET", _) => (200, json!({ "jobComplete": true, "rows": [{ "f": [{ "v": "0" }, { "v": "0" }, { "v": unmatched }] }] })),
+            _ => (404, json!({ "error": { "code": 404, "message": "no", "errors": [] } })),
+        })
+        .await;
+        let bq = BigQuery {
+            api: api(&base).await,
+            dataset: "d".into(),
+            columns: Columns::default(),
+            lookback: chrono::Duration::days(31),
+        };
+        let ctx = RunContext {
+            run_id: "r1".into(),
+            label: "r1".into(),
+            now: Utc::now(),
+            pending_ttl: chrono::Duration::days(7),
+        };
+        let applied = bq.apply(&Batch::default(), &ctx).await.unwrap();
+        assert_eq!(applied.pending, unmatched.parse::<u64>().unwrap());
+        let merged = inserted(&log)
+            .iter()
+            .filter(|j| j.ends_with("_merge"))
+            .count();
+        assert_eq!(merged, merges, "pending {unmatched}");
+    }
+}
