@@ -309,3 +309,136 @@ mod hostile {
         }
     }
 }
+
+/// Random well-formed callbacks, built from parameters that also give the expected
+/// event: the parser must read back exactly what was written, in every format.
+mod round_trip {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    struct Params {
+        key: String,
+        padded: bool,
+        status: usize,
+        upper: bool,
+        seconds: u64,
+        millis: Option<u64>,
+        time_as_string: bool,
+        code: Option<i64>,
+        format: u8,
+        wrap: u8,
+    }
+
+    fn params() -> impl Strategy<Value = Params> {
+        (
+            "[a-zA-Z0-9-]{1,40}",
+            any::<bool>(),
+            0..crate::status::STATUSES.len(),
+            any::<bool>(),
+            1_000_000_000u64..4_000_000_000,
+            proptest::option::of(0u64..1000),
+            any::<bool>(),
+            proptest::option::of(0i64..200_000),
+            0u8..3,
+            0u8..3,
+        )
+            .prop_map(
+                |(
+                    key,
+                    padded,
+                    status,
+                    upper,
+                    seconds,
+                    millis,
+                    time_as_string,
+                    code,
+                    format,
+                    wrap,
+                )| Params {
+                    key,
+                    padded,
+                    status,
+                    upper,
+                    seconds,
+                    millis,
+                    time_as_string,
+                    code,
+                    format,
+                    wrap,
+                },
+            )
+    }
+
+    fn line(p: &Params) -> String {
+        let word = crate::status::STATUSES[p.status].0;
+        let word = if p.upper {
+            word.to_uppercase()
+        } else {
+            word.to_owned()
+        };
+        let key = if p.padded {
+            format!("  {}\\t", p.key) // a JSON-escaped tab: trimmed like the spaces
+        } else {
+            p.key.clone()
+        };
+        let raw_time = match p.millis {
+            Some(ms) => p.seconds * 1000 + ms,
+            None => p.seconds,
+        };
+        let time = if p.time_as_string {
+            format!("\"{raw_time}\"")
+        } else {
+            raw_time.to_string()
+        };
+        let code = p
+            .code
+            .map(|c| format!(r#","code":{c}"#))
+            .unwrap_or_default();
+        let body = match p.format {
+            // V2 with gsId, the time in payload.payload.ts
+            0 => format!(
+                r#"{{"app":"A","timestamp":1,"version":2,"type":"message-event","payload":{{"id":"wa","gsId":"{key}","type":"{word}","destination":"91XX","payload":{{"ts":{time}{code}}}}}}}"#
+            ),
+            // V2 keyed by payload.id, the time in the envelope
+            1 => format!(
+                r#"{{"app":"A","timestamp":{time},"version":2,"type":"message-event","payload":{{"id":"{key}","type":"{word}","payload":{{"reason":"r"{code}}}}}}}"#
+            ),
+            // V3, the code in errors[0]
+            _ => {
+                let errors = p
+                    .code
+                    .map(|c| format!(r#","errors":[{{"code":{c},"title":"t"}}]"#))
+                    .unwrap_or_default();
+                format!(
+                    r#"{{"entry":[{{"changes":[{{"field":"messages","value":{{"statuses":[{{"gs_id":"{key}","id":"wamid.x","status":"{word}","timestamp":{time}{errors}}}]}}}}]}}],"gs_app_id":"g","object":"whatsapp_business_account"}}"#
+                )
+            }
+        };
+        match p.wrap {
+            0 => body,
+            1 => format!(r#"{{"received_at":"2025-11-22T01:00:00Z","body":{body}}}"#),
+            _ => format!(
+                r#"{{"received_at":"2025-11-22T01:00:00Z","body":{}}}"#,
+                serde_json::to_string(&body).unwrap()
+            ),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #[test]
+        fn every_format_reads_back_what_was_written(p in params()) {
+            let (_, _, status) = crate::status::STATUSES[p.status];
+            let at_ms = match p.millis {
+                Some(ms) => (p.seconds * 1000 + ms) as i64,
+                None => (p.seconds * 1000) as i64,
+            };
+            let code = if status == Status::Error { p.code } else { None };
+            let c = parse(&line(&p));
+            prop_assert_eq!(c.skipped, 0);
+            prop_assert!(c.dead.is_empty(), "{:?}", c.dead);
+            prop_assert_eq!(c.events, vec![(p.key.clone(), status, at_ms, code)]);
+        }
+    }
+}
