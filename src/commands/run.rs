@@ -184,10 +184,7 @@ async fn execute(
             log_summary(Some(&d.name), &total.counts, total, started);
         }
         run_total.messages += total.messages;
-        run_total.applied.rows_updated += total.applied.rows_updated;
-        run_total.applied.pending += total.applied.pending;
-        run_total.applied.expired += total.applied.expired;
-        run_total.applied.bytes_processed += total.applied.bytes_processed;
+        run_total.applied += total.applied;
     }
     log_summary(None, &run_counts, &run_total, started);
     match (failed.len(), multi) {
@@ -215,11 +212,10 @@ impl Totals {
     fn add(&mut self, batch: &Batch, a: &Applied) {
         self.counts += batch.counts;
         self.messages += batch.resolution.len() as u64;
-        self.applied.rows_updated += a.rows_updated;
         // Pending is a level, not a flow: the last chunk's count is the current one.
-        self.applied.pending = a.pending;
-        self.applied.expired += a.expired;
-        self.applied.bytes_processed += a.bytes_processed;
+        let before = self.applied.pending;
+        self.applied += *a;
+        self.applied.pending -= before;
     }
 }
 

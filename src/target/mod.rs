@@ -66,6 +66,15 @@ pub struct Applied {
     pub bytes_processed: u64,
 }
 
+impl std::ops::AddAssign for Applied {
+    fn add_assign(&mut self, o: Applied) {
+        self.rows_updated += o.rows_updated;
+        self.pending += o.pending;
+        self.expired += o.expired;
+        self.bytes_processed += o.bytes_processed;
+    }
+}
+
 #[async_trait]
 pub trait Target: Send + Sync {
     /// Creates the job's own tables and adds the key column; `create_messages`
