@@ -161,6 +161,31 @@ impl Emulators {
     }
 }
 
+/// A bucket with every fixture file, and the statuses and bookkeeping of a clean
+/// run over them: what every crashed, faulty or overlapping run must end with.
+async fn bucket_and_reference(
+    emu: &Emulators,
+    prefix: &str,
+) -> (
+    String,
+    Vec<(String, Option<String>)>,
+    Vec<Vec<Option<String>>>,
+) {
+    let bucket = unique(prefix).replace('_', "-");
+    emu.bucket(&bucket).await;
+    emu.upload(&bucket, &FIXTURE_FILES).await;
+    let clean = unique("clean");
+    emu.dataset(&clean).await;
+    emu.rows(&clean, &seed()).await;
+    let out = bq_run(&bucket, &clean, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    (
+        bucket,
+        emu.statuses(&clean).await,
+        emu.bookkeeping(&clean).await,
+    )
+}
+
 /// The rows of fixtures/messages.sql, plus a row far older than the lookback.
 fn seed() -> Vec<(i64, Option<String>, Option<&'static str>, &'static str)> {
     let day = "2025-11-22T06:30:00";
@@ -330,20 +355,7 @@ async fn runs_with_late_rows_and_late_files_converge_and_a_quiet_run_changes_not
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_between_steps_then_a_rerun_converges() {
     let emu = emulators();
-    let bucket = unique("crash").replace('_', "-");
-    emu.bucket(&bucket).await;
-    emu.upload(&bucket, &FIXTURE_FILES).await;
-
-    let clean = unique("clean");
-    emu.dataset(&clean).await;
-    emu.rows(&clean, &seed()).await;
-    assert!(
-        bq_run(&bucket, &clean, &[("BSP_CREATE_MESSAGES", "false")])
-            .status
-            .success()
-    );
-    let want = emu.statuses(&clean).await;
-    let want_counts = emu.bookkeeping(&clean).await;
+    let (bucket, want, want_counts) = bucket_and_reference(&emu, "crash").await;
 
     for failpoint in ["after-stage", "after-merge"] {
         let dataset = unique("crashed");
@@ -361,13 +373,7 @@ async fn a_crash_between_steps_then_a_rerun_converges() {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_runs_at_once_on_one_target_converge_without_double_records() {
     let emu = emulators();
-    let bucket = unique("overlap").replace('_', "-");
-    emu.bucket(&bucket).await;
-    emu.upload(&bucket, &FIXTURE_FILES).await;
-    let clean = unique("clean");
-    emu.dataset(&clean).await;
-    emu.rows(&clean, &seed()).await;
-    assert!(bq_run(&bucket, &clean, &[]).status.success());
+    let (bucket, want, want_counts) = bucket_and_reference(&emu, "overlap").await;
 
     let dataset = unique("overlap");
     emu.dataset(&dataset).await;
@@ -381,33 +387,19 @@ async fn two_runs_at_once_on_one_target_converge_without_double_records() {
         &[],
     );
     assert!(init.status.success(), "{}", stderr(&init));
-    let spawn = || {
-        std::process::Command::new(BIN)
-            .args([
-                "--log-format",
-                "json",
-                "run",
-                "--source",
-                &format!("gs://{bucket}/gupshup"),
-            ])
-            .args(["--target", &format!("bigquery://demo/{dataset}/messages")])
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let (a, b) = (spawn(), spawn());
-    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let (source, target) = (
+        format!("gs://{bucket}/gupshup"),
+        format!("bigquery://demo/{dataset}/messages"),
+    );
+    let (a, b) = run_twice_at_once(&["run", "--source", &source, "--target", &target], &[]);
     assert!(
         a.status.success() && b.status.success(),
         "{}\n{}",
         stderr(&a),
         stderr(&b)
     );
-    assert_eq!(emu.statuses(&dataset).await, emu.statuses(&clean).await);
-    assert_eq!(
-        emu.bookkeeping(&dataset).await,
-        emu.bookkeeping(&clean).await
-    );
+    assert_eq!(emu.statuses(&dataset).await, want);
+    assert_eq!(emu.bookkeeping(&dataset).await, want_counts);
 }
 
 /// A fault-injecting TCP proxy in front of an emulator: the first `fail_first`
@@ -478,14 +470,7 @@ impl FaultyProxy {
 #[tokio::test(flavor = "multi_thread")]
 async fn injected_5xx_are_retried_and_a_service_dying_mid_run_then_a_rerun_converges() {
     let emu = emulators();
-    let bucket = unique("faults").replace('_', "-");
-    emu.bucket(&bucket).await;
-    emu.upload(&bucket, &FIXTURE_FILES).await;
-    let clean = unique("clean");
-    emu.dataset(&clean).await;
-    emu.rows(&clean, &seed()).await;
-    assert!(bq_run(&bucket, &clean, &[]).status.success());
-    let want = emu.statuses(&clean).await;
+    let (bucket, want, _) = bucket_and_reference(&emu, "faults").await;
 
     // BigQuery answers 503 to its first connections: the run retries and succeeds. (GCS's
     // retries are object_store's; fake-gcs-server only answers reads at its own address.)

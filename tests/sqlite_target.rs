@@ -251,23 +251,14 @@ fn two_runs_at_once_on_one_target_neither_double_apply_nor_lose_anything() {
         let dir = tempfile::tempdir().unwrap();
         let db = seeded_db(dir.path());
         let target = format!("sqlite://{}", db.display());
-        let spawn = || {
-            std::process::Command::new(BIN)
-                .args([
-                    "--log-format",
-                    "json",
-                    "run",
-                    "--source",
-                    src.to_str().unwrap(),
-                    "--target",
-                    &target,
-                ])
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        };
-        let (a, b) = (spawn(), spawn());
-        let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+        let args = [
+            "run",
+            "--source",
+            src.to_str().unwrap(),
+            "--target",
+            &target,
+        ];
+        let (a, b) = run_twice_at_once(&args, &[]);
         assert!(
             a.status.success() && b.status.success(),
             "{}{}",

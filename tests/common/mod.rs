@@ -23,6 +23,21 @@ pub fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
     cmd.output().expect("the binary runs")
 }
 
+/// Starts the binary twice at once with the same arguments and waits for both.
+pub fn run_twice_at_once(args: &[&str], envs: &[(&str, &str)]) -> (Output, Output) {
+    let spawn = || {
+        Command::new(BIN)
+            .args(args)
+            .env("BSP_LOG_FORMAT", "json")
+            .envs(envs.iter().copied())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the binary runs")
+    };
+    let (a, b) = (spawn(), spawn());
+    (a.wait_with_output().unwrap(), b.wait_with_output().unwrap())
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
