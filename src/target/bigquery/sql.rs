@@ -207,6 +207,20 @@ mod tests {
         }
     }
 
+    /// The script of run "r1" at 2025-11-22T01:00Z with a week's time-to-live.
+    fn script(partitioning: Option<Partitioning>, bounds: Bounds) -> String {
+        let (now, cutoff) = (t("2025-11-22T01:00:00Z"), t("2025-11-15T01:00:00Z"));
+        run_script(
+            &names(partitioning),
+            &stage(),
+            "r1",
+            "r1",
+            now,
+            cutoff,
+            bounds,
+        )
+    }
+
     fn t(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
     }
@@ -221,15 +235,7 @@ mod tests {
             from: Some(t("2025-10-22T00:00:00Z")),
             before: None,
         };
-        let sql = run_script(
-            &names(Some(p)),
-            &stage(),
-            "r1",
-            "r1",
-            t("2025-11-22T01:00:00Z"),
-            t("2025-11-15T01:00:00Z"),
-            b,
-        );
+        let sql = script(Some(p), b);
         assert_eq!(
             sql.matches("T.inserted_at >= DATETIME '2025-10-22 00:00:00'")
                 .count(),
@@ -246,15 +252,7 @@ mod tests {
 
     #[test]
     fn the_guard_and_the_status_values_come_from_the_rank_table() {
-        let sql = run_script(
-            &names(None),
-            &stage(),
-            "r1",
-            "r1",
-            t("2025-11-22T01:00:00Z"),
-            t("2025-11-15T01:00:00Z"),
-            Bounds::default(),
-        );
+        let sql = script(None, Bounds::default());
         assert!(sql.contains(&format!(
             "{} < {}",
             rank_sql("T.bsp_status"),
@@ -284,15 +282,7 @@ mod tests {
                 from: None,
                 before: Some(t("2025-11-21T01:00:00Z")),
             };
-            let sql = run_script(
-                &names(Some(p)),
-                &stage(),
-                "r1",
-                "r1",
-                t("2025-11-22T01:00:00Z"),
-                t("2025-11-15T01:00:00Z"),
-                b,
-            );
+            let sql = script(Some(p), b);
             assert!(sql.contains(&format!("T.created < {lit}")), "{sql}");
         }
     }

@@ -94,6 +94,11 @@ async fn api(base: &str) -> Api {
     api
 }
 
+/// Runs the job "run1_merge" against the recorded answers at `base`.
+async fn run_merge(base: &str) -> Result<api::Done, Failure> {
+    api(base).await.run("run1_merge", "SELECT 1", vec![]).await
+}
+
 fn job(id: &str, state: &str, error: Option<(&str, &str)>) -> Value {
     let mut j = json!({
         "jobReference": { "projectId": "p", "jobId": id, "location": "asia-south1" },
@@ -145,11 +150,7 @@ async fn a_5xx_on_insert_is_retried_with_the_same_job_id_and_the_job_followed_to
         _ => (404, json!({})),
     })
     .await;
-    let done = api(&base)
-        .await
-        .run("run1_merge", "SELECT 1", vec![])
-        .await
-        .unwrap();
+    let done = run_merge(&base).await.unwrap();
     assert_eq!(done.job_id, "run1_merge");
     assert_eq!(done.bytes_processed, 1_048_576);
     assert_eq!(done.location.as_deref(), Some("asia-south1"));
@@ -170,11 +171,7 @@ async fn a_409_on_a_repeated_job_id_means_the_job_exists_and_is_followed_not_rer
         _ => (404, json!({})),
     })
     .await;
-    let done = api(&base)
-        .await
-        .run("run1_merge", "SELECT 1", vec![])
-        .await
-        .unwrap();
+    let done = run_merge(&base).await.unwrap();
     assert_eq!(done.job_id, "run1_merge");
     assert_eq!(inserted(&log).len(), 1);
 }
@@ -201,11 +198,7 @@ async fn a_job_that_fails_transiently_runs_again_under_a_new_id_and_errors_are_n
         _ => (404, json!({})),
     })
     .await;
-    let done = api(&base)
-        .await
-        .run("run1_merge", "SELECT 1", vec![])
-        .await
-        .unwrap();
+    let done = run_merge(&base).await.unwrap();
     assert_eq!(done.job_id, "run1_merge_r2");
     assert_eq!(
         inserted(&log),
