@@ -2,26 +2,23 @@
 
 use std::borrow::Cow;
 
-use super::json::{self, Raw};
-
 /// Largest accepted time, 9999-12-31T23:59:59.999Z, so output keeps four-digit years.
 const MAX_MS: u64 = 253_402_300_799_999;
 /// Values at or above this are milliseconds; smaller ones are seconds.
 const MS_THRESHOLD: u64 = 100_000_000_000;
 
-/// The value as a string, if it is one.
-pub fn text<'r>(raw: &'r Raw<'_>) -> Option<Cow<'r, str>> {
-    let text = raw.get();
-    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+/// The value (JSON text) as a string, if it is one.
+pub fn text(raw: &str) -> Option<Cow<'_, str>> {
+    match raw.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
         // No escapes: the text between the quotes is the string.
         Some(inner) if !inner.contains('\\') => Some(Cow::Borrowed(inner)),
-        Some(_) => json::from_str(text).ok(),
+        Some(_) => serde_json::from_str(raw).ok().map(Cow::Owned),
         None => None,
     }
 }
 
 /// The first usable message id: a string, trimmed, not empty.
-pub fn key<'r>(candidates: &[Option<&'r Raw<'_>>]) -> Option<Cow<'r, str>> {
+pub fn key<'r>(candidates: &[Option<&'r str>]) -> Option<Cow<'r, str>> {
     candidates.iter().flatten().find_map(|raw| {
         let s = text(raw)?;
         let trimmed = s.trim();
@@ -36,10 +33,10 @@ pub fn key<'r>(candidates: &[Option<&'r Raw<'_>>]) -> Option<Cow<'r, str>> {
 }
 
 /// An epoch time given as a number or a string of digits; seconds or milliseconds.
-pub fn epoch_ms(raw: &Raw<'_>) -> Option<i64> {
+pub fn epoch_ms(raw: &str) -> Option<i64> {
     let digits = match text(raw) {
         Some(s) => s,
-        None => Cow::Borrowed(raw.get()),
+        None => Cow::Borrowed(raw),
     };
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -54,9 +51,9 @@ pub fn epoch_ms(raw: &Raw<'_>) -> Option<i64> {
 }
 
 /// An integer error code, as a JSON integer or a string of digits.
-pub fn code(raw: &Raw<'_>) -> Option<i64> {
+pub fn code(raw: &str) -> Option<i64> {
     match text(raw) {
         Some(s) => s.trim().parse().ok(),
-        None => raw.get().parse().ok(),
+        None => raw.parse().ok(),
     }
 }

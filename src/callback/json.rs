@@ -1,115 +1,427 @@
-//! The JSON reader behind the parser, in one place: sonic-rs (SIMD) with
-//! borrowed, lazily read values. Everything else sees only `Raw` and `from_str`.
+//! The JSON reader behind the parser: one validating pass over borrowed text that
+//! hands out only the fields a callback shape asks for and checks that everything
+//! else is well-formed JSON (RFC 8259). No allocation except for an escaped key.
+//!
+//! Hand-written because the job is mostly this loop: a general parser spends its
+//! time building or dispatching values we then throw away.
 
-use std::marker::PhantomData;
-
-use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor, value::MapAccessDeserializer};
-use serde::{Deserialize, Deserializer};
-
-/// An unparsed JSON value borrowed from the line.
-#[derive(Debug)]
-pub struct Raw<'a>(sonic_rs::LazyValue<'a>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Raw<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        sonic_rs::LazyValue::deserialize(d).map(Raw)
-    }
-}
-
-impl Raw<'_> {
-    /// The value's JSON text.
-    pub fn get(&self) -> &str {
-        self.0.as_raw_str()
-    }
-}
-
-pub type Error = sonic_rs::Error;
-
-pub fn from_str<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, Error> {
-    sonic_rs::from_str(text)
-}
-
-/// Deepest nesting we parse. sonic-rs recurses without a limit, so deeper text
-/// must not reach it (a stack overflow would end the run).
+/// Deepest nesting read; deeper text is refused, so no input can exhaust the stack.
 const MAX_DEPTH: usize = 128;
 
-/// Whether `text` nests deeper than `MAX_DEPTH`. Brackets are counted first
-/// (cheap, vectorised); only text with many of them is walked.
-pub fn too_deep(text: &str) -> bool {
-    let brackets = text.bytes().filter(|&b| b == b'[' || b == b'{').count();
-    brackets > MAX_DEPTH && max_depth(text.as_bytes()) > MAX_DEPTH
+/// Why a text could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// Not JSON (or nested deeper than `MAX_DEPTH`).
+    Syntax,
+    /// Valid JSON so far, but not of the shape asked for.
+    Shape,
 }
 
-/// The deepest nesting of `[` and `{` outside strings.
-fn max_depth(bytes: &[u8]) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
-    for &b in bytes {
-        match (in_string, escaped, b) {
-            (true, true, _) => escaped = false,
-            (true, false, b'\\') => escaped = true,
-            (true, false, b'"') => in_string = false,
-            (true, ..) => {}
-            (false, _, b'"') => in_string = true,
-            (false, _, b'[' | b'{') => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            (false, _, b']' | b'}') => depth = depth.saturating_sub(1),
-            _ => {}
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A cursor over one JSON text.
+pub struct Reader<'a> {
+    text: &'a str,
+    pos: usize,
+    depth: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// Reads `text` as one JSON document with `read`; only whitespace may follow.
+    pub fn document<T>(text: &'a str, read: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let mut reader = Reader {
+            text,
+            pos: 0,
+            depth: 0,
+        };
+        let value = read(&mut reader)?;
+        reader.skip_whitespace();
+        if reader.pos == text.len() {
+            Ok(value)
+        } else {
+            Err(Error::Syntax)
         }
     }
-    deepest
+
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes().get(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    /// The first byte of the next value.
+    pub fn peek(&mut self) -> Result<u8> {
+        self.skip_whitespace();
+        self.bytes().get(self.pos).copied().ok_or(Error::Syntax)
+    }
+
+    fn eat(&mut self, byte: u8) -> Result<()> {
+        if self.peek()? == byte {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(Error::Syntax)
+        }
+    }
+
+    /// Skips the next value, checking it; returns its text.
+    pub fn value(&mut self) -> Result<&'a str> {
+        let start = {
+            self.peek()?;
+            self.pos
+        };
+        match self.bytes()[start] {
+            b'{' => self.object(|r, _| r.value().map(drop))?,
+            b'[' => self.array(|r| r.value().map(drop))?,
+            b'"' => {
+                self.string()?;
+            }
+            b't' => self.literal(b"true")?,
+            b'f' => self.literal(b"false")?,
+            b'n' => self.literal(b"null")?,
+            _ => self.number()?,
+        }
+        Ok(&self.text[start..self.pos])
+    }
+
+    /// The next value's text, or None for `null`.
+    pub fn nullable(&mut self) -> Result<Option<&'a str>> {
+        let text = self.value()?;
+        Ok((text != "null").then_some(text))
+    }
+
+    /// Reads the next value with `read`, or None for `null`.
+    pub fn or_null<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T>) -> Result<Option<T>> {
+        if self.peek()? == b'n' {
+            self.literal(b"null").map(|()| None)
+        } else {
+            read(self).map(Some)
+        }
+    }
+
+    /// Reads the next value with `read`; if it is of another shape, skips it and
+    /// gives None with its text. Returns the value's text too.
+    pub fn lenient<T>(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<(Option<T>, &'a str)> {
+        let start = {
+            self.peek()?;
+            self.pos
+        };
+        let depth = self.depth;
+        match read(self) {
+            Ok(value) => Ok((Some(value), &self.text[start..self.pos])),
+            Err(Error::Shape) => {
+                (self.pos, self.depth) = (start, depth);
+                self.value().map(|text| (None, text))
+            }
+            Err(Error::Syntax) => Err(Error::Syntax),
+        }
+    }
+
+    fn nest(&mut self) -> Result<()> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            Err(Error::Syntax)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reads an object, calling `field` with each key; `field` must read the value.
+    /// Not an object: a shape error.
+    pub fn object(&mut self, mut field: impl FnMut(&mut Self, &str) -> Result<()>) -> Result<()> {
+        if self.peek()? != b'{' {
+            return Err(Error::Shape);
+        }
+        self.pos += 1;
+        self.nest()?;
+        if self.peek()? == b'}' {
+            self.pos += 1;
+            self.depth -= 1;
+            return Ok(());
+        }
+        loop {
+            if self.peek()? != b'"' {
+                return Err(Error::Syntax);
+            }
+            let (raw, escaped) = self.string()?;
+            self.eat(b':')?;
+            let key = &raw[1..raw.len() - 1];
+            if escaped {
+                let key: String = serde_json::from_str(raw).map_err(|_| Error::Syntax)?;
+                field(self, &key)?;
+            } else {
+                field(self, key)?;
+            }
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b'}' => {
+                    self.pos += 1;
+                    self.depth -= 1;
+                    return Ok(());
+                }
+                _ => return Err(Error::Syntax),
+            }
+        }
+    }
+
+    /// Reads an array, calling `item` for each element; `item` must read it.
+    /// Not an array: a shape error.
+    pub fn array(&mut self, mut item: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
+        if self.peek()? != b'[' {
+            return Err(Error::Shape);
+        }
+        self.pos += 1;
+        self.nest()?;
+        if self.peek()? == b']' {
+            self.pos += 1;
+            self.depth -= 1;
+            return Ok(());
+        }
+        loop {
+            item(self)?;
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b']' => {
+                    self.pos += 1;
+                    self.depth -= 1;
+                    return Ok(());
+                }
+                _ => return Err(Error::Syntax),
+            }
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<()> {
+        if self.bytes()[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(Error::Syntax)
+        }
+    }
+
+    /// A string at `pos`: its text with the quotes, and whether it holds escapes.
+    fn string(&mut self) -> Result<(&'a str, bool)> {
+        let bytes = self.bytes();
+        let start = self.pos;
+        let mut at = start + 1;
+        let mut escaped = false;
+        loop {
+            at += special_byte(&bytes[at..]).ok_or(Error::Syntax)?;
+            match bytes[at] {
+                b'"' => {
+                    self.pos = at + 1;
+                    return Ok((&self.text[start..self.pos], escaped));
+                }
+                b'\\' => escaped = true,
+                // Control characters must be escaped inside strings.
+                _ => return Err(Error::Syntax),
+            }
+            match bytes.get(at + 1) {
+                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => at += 2,
+                Some(b'u') => {
+                    let hex = bytes.get(at + 2..at + 6).ok_or(Error::Syntax)?;
+                    if !hex.iter().all(u8::is_ascii_hexdigit) {
+                        return Err(Error::Syntax);
+                    }
+                    at += 6;
+                }
+                _ => return Err(Error::Syntax),
+            }
+        }
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
+    fn number(&mut self) -> Result<()> {
+        let bytes = self.bytes();
+        let digits = |at: usize| {
+            bytes[at..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count()
+        };
+        let mut at = self.pos + usize::from(bytes[self.pos] == b'-');
+        match (bytes.get(at), digits(at)) {
+            (Some(b'0'), _) => at += 1,
+            (_, 0) => return Err(Error::Syntax),
+            (_, n) => at += n,
+        }
+        if bytes.get(at) == Some(&b'.') {
+            match digits(at + 1) {
+                0 => return Err(Error::Syntax),
+                n => at += 1 + n,
+            }
+        }
+        if let Some(b'e' | b'E') = bytes.get(at) {
+            at += 1;
+            at += usize::from(matches!(bytes.get(at), Some(b'+' | b'-')));
+            match digits(at) {
+                0 => return Err(Error::Syntax),
+                n => at += n,
+            }
+        }
+        self.pos = at;
+        Ok(())
+    }
 }
 
-/// A JSON text that is valid but of another shape than asked for.
-pub fn is_shape_error(e: &Error) -> bool {
-    !(e.is_syntax() || e.is_eof())
+/// Where the first `"`, `\\` or control character of `bytes` is. Eight bytes at a
+/// time: strings here are short, too short for a SIMD search to pay its setup.
+fn special_byte(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // High bit of each byte that is zero (exact up to the first such byte).
+    let zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+        let hits =
+            zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) | below_space;
+        if hits != 0 {
+            return Some(offset + hits.trailing_zeros() as usize / 8);
+        }
+        offset += 8;
+    }
+    let rest = chunks.remainder();
+    rest.iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|i| offset + i)
 }
 
-/// `T` when the value is an object, None for any other value (not an error).
-#[derive(Debug)]
-pub struct IfObject<T>(pub Option<T>);
+/// A field an object may hold once: `null` reads as absent, and a second
+/// occurrence makes the object unreadable (a shape error), so a line never means
+/// two things.
+pub struct Once<T>(Option<Option<T>>);
 
-impl<T> Default for IfObject<T> {
+impl<T> Default for Once<T> {
     fn default() -> Self {
-        IfObject(None)
+        Once(None)
     }
 }
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for IfObject<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Any<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for Any<T> {
-            type Value = IfObject<T>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                T::deserialize(MapAccessDeserializer::new(map)).map(|t| IfObject(Some(t)))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(IfObject(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(IfObject(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(IfObject(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(IfObject(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(IfObject(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(IfObject(None))
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(IfObject(None))
-            }
+impl<T> Once<T> {
+    pub fn set(&mut self, value: Option<T>) -> Result<()> {
+        match self.0.replace(value) {
+            Some(_) => Err(Error::Shape),
+            None => Ok(()),
         }
-        d.deserialize_any(Any(PhantomData))
+    }
+
+    pub fn get(&self) -> Option<&T> {
+        self.0.as_ref().and_then(Option::as_ref)
+    }
+
+    pub fn into_inner(self) -> Option<T> {
+        self.0.flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid(text: &str) -> bool {
+        Reader::document(text, |r| r.value().map(drop)).is_ok()
+    }
+
+    #[test]
+    fn accepts_what_serde_json_accepts_and_refuses_the_rest() {
+        let samples = [
+            r#"{"a":[1,-2.5e+3,0,true,false,null,"x\"\\\/\b\f\n\r\tA"],"b":{}}"#,
+            " [ ] ",
+            "\"\u{e9}\"",
+            "-0.0E-0",
+            "{\"a\":1,}",
+            "[1,]",
+            "01",
+            "1.",
+            "-",
+            "1e",
+            "\"\\x\"",
+            "\"\\u12g4\"",
+            "\"a\u{1}\"",
+            "{\"a\" 1}",
+            "{a:1}",
+            "tru",
+            "nul",
+            "[1 2]",
+            "{} {}",
+            "\"abc",
+            "",
+            "{\"a\":}",
+        ];
+        for s in samples {
+            let expected = serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok();
+            assert_eq!(valid(s), expected, "{s:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn special_byte_finds_the_first_quote_backslash_or_control(
+            bytes in proptest::collection::vec(proptest::sample::select(
+                vec![b'"', b'\\', 0x00, 0x1f, 0x20, b'a', 0x7f, 0x80, 0xa0, 0xdf, 0xff]), 0..40)
+        ) {
+            let naive = bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+            proptest::prop_assert_eq!(special_byte(&bytes), naive);
+        }
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert!(valid(&ok));
+        assert_eq!(
+            Reader::document(&deep, |r| r.value().map(drop)),
+            Err(Error::Syntax)
+        );
+    }
+
+    #[test]
+    fn a_field_twice_is_a_shape_error_and_null_is_absent() {
+        let read = |text| {
+            Reader::document(text, |r| {
+                let mut a = Once::default();
+                r.object(|r, key| match key {
+                    "a" => a.set(r.nullable()?),
+                    _ => r.value().map(drop),
+                })?;
+                Ok(a.into_inner())
+            })
+        };
+        assert_eq!(read(r#"{"a":1,"b":2}"#), Ok(Some("1")));
+        assert_eq!(read(r#"{"\u0061":null}"#), Ok(None));
+        assert_eq!(read(r#"{"a":1,"a":1}"#), Err(Error::Shape));
+        assert_eq!(read(r#"[1]"#), Err(Error::Shape));
+    }
+
+    #[test]
+    fn lenient_skips_a_value_of_another_shape() {
+        let got = Reader::document(r#"[[1,{"x":2}],{"k":3}]"#, |r| {
+            let mut seen = Vec::new();
+            r.array(|r| {
+                let (read, text) = r.lenient(|r| r.object(|r, _| r.value().map(drop)))?;
+                seen.push((read.is_some(), text.to_owned()));
+                Ok(())
+            })?;
+            Ok(seen)
+        });
+        assert_eq!(
+            got,
+            Ok(vec![
+                (false, r#"[1,{"x":2}]"#.to_owned()),
+                (true, r#"{"k":3}"#.to_owned())
+            ])
+        );
     }
 }

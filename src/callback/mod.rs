@@ -9,9 +9,7 @@ mod v3;
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
-
-use self::json::Raw;
+use self::json::{Error, Once, Reader};
 
 use crate::status::Status;
 
@@ -70,26 +68,41 @@ pub trait Sink {
     fn dead_letter(&mut self, reason: Reason, entry: Option<&str>);
 }
 
-/// A line, read in one pass: the fields that tell the shapes apart, V2's payload and
-/// V3's changes, with status entries held as `S` (see `v3::Entry`); the wrapper's
-/// body is read lazily.
-#[derive(Deserialize)]
-#[serde(bound(deserialize = "'de: 'a, S: Deserialize<'de>"))]
-struct Top<'a, S> {
-    #[serde(borrow)]
-    app: Option<Raw<'a>>,
-    #[serde(borrow)]
-    gs_app_id: Option<Raw<'a>>,
-    #[serde(borrow, rename = "type")]
-    kind: Option<Raw<'a>>,
-    #[serde(borrow)]
-    timestamp: Option<Raw<'a>>,
+/// A line, read in one pass: the fields that tell the shapes apart (as JSON
+/// texts), V2's payload and V3's changes; the wrapper's body is kept as text.
+#[derive(Default)]
+struct Line<'a> {
+    app: Once<&'a str>,
+    gs_app_id: Once<&'a str>,
+    kind: Once<&'a str>,
+    timestamp: Once<&'a str>,
     /// V2's payload; None also when it is not an object.
-    #[serde(borrow, default)]
-    payload: json::IfObject<v2::Payload<'a>>,
-    entry: Option<Vec<v3::Entry<'a, S>>>,
-    #[serde(borrow)]
-    body: Option<Raw<'a>>,
+    payload: Once<Option<v2::Payload<'a>>>,
+    entry: Once<v3::Units<'a>>,
+    body: Once<&'a str>,
+}
+
+fn read_line(text: &str) -> Result<Line<'_>, Error> {
+    Reader::document(text, |r| {
+        if r.peek()? != b'{' {
+            // Another kind of value: a shape error if it is valid JSON at all.
+            r.value()?;
+            return Ok(None);
+        }
+        let mut line = Line::default();
+        r.object(|r, key| match key {
+            "app" => line.app.set(r.nullable()?),
+            "gs_app_id" => line.gs_app_id.set(r.nullable()?),
+            "type" => line.kind.set(r.nullable()?),
+            "timestamp" => line.timestamp.set(r.nullable()?),
+            "payload" => line.payload.set(Some(v2::read_payload(r)?)),
+            "entry" => line.entry.set(r.or_null(v3::read_entries)?),
+            "body" => line.body.set(r.nullable()?),
+            _ => r.value().map(drop),
+        })?;
+        Ok(Some(line))
+    })?
+    .ok_or(Error::Shape)
 }
 
 /// Parses one line (without its newline). Blank lines must be filtered out before.
@@ -101,46 +114,33 @@ pub fn parse_line(line: &[u8], sink: &mut impl Sink) {
 }
 
 fn parse_text(text: &str, may_be_wrapped: bool, sink: &mut impl Sink) {
-    if json::too_deep(text) {
-        return sink.dead_letter(Reason::NotJson, None);
+    match read_line(text) {
+        Ok(line) => handle(&line, may_be_wrapped, sink),
+        Err(Error::Shape) => sink.dead_letter(Reason::UnknownShape, None),
+        Err(Error::Syntax) => sink.dead_letter(Reason::NotJson, None),
     }
-    // Fast path: everything typed in one pass, usable when no status entry is bad.
-    if let Ok(top) = json::from_str::<Top<v3::StatusEntry>>(text)
-        && top.entry.as_deref().is_none_or(v3::all_clean)
-    {
-        return handle(&top, may_be_wrapped, sink);
-    }
-    let top: Top<Raw> = match json::from_str(text) {
-        Ok(top) => top,
-        Err(e) if json::is_shape_error(&e) => return sink.dead_letter(Reason::UnknownShape, None),
-        Err(_) => return sink.dead_letter(Reason::NotJson, None),
-    };
-    handle(&top, may_be_wrapped, sink);
 }
 
-fn handle<S: v3::StatusItem>(top: &Top<'_, S>, may_be_wrapped: bool, sink: &mut impl Sink) {
-    if top.entry.is_some() || top.kind.is_some() {
-        let app = top
+fn handle(line: &Line<'_>, may_be_wrapped: bool, sink: &mut impl Sink) {
+    let (entry, kind) = (line.entry.get(), line.kind.get());
+    if entry.is_some() || kind.is_some() {
+        let app = line
             .gs_app_id
-            .as_ref()
-            .or(top.app.as_ref())
-            .and_then(fields::text);
+            .get()
+            .or(line.app.get())
+            .and_then(|a| fields::text(a));
         sink.app(app.as_deref());
     }
     let mut counter = Counting {
         inner: sink,
         seen: false,
     };
-    if let Some(entry) = &top.entry {
-        v3::parse(entry, &mut counter);
-    } else if let Some(kind) = &top.kind {
-        v2::parse(
-            kind,
-            top.timestamp.as_ref(),
-            top.payload.0.as_ref(),
-            &mut counter,
-        );
-    } else if let (Some(body), true) = (&top.body, may_be_wrapped) {
+    if let Some(units) = entry {
+        v3::parse(units, &mut counter);
+    } else if let Some(kind) = kind {
+        let payload = line.payload.get().and_then(Option::as_ref);
+        v2::parse(kind, line.timestamp.get().copied(), payload, &mut counter);
+    } else if let (Some(body), true) = (line.body.get(), may_be_wrapped) {
         return unwrap_body(body, sink);
     }
     if !counter.seen {
@@ -149,11 +149,11 @@ fn handle<S: v3::StatusItem>(top: &Top<'_, S>, may_be_wrapped: bool, sink: &mut 
 }
 
 /// The receiver's wrapper: `body` is the callback, as an object or as a JSON string.
-fn unwrap_body(body: &Raw<'_>, sink: &mut impl Sink) {
+fn unwrap_body(body: &str, sink: &mut impl Sink) {
     if let Some(inner) = fields::text(body) {
         parse_text(&inner, false, sink)
-    } else if body.get().starts_with('{') {
-        parse_text(body.get(), false, sink)
+    } else if body.starts_with('{') {
+        parse_text(body, false, sink)
     } else {
         sink.dead_letter(Reason::UnknownShape, None)
     }
@@ -182,9 +182,9 @@ impl<S: Sink> Sink for Counting<'_, S> {
 
 /// What a status entry yields once its fields are read.
 fn status_event<'a>(
-    status: Option<&Raw<'_>>,
+    status: Option<&str>,
     key: Option<Cow<'a, str>>,
-    at: Option<&Raw<'_>>,
+    at: Option<&str>,
     code: impl FnOnce() -> Option<i64>,
 ) -> Result<Event<'a>, Reason> {
     let status = fields::text(status.ok_or(Reason::UnknownStatus)?)

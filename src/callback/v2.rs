@@ -1,8 +1,6 @@
 //! Gupshup V2: `{"app", "timestamp", "version": 2, "type": "message-event", "payload": {...}}`.
 
-use serde::Deserialize;
-
-use super::json::{self, Raw};
+use super::json::{Once, Reader, Result};
 use super::{Sink, fields, status_event};
 
 /// Top-level types that share the bucket but are not statuses.
@@ -10,29 +8,52 @@ const NOT_STATUSES: [&str; 4] = ["message", "user-event", "billing-event", "syst
 /// `payload.type` values of message events that are not statuses.
 const NOT_STATUS_EVENTS: [&str; 2] = ["mismatch", "others"];
 
-#[derive(Deserialize)]
+/// The envelope's `payload`, as JSON texts.
+#[derive(Default)]
 pub struct Payload<'a> {
-    #[serde(borrow)]
-    id: Option<Raw<'a>>,
-    #[serde(borrow, rename = "gsId")]
-    gs_id: Option<Raw<'a>>,
-    #[serde(borrow, rename = "type")]
-    kind: Option<Raw<'a>>,
-    #[serde(borrow)]
-    payload: Option<Raw<'a>>,
+    id: Once<&'a str>,
+    gs_id: Once<&'a str>,
+    kind: Once<&'a str>,
+    /// The inner `payload`'s `ts` and `code`; absent when it is not an object.
+    inner: Once<Inner<'a>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Default)]
 struct Inner<'a> {
-    #[serde(borrow)]
-    ts: Option<Raw<'a>>,
-    #[serde(borrow)]
-    code: Option<Raw<'a>>,
+    ts: Once<&'a str>,
+    code: Once<&'a str>,
+}
+
+/// Reads the envelope's `payload`: None when it is not an object.
+pub fn read_payload<'a>(r: &mut Reader<'a>) -> Result<Option<Payload<'a>>> {
+    if r.peek()? != b'{' {
+        return r.value().map(|_| None);
+    }
+    let mut p = Payload::default();
+    r.object(|r, key| match key {
+        "id" => p.id.set(r.nullable()?),
+        "gsId" => p.gs_id.set(r.nullable()?),
+        "type" => p.kind.set(r.nullable()?),
+        // An inner payload of another shape simply has no ts and no code.
+        "payload" => p.inner.set(r.lenient(read_inner)?.0),
+        _ => r.value().map(drop),
+    })?;
+    Ok(Some(p))
+}
+
+fn read_inner<'a>(r: &mut Reader<'a>) -> Result<Inner<'a>> {
+    let mut inner = Inner::default();
+    r.object(|r, key| match key {
+        "ts" => inner.ts.set(r.nullable()?),
+        "code" => inner.code.set(r.nullable()?),
+        _ => r.value().map(drop),
+    })?;
+    Ok(inner)
 }
 
 pub fn parse(
-    kind: &Raw<'_>,
-    envelope_ts: Option<&Raw<'_>>,
+    kind: &str,
+    envelope_ts: Option<&str>,
     payload: Option<&Payload<'_>>,
     sink: &mut impl Sink,
 ) {
@@ -48,20 +69,19 @@ pub fn parse(
     let Some(payload) = payload else {
         return;
     };
-    let event_kind = payload.kind.as_ref().and_then(fields::text);
+    let event_kind = payload.kind.get().and_then(|k| fields::text(k));
     if event_kind.is_some_and(|k| NOT_STATUS_EVENTS.iter().any(|n| n.eq_ignore_ascii_case(&k))) {
         return sink.skipped();
     }
-    // A payload.payload that is not an object simply has no ts and no code.
-    let inner: Inner = payload
-        .payload
-        .as_ref()
-        .and_then(|p| json::from_str(p.get()).ok())
-        .unwrap_or_default();
-    let at = inner.ts.as_ref().or(envelope_ts);
-    let key = fields::key(&[payload.gs_id.as_ref(), payload.id.as_ref()]);
-    let code = || inner.code.as_ref().and_then(fields::code);
-    match status_event(payload.kind.as_ref(), key, at, code) {
+    let inner = payload.inner.get();
+    let at = inner.and_then(|i| i.ts.get()).copied().or(envelope_ts);
+    let key = fields::key(&[payload.gs_id.get().copied(), payload.id.get().copied()]);
+    let code = || {
+        inner
+            .and_then(|i| i.code.get())
+            .and_then(|c| fields::code(c))
+    };
+    match status_event(payload.kind.get().copied(), key, at, code) {
         Ok(event) => sink.event(event),
         Err(reason) => sink.dead_letter(reason, None),
     }

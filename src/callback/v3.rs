@@ -2,170 +2,182 @@
 //! with Gupshup's `gs_id`. Each status entry stands alone: a bad one is dead-lettered
 //! and its siblings still count.
 
-use serde::Deserialize;
+use smallvec::SmallVec;
 
-use super::json::{self, Raw};
+use super::json::{Error, Once, Reader, Result};
 use super::{Reason, Sink, fields, status_event};
 
-/// `S` is how a status entry is held: `StatusEntry` when the whole line parsed
-/// typed (the fast path), `Raw` when entries must be read one by one (a bad one
-/// then does not spoil its siblings, and keeps its own text).
-#[derive(Deserialize)]
-#[serde(bound(deserialize = "'de: 'a, S: Deserialize<'de>"))]
-pub struct Entry<'a, S> {
-    #[serde(borrow, default = "Vec::new")]
-    changes: Vec<Change<'a, S>>,
+/// What the changes of a line hold, in order; most lines hold one status.
+pub type Units<'a> = SmallVec<[Unit<'a>; 2]>;
+
+pub enum Unit<'a> {
+    /// A change of another field, or inbound messages.
+    Skipped,
+    /// A status entry and its text.
+    Status(StatusEntry<'a>, &'a str),
+    /// A status entry that is not a status object.
+    NotAnEntry(&'a str),
+    /// A `messages` change with neither statuses nor messages.
+    Empty,
 }
 
-#[derive(Deserialize)]
-#[serde(bound(deserialize = "'de: 'a, S: Deserialize<'de>"))]
-struct Change<'a, S> {
-    #[serde(borrow)]
-    field: Option<Raw<'a>>,
-    #[serde(borrow)]
-    value: Option<Value<'a, S>>,
-}
-
-#[derive(Deserialize)]
-#[serde(bound(deserialize = "'de: 'a, S: Deserialize<'de>"))]
-struct Value<'a, S> {
-    statuses: Option<Vec<S>>,
-    #[serde(borrow)]
-    messages: Option<Raw<'a>>,
-}
-
-#[derive(Deserialize)]
+#[derive(Default)]
 pub struct StatusEntry<'a> {
-    #[serde(borrow)]
-    gs_id: Option<Raw<'a>>,
-    #[serde(borrow)]
-    id: Option<Raw<'a>>,
-    #[serde(borrow)]
-    status: Option<Raw<'a>>,
-    #[serde(borrow)]
-    timestamp: Option<Raw<'a>>,
-    #[serde(borrow)]
-    errors: Option<Raw<'a>>,
-    #[serde(borrow)]
-    code: Option<Raw<'a>>,
-    #[serde(borrow, rename = "type")]
-    kind: Option<Raw<'a>>,
+    gs_id: Once<&'a str>,
+    id: Once<&'a str>,
+    status: Once<&'a str>,
+    timestamp: Once<&'a str>,
+    errors: Once<&'a str>,
+    code: Once<&'a str>,
+    kind: Once<&'a str>,
 }
 
-#[derive(Deserialize)]
-struct FirstError<'a> {
-    #[serde(borrow)]
-    code: Option<Raw<'a>>,
+/// What a change's `value` held.
+enum Value {
+    Statuses,
+    Messages,
+    Neither,
 }
 
-/// A status entry as the line parse left it.
-pub trait StatusItem {
-    /// The entry's own text, when it was kept.
-    fn raw(&self) -> Option<&str>;
-    /// Calls `f` with the typed entry; None when the entry is not a status object.
-    fn with<R>(&self, f: impl FnOnce(&StatusEntry<'_>) -> R) -> Option<R>;
+/// Reads `entry`: an array of `{"changes": [...]}` objects.
+pub fn read_entries<'a>(r: &mut Reader<'a>) -> Result<Units<'a>> {
+    let mut units = Units::new();
+    r.array(|r| {
+        let mut changes = Once::default();
+        r.object(|r, key| match key {
+            "changes" => {
+                r.array(|r| read_change(r, &mut units))?;
+                changes.set(Some(()))
+            }
+            _ => r.value().map(drop),
+        })
+    })?;
+    Ok(units)
 }
 
-impl StatusItem for StatusEntry<'_> {
-    fn raw(&self) -> Option<&str> {
-        None
+fn read_change<'a>(r: &mut Reader<'a>, units: &mut Units<'a>) -> Result<()> {
+    let start = units.len();
+    let (mut field, mut value) = (Once::default(), Once::default());
+    r.object(|r, key| match key {
+        "field" => field.set(r.nullable()?),
+        "value" => value.set(r.or_null(|r| read_value(r, units))?),
+        _ => r.value().map(drop),
+    })?;
+    let is_messages = field
+        .get()
+        .and_then(|f| fields::text(f))
+        .is_some_and(|f| f == "messages");
+    if !is_messages {
+        units.truncate(start);
+        units.push(Unit::Skipped);
+        return Ok(());
     }
-    fn with<R>(&self, f: impl FnOnce(&StatusEntry<'_>) -> R) -> Option<R> {
-        Some(f(self))
+    match value.into_inner().unwrap_or(Value::Neither) {
+        Value::Statuses => {}
+        Value::Messages => units.push(Unit::Skipped),
+        Value::Neither => units.push(Unit::Empty),
     }
+    Ok(())
 }
 
-impl StatusItem for Raw<'_> {
-    fn raw(&self) -> Option<&str> {
-        Some(self.get())
-    }
-    fn with<R>(&self, f: impl FnOnce(&StatusEntry<'_>) -> R) -> Option<R> {
-        json::from_str::<StatusEntry>(self.get())
-            .ok()
-            .map(|e| f(&e))
-    }
+fn read_value<'a>(r: &mut Reader<'a>, units: &mut Units<'a>) -> Result<Value> {
+    let (mut statuses, mut messages) = (Once::default(), Once::default());
+    r.object(|r, key| match key {
+        "statuses" => {
+            let read = r.or_null(|r| r.array(|r| read_status_entry(r, units)))?;
+            statuses.set(read)
+        }
+        "messages" => messages.set(r.nullable()?),
+        _ => r.value().map(drop),
+    })?;
+    Ok(match (statuses.get(), messages.get()) {
+        (Some(()), _) => Value::Statuses,
+        (None, Some(_)) => Value::Messages,
+        (None, None) => Value::Neither,
+    })
 }
 
-/// The status entries of `entries` (in changes whose field is `messages`).
-fn statuses<'e, S>(entries: &'e [Entry<'_, S>]) -> impl Iterator<Item = &'e S> {
-    entries
-        .iter()
-        .flat_map(|e| &e.changes)
-        .filter(|c| is_messages(c))
-        .filter_map(|c| c.value.as_ref()?.statuses.as_ref())
-        .flatten()
+fn read_status_entry<'a>(r: &mut Reader<'a>, units: &mut Units<'a>) -> Result<()> {
+    let (entry, text) = r.lenient(|r| {
+        let mut e = StatusEntry::default();
+        r.object(|r, key| {
+            let slot = match key {
+                "gs_id" => &mut e.gs_id,
+                "id" => &mut e.id,
+                "status" => &mut e.status,
+                "timestamp" => &mut e.timestamp,
+                "errors" => &mut e.errors,
+                "code" => &mut e.code,
+                "type" => &mut e.kind,
+                _ => return r.value().map(drop),
+            };
+            slot.set(r.nullable()?)
+        })?;
+        Ok(e)
+    })?;
+    units.push(match entry {
+        Some(entry) => Unit::Status(entry, text),
+        None => Unit::NotAnEntry(text),
+    });
+    Ok(())
 }
 
-/// Whether every status entry reads cleanly (none would be dead-lettered), so a
-/// typed parse of the line can be used as it is.
-pub fn all_clean(entries: &[Entry<'_, StatusEntry<'_>>]) -> bool {
-    statuses(entries).all(|e| read_status(e).is_ok())
-}
-
-fn is_messages<S>(change: &Change<'_, S>) -> bool {
-    change
-        .field
-        .as_ref()
-        .and_then(fields::text)
-        .is_some_and(|f| f == "messages")
-}
-
-/// Reads the changes of `entry`; status entries are read one by one.
-pub fn parse<S: StatusItem>(entries: &[Entry<'_, S>], sink: &mut impl Sink) {
-    for change in entries.iter().flat_map(|e| &e.changes) {
-        match (&change.value, is_messages(change)) {
-            (_, false) => sink.skipped(),
-            (
-                Some(Value {
-                    statuses: Some(statuses),
-                    ..
-                }),
-                true,
-            ) => statuses.iter().for_each(|s| parse_status(s, sink)),
-            (
-                Some(Value {
-                    messages: Some(_), ..
-                }),
-                true,
-            ) => sink.skipped(),
-            (_, true) => sink.dead_letter(Reason::UnknownShape, None),
+pub fn parse(units: &[Unit<'_>], sink: &mut impl Sink) {
+    for unit in units {
+        match unit {
+            Unit::Skipped => sink.skipped(),
+            Unit::Status(entry, text) => match read_status(entry) {
+                Ok(Some(event)) => sink.event(event),
+                Ok(None) => sink.skipped(),
+                Err(reason) => sink.dead_letter(reason, Some(text)),
+            },
+            Unit::NotAnEntry(text) => sink.dead_letter(Reason::UnknownShape, Some(text)),
+            Unit::Empty => sink.dead_letter(Reason::UnknownShape, None),
         }
     }
 }
 
 /// What one status entry holds: an event, nothing (a skip), or why it is unusable.
-fn read_status<'r>(entry: &'r StatusEntry<'_>) -> Result<Option<super::Event<'r>>, Reason> {
-    if entry.status.is_none() && entry.kind.is_some() {
+fn read_status<'r>(
+    entry: &'r StatusEntry<'_>,
+) -> std::result::Result<Option<super::Event<'r>>, Reason> {
+    if entry.status.get().is_none() && entry.kind.get().is_some() {
         return Ok(None); // e.g. {"type": "set-callback"}
     }
-    let key = fields::key(&[entry.gs_id.as_ref(), entry.id.as_ref()]);
+    let key = fields::key(&[entry.gs_id.get().copied(), entry.id.get().copied()]);
     let code = || {
-        first_error_code(entry.errors.as_ref())
-            .or_else(|| entry.code.as_ref().and_then(fields::code))
+        entry
+            .errors
+            .get()
+            .and_then(|e| first_error_code(e))
+            .or_else(|| entry.code.get().and_then(|c| fields::code(c)))
     };
-    status_event(entry.status.as_ref(), key, entry.timestamp.as_ref(), code).map(Some)
+    status_event(
+        entry.status.get().copied(),
+        key,
+        entry.timestamp.get().copied(),
+        code,
+    )
+    .map(Some)
 }
 
-fn parse_status(item: &impl StatusItem, sink: &mut impl Sink) {
-    let outcome = item.with(|entry| match read_status(entry) {
-        Ok(Some(event)) => {
-            sink.event(event);
+/// `errors[0].code`, when `errors` is an array whose first element is an object.
+fn first_error_code(errors: &str) -> Option<i64> {
+    let code = Reader::document(errors, |r| {
+        let mut first = None;
+        r.array(|r| {
+            if first.is_some() {
+                return r.value().map(drop);
+            }
+            let mut code = Once::default();
+            r.object(|r, key| match key {
+                "code" => code.set(r.nullable()?),
+                _ => r.value().map(drop),
+            })?;
+            first = Some(code.into_inner());
             Ok(())
-        }
-        Ok(None) => {
-            sink.skipped();
-            Ok(())
-        }
-        Err(reason) => Err(reason),
+        })?;
+        first.ok_or(Error::Shape)
     });
-    match outcome {
-        Some(Ok(())) => {}
-        Some(Err(reason)) => sink.dead_letter(reason, item.raw()),
-        None => sink.dead_letter(Reason::UnknownShape, item.raw()),
-    }
-}
-
-fn first_error_code(errors: Option<&Raw<'_>>) -> Option<i64> {
-    let errors: Vec<FirstError> = json::from_str(errors?.get()).ok()?;
-    errors.first()?.code.as_ref().and_then(fields::code)
+    code.ok().flatten().and_then(fields::code)
 }

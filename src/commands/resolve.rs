@@ -9,7 +9,7 @@ use tracing::{debug, info, warn};
 use crate::cli::ResolveArgs;
 use crate::pipeline::{self, Routing};
 use crate::resolve::spill::Spill;
-use crate::resolve::{OutputRow, Resolved};
+use crate::resolve::{Resolved, write_row};
 use crate::source::Source;
 
 /// Prints the resolution sorted by key; the last stderr line is the summary.
@@ -53,9 +53,11 @@ pub async fn resolve(args: &ResolveArgs) -> Result<()> {
         None => Box::new(std::io::stdout().lock()),
     };
     let mut out = BufWriter::with_capacity(1 << 16, &mut out);
+    let mut line = Vec::with_capacity(256);
     let mut write = |key: &str, resolved: &Resolved| -> Result<()> {
-        serde_json::to_writer(&mut out, &OutputRow::new(key, resolved))?;
-        Ok(out.write_all(b"\n")?)
+        line.clear();
+        write_row(&mut line, key, resolved);
+        Ok(out.write_all(&line)?)
     };
     let spilled = spill.and_then(Arc::into_inner).filter(Spill::spilled);
     let messages = match spilled {

@@ -175,3 +175,24 @@ proptest! {
         prop_assert_eq!(merged, whole);
     }
 }
+
+proptest! {
+    #[test]
+    fn written_rows_are_what_serde_json_writes(
+        key in "[a-z\"\\\\\u{1}\u{e9}-]{0,12}",
+        s in 0..STATUSES.len(),
+        at_ms in 0..=253_402_300_799_999i64,
+        code in proptest::option::of(any::<i64>()),
+    ) {
+        let r = Resolved { status: STATUSES[s].2, at_ms, code };
+        let mut fast = Vec::new();
+        write_row(&mut fast, &key, &r);
+        let mut expected = serde_json::to_vec(&OutputRow::new(&key, &r)).unwrap();
+        expected.push(b'\n');
+        prop_assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(expected).unwrap());
+        let chrono_text = chrono::DateTime::from_timestamp_millis(at_ms)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        prop_assert_eq!(r.status_at(), chrono_text);
+    }
+}
