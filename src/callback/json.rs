@@ -376,6 +376,48 @@ mod tests {
         }
     }
 
+    /// JSON texts, valid by construction.
+    fn json_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            r#""([a-z\u{e9} ]|\\[nt"\\/]|\\u00[0-9a-fA-F]{2}){0,6}""#,
+            r"-?(0|[1-9][0-9]{0,3})(\.[0-9]{1,3})?([eE][+-]?[0-9]{1,2})?",
+            Just("true".to_owned()),
+            Just("false".to_owned()),
+            Just("null".to_owned()),
+        ];
+        leaf.prop_recursive(4, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|items| format!("[{}]", items.join(" , "))),
+                proptest::collection::vec(("[a-z]{0,3}", inner), 0..4).prop_map(|fields| {
+                    let fields: Vec<_> =
+                        fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                    format!("{{{}}}", fields.join(","))
+                }),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn validity_agrees_with_serde_json(
+            text in json_text(),
+            cut in proptest::option::of((proptest::prelude::any::<usize>(), r#"[\[\]{}:,"\\ 0-9.eE+tn\u{1}-]?"#)),
+        ) {
+            // Valid texts, and texts one edit away from valid.
+            let mut text = text;
+            if let Some((at, insert)) = cut {
+                let at = at % (text.len() + 1);
+                let at = (0..=at).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+                let end = text[at..].chars().next().map_or(at, |c| at + c.len_utf8());
+                text.replace_range(at..end, &insert);
+            }
+            let expected = serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok();
+            proptest::prop_assert_eq!(valid(&text), expected, "{}", text);
+        }
+    }
+
     #[test]
     fn nesting_is_bounded() {
         let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
