@@ -9,7 +9,7 @@ use tracing::{debug, info, warn};
 use crate::cli::ResolveArgs;
 use crate::pipeline::{self, Routing};
 use crate::resolve::spill::Spill;
-use crate::resolve::{Resolved, write_row};
+use crate::resolve::{Resolved, write_row, write_rows};
 use crate::source::Source;
 
 /// Prints the resolution sorted by key; the last stderr line is the summary.
@@ -63,9 +63,7 @@ pub async fn resolve(args: &ResolveArgs) -> Result<()> {
     let messages = match spilled {
         Some(spill) => spill.finish(&mut write)?,
         None => {
-            for (key, resolved) in batch.resolution.sorted() {
-                write(key, resolved)?;
-            }
+            write_rows(&batch.resolution.sorted(), &mut out)?;
             batch.resolution.len() as u64
         }
     };

@@ -104,7 +104,7 @@ impl Spill {
             let mut out = BufWriter::new(File::create(&run)?);
             let mut buf = Vec::new();
             for (key, r) in resolution.sorted() {
-                encode(&mut buf, key, r);
+                encode(&mut buf, key, &r);
                 out.write_all(&buf)?;
                 buf.clear();
             }
@@ -298,7 +298,7 @@ mod tests {
         let want: Vec<_> = whole
             .sorted()
             .into_iter()
-            .map(|(k, r)| (k.to_owned(), *r))
+            .map(|(k, r)| (k.to_owned(), r))
             .collect();
         assert_eq!(n as usize, want.len());
         assert_eq!(out, want);

@@ -76,20 +76,38 @@ fn output_rows_are_sorted_by_bytes_and_formatted() {
         ev("B", Status::Error, 0, Some(7)),
         ev("a", Status::Read, 1, None),
     ];
-    let r = resolve_all(&events);
-    let lines: Vec<String> = r
-        .sorted()
-        .into_iter()
-        .map(|(k, v)| serde_json::to_string(&OutputRow::new(k, v)).unwrap())
-        .collect();
+    let mut out = Vec::new();
+    write_rows(&resolve_all(&events).sorted(), &mut out).unwrap();
     assert_eq!(
-        lines,
+        String::from_utf8(out).unwrap(),
         [
             r#"{"bsp_message_id":"B","bsp_status":"error","status_at":"1970-01-01T00:00:00.000Z","error_code":7}"#,
             r#"{"bsp_message_id":"a","bsp_status":"read","status_at":"1970-01-01T00:00:00.001Z","error_code":null}"#,
             r#"{"bsp_message_id":"b","bsp_status":"sent","status_at":"2025-11-22T01:00:00.123Z","error_code":null}"#,
+            "",
         ]
+        .join("\n")
     );
+}
+
+proptest! {
+    // Large inputs, so rows span several blocks and rounds: few cases.
+    #![proptest_config(ProptestConfig::with_cases(12))]
+    #[test]
+    fn rows_come_out_sorted_by_bytes_in_one_piece(keys in proptest::collection::btree_set("[a-c\u{0}\u{e9}]{0,10}", 0..60_000)) {
+        let mut resolution = Resolution::default();
+        for key in &keys {
+            resolution.add(&ev(key, Status::Read, 1, None));
+        }
+        let mut out = Vec::new();
+        write_rows(&resolution.sorted(), &mut out).unwrap();
+        let written: Vec<String> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["bsp_message_id"].as_str().unwrap().to_owned())
+            .collect();
+        prop_assert_eq!(written, keys.into_iter().collect::<Vec<_>>());
+    }
 }
 
 /// The rules of SPEC §3 written the plain way, as an oracle.
