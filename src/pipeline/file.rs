@@ -1,7 +1,5 @@
 //! One object → its events folded per message, counters and dead letters.
 
-use bytes::Bytes;
-
 use super::{DeadLetter, Read, Routing};
 use crate::callback::{self, Event, Reason, Sink};
 use crate::source::{self, ObjectRef};
@@ -82,8 +80,15 @@ impl Sink for FileSink<'_> {
 
 /// Decodes and parses one object into `read`, routing each callback by its app.
 /// Never fails: what cannot be read is dead-lettered.
-pub fn parse_object(read: &mut Read, routing: &Routing, object: &ObjectRef, raw: Bytes) {
-    let decoded = source::decode(raw);
+/// `scratch` is the worker's buffer for inflating gzip.
+pub fn parse_object(
+    read: &mut Read,
+    routing: &Routing,
+    object: &ObjectRef,
+    raw: &[u8],
+    scratch: &mut Vec<u8>,
+) {
+    let decoded = source::decode(raw, scratch);
     read.counts.files += 1;
     read.counts.bytes += object.size;
     let unrouted = routing.route(None);
@@ -96,7 +101,7 @@ pub fn parse_object(read: &mut Read, routing: &Routing, object: &ObjectRef, raw:
         route: unrouted,
         unknown_kept: false,
     };
-    for (line_no, line) in source::lines(&decoded.data) {
+    for (line_no, line) in source::lines(decoded.data) {
         sink.line_no = line_no;
         sink.line = line;
         sink.route = unrouted;
@@ -106,7 +111,7 @@ pub fn parse_object(read: &mut Read, routing: &Routing, object: &ObjectRef, raw:
     }
     if let Some(error) = decoded.error {
         // The damage starts on the line after the last whole one.
-        sink.line_no = memchr::memchr_iter(b'\n', &decoded.data).count() as u64 + 1;
+        sink.line_no = memchr::memchr_iter(b'\n', decoded.data).count() as u64 + 1;
         sink.route = unrouted;
         sink.keep(Reason::UnreadableFile, error);
     }

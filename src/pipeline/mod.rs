@@ -172,12 +172,13 @@ pub async fn read(
             std::thread::spawn(move || {
                 let mut read = Read::new(routing.batches);
                 let mut files = Vec::new();
+                let mut scratch = Vec::new();
                 let mut writer = spill.as_ref().map(|s| s.writer()).transpose()?;
                 // The lock is held only while waiting for the next object.
                 while let Some((object, raw)) =
                     { rx.lock().expect("no panics while locked").blocking_recv() }
                 {
-                    parse_object(&mut read, &routing, &object, raw);
+                    parse_object(&mut read, &routing, &object, &raw, &mut scratch);
                     files.push(object);
                     if let (Some(spill), Some(writer)) = (&spill, &mut writer) {
                         for batch in &mut read.batches {

@@ -119,10 +119,11 @@ impl Resolution {
     }
 
     pub fn insert(&mut self, key: &str, value: Resolved) -> bool {
-        match self.map.get_mut(key) {
-            Some(current) => current.absorb(value),
-            None => {
-                self.map.insert(key.into(), value);
+        // One hash and one probe, whether the key is new or not.
+        match self.map.entry_ref(key) {
+            hashbrown::hash_map::EntryRef::Occupied(mut current) => current.get_mut().absorb(value),
+            hashbrown::hash_map::EntryRef::Vacant(slot) => {
+                slot.insert(value);
                 true
             }
         }
