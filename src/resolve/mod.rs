@@ -109,7 +109,9 @@ fn write_ms(ms: i64, out: &mut [u8; TIME_LEN]) {
 /// The resolution of a set of events, keyed by Gupshup message id.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Resolution {
-    map: hashbrown::HashMap<Box<str>, Resolved>,
+    map: hashbrown::HashMap<Key, Resolved>,
+    /// Heap bytes of keys too long to be inline.
+    heap_bytes: usize,
 }
 
 impl Resolution {
@@ -123,7 +125,8 @@ impl Resolution {
         match self.map.entry_ref(key) {
             hashbrown::hash_map::EntryRef::Occupied(mut current) => current.get_mut().absorb(value),
             hashbrown::hash_map::EntryRef::Vacant(slot) => {
-                slot.insert(value);
+                let key = slot.insert_entry(value);
+                self.heap_bytes += key.key().heap_bytes();
                 true
             }
         }
@@ -135,30 +138,32 @@ impl Resolution {
             return self.merge(smaller);
         }
         for (key, value) in other.map {
-            match self.map.get_mut(&key) {
-                Some(current) => {
-                    current.absorb(value);
+            match self.map.entry(key) {
+                hashbrown::hash_map::Entry::Occupied(mut current) => {
+                    current.get_mut().absorb(value);
                 }
-                None => {
-                    self.map.insert(key, value);
+                hashbrown::hash_map::Entry::Vacant(slot) => {
+                    self.heap_bytes += slot.key().heap_bytes();
+                    slot.insert(value);
                 }
             }
         }
     }
 
-    /// What the map holds in memory, roughly: its table, and each key on the heap.
+    /// What the map holds in memory, roughly: its table, and keys too long to be inline.
     pub fn estimated_bytes(&self) -> usize {
-        let slot = std::mem::size_of::<(Box<str>, Resolved)>() + 1;
-        self.map.capacity() * slot + self.map.len() * 48
+        let slot = std::mem::size_of::<(Key, Resolved)>() + 1;
+        self.map.capacity() * slot + self.heap_bytes
     }
 
     /// Takes every entry out; the table keeps its size for what comes next.
-    pub fn drain(&mut self) -> impl Iterator<Item = (Box<str>, Resolved)> + '_ {
+    pub fn drain(&mut self) -> impl Iterator<Item = (Key, Resolved)> + '_ {
+        self.heap_bytes = 0;
         self.map.drain()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Resolved)> {
-        self.map.iter().map(|(k, v)| (&**k, v))
+        self.map.iter().map(|(k, v)| (k.as_str(), v))
     }
 
     pub fn len(&self) -> usize {
@@ -269,7 +274,10 @@ pub fn write_row(out: &mut Vec<u8>, key: &str, r: &Resolved) {
     out.extend_from_slice(b"}\n");
 }
 
+mod key;
 pub mod spill;
+
+pub use key::Key;
 
 #[cfg(test)]
 mod tests;

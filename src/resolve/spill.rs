@@ -133,8 +133,8 @@ impl SpillWriter {
         spill.mark_spilled();
         let mut buf = Vec::with_capacity(64);
         for (key, r) in resolution.drain() {
-            encode(&mut buf, &key, &r);
-            self.files[partition(&key)]
+            encode(&mut buf, key.as_str(), &r);
+            self.files[partition(key.as_str())]
                 .write_all(&buf)
                 .context("writing a spill file")?;
             buf.clear();

@@ -1,0 +1,94 @@
+//! A message id as a map key: held inline when short (nearly all are: UUIDs and
+//! wamids), so a lookup compares bytes already in the table instead of chasing a
+//! pointer, and a new key costs no allocation.
+
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
+
+/// Longest key held inline; the enum then fills 48 bytes, as `Box<str>` and its
+/// heap block together would.
+const INLINE: usize = 46;
+
+#[derive(Clone)]
+pub enum Key {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Box<str>),
+}
+
+impl Key {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Key::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).expect("made from a str")
+            }
+            Key::Heap(s) => s,
+        }
+    }
+
+    /// Bytes on the heap besides the table's slot.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Key::Inline { .. } => 0,
+            Key::Heap(s) => s.len() + 16,
+        }
+    }
+}
+
+impl From<&str> for Key {
+    fn from(s: &str) -> Self {
+        if s.len() <= INLINE {
+            let mut bytes = [0; INLINE];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            Key::Inline {
+                len: s.len() as u8,
+                bytes,
+            }
+        } else {
+            Key::Heap(s.into())
+        }
+    }
+}
+
+impl Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// Hashes and compares as its text, as `Borrow<str>` requires.
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Key {}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_keys_are_inline_long_ones_on_the_heap_and_both_read_back() {
+        let short = "wamid.HBgMOTE00001B2345BBAB555BD7B422";
+        let long = "x".repeat(INLINE + 1);
+        assert!(matches!(Key::from(short), Key::Inline { .. }));
+        assert!(matches!(Key::from(&long[..]), Key::Heap(_)));
+        assert_eq!(Key::from(short).as_str(), short);
+        assert_eq!(Key::from(&long[..]).as_str(), long);
+        assert_eq!(Key::from(""), Key::from(""));
+        assert_eq!(std::mem::size_of::<Key>(), 48);
+    }
+}
