@@ -82,14 +82,14 @@ struct Line<'a> {
     body: Once<&'a str>,
 }
 
-fn read_line(text: &str) -> Result<Line<'_>, Error> {
+/// Reads `text` into `line` (filled in place: a line's parts are too large to move
+/// around once per line).
+fn read_line<'a>(text: &'a str, line: &mut Line<'a>) -> Result<(), Error> {
     Reader::document(text, |r| {
         if r.peek()? != b'{' {
             // Another kind of value: a shape error if it is valid JSON at all.
-            r.value()?;
-            return Ok(None);
+            return r.value().map(|_| false);
         }
-        let mut line = Line::default();
         r.object(|r, key| match key {
             "app" => line.app.set(r.nullable()?),
             "gs_app_id" => line.gs_app_id.set(r.nullable()?),
@@ -100,8 +100,9 @@ fn read_line(text: &str) -> Result<Line<'_>, Error> {
             "body" => line.body.set(r.nullable()?),
             _ => r.value().map(drop),
         })?;
-        Ok(Some(line))
+        Ok(true)
     })?
+    .then_some(())
     .ok_or(Error::Shape)
 }
 
@@ -114,15 +115,17 @@ pub fn parse_line(line: &[u8], sink: &mut impl Sink) {
 }
 
 fn parse_text(text: &str, may_be_wrapped: bool, sink: &mut impl Sink) {
-    match read_line(text) {
-        Ok(line) => handle(&line, may_be_wrapped, sink),
+    let mut line = Line::default();
+    match read_line(text, &mut line) {
+        Ok(()) => handle(line, may_be_wrapped, sink),
         Err(Error::Shape) => sink.dead_letter(Reason::UnknownShape, None),
         Err(Error::Syntax) => sink.dead_letter(Reason::NotJson, None),
     }
 }
 
-fn handle(line: &Line<'_>, may_be_wrapped: bool, sink: &mut impl Sink) {
-    let (entry, kind) = (line.entry.get(), line.kind.get());
+fn handle(line: Line<'_>, may_be_wrapped: bool, sink: &mut impl Sink) {
+    let kind = line.kind.get();
+    let entry = line.entry.into_inner();
     if entry.is_some() || kind.is_some() {
         let app = line
             .gs_app_id

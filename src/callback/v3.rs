@@ -5,16 +5,16 @@
 use smallvec::SmallVec;
 
 use super::json::{Error, Once, Reader, Result};
-use super::{Reason, Sink, fields, status_event};
+use super::{Event, Reason, Sink, fields, status_event};
 
 /// What the changes of a line hold, in order; most lines hold one status.
-pub type Units<'a> = SmallVec<[Unit<'a>; 2]>;
+pub type Units<'a> = SmallVec<[Unit<'a>; 1]>;
 
 pub enum Unit<'a> {
     /// A change of another field, or inbound messages.
     Skipped,
-    /// A status entry and its text.
-    Status(StatusEntry<'a>, &'a str),
+    /// A status entry: what it holds (see `read_status`) and its text.
+    Status(std::result::Result<Option<Event<'a>>, Reason>, &'a str),
     /// A status entry that is not a status object.
     NotAnEntry(&'a str),
     /// A `messages` change with neither statuses nor messages.
@@ -22,7 +22,7 @@ pub enum Unit<'a> {
 }
 
 #[derive(Default)]
-pub struct StatusEntry<'a> {
+struct StatusEntry<'a> {
     gs_id: Once<&'a str>,
     id: Once<&'a str>,
     status: Once<&'a str>,
@@ -116,17 +116,17 @@ fn read_status_entry<'a>(r: &mut Reader<'a>, units: &mut Units<'a>) -> Result<()
         Ok(e)
     })?;
     units.push(match entry {
-        Some(entry) => Unit::Status(entry, text),
+        Some(entry) => Unit::Status(read_status(&entry), text),
         None => Unit::NotAnEntry(text),
     });
     Ok(())
 }
 
-pub fn parse(units: &[Unit<'_>], sink: &mut impl Sink) {
+pub fn parse(units: Units<'_>, sink: &mut impl Sink) {
     for unit in units {
         match unit {
             Unit::Skipped => sink.skipped(),
-            Unit::Status(entry, text) => match read_status(entry) {
+            Unit::Status(outcome, text) => match outcome {
                 Ok(Some(event)) => sink.event(event),
                 Ok(None) => sink.skipped(),
                 Err(reason) => sink.dead_letter(reason, Some(text)),
@@ -138,9 +138,7 @@ pub fn parse(units: &[Unit<'_>], sink: &mut impl Sink) {
 }
 
 /// What one status entry holds: an event, nothing (a skip), or why it is unusable.
-fn read_status<'r>(
-    entry: &'r StatusEntry<'_>,
-) -> std::result::Result<Option<super::Event<'r>>, Reason> {
+fn read_status<'a>(entry: &StatusEntry<'a>) -> std::result::Result<Option<Event<'a>>, Reason> {
     if entry.status.get().is_none() && entry.kind.get().is_some() {
         return Ok(None); // e.g. {"type": "set-callback"}
     }

@@ -2,7 +2,7 @@
 //! wamids), so a lookup compares bytes already in the table instead of chasing a
 //! pointer, and a new key costs no allocation.
 
-use std::borrow::Borrow;
+use hashbrown::Equivalent;
 use std::hash::{Hash, Hasher};
 
 /// Longest key held inline; the enum then fills 48 bytes, as `Box<str>` and its
@@ -17,11 +17,13 @@ pub enum Key {
 
 impl Key {
     pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).expect("made from a str")
+    }
+
+    fn as_bytes(&self) -> &[u8] {
         match self {
-            Key::Inline { len, bytes } => {
-                std::str::from_utf8(&bytes[..usize::from(*len)]).expect("made from a str")
-            }
-            Key::Heap(s) => s,
+            Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Key::Heap(s) => s.as_bytes(),
         }
     }
 
@@ -49,22 +51,23 @@ impl From<&str> for Key {
     }
 }
 
-impl Borrow<str> for Key {
-    fn borrow(&self) -> &str {
-        self.as_str()
-    }
-}
-
-/// Hashes and compares as its text, as `Borrow<str>` requires.
+/// Looked up by `&str`: hashes as its text, and compares bytes (a lookup is the
+/// hot path, so no UTF-8 check there).
 impl Hash for Key {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.as_str().hash(state)
     }
 }
 
+impl Equivalent<Key> for str {
+    fn equivalent(&self, key: &Key) -> bool {
+        self.as_bytes() == key.as_bytes()
+    }
+}
+
 impl PartialEq for Key {
     fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
+        self.as_bytes() == other.as_bytes()
     }
 }
 
