@@ -4,6 +4,8 @@ use std::io::Read;
 
 use flate2::read::MultiGzDecoder;
 
+use super::inflate;
+
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// No object inflates past this: a gzip bomb is cut off and dead-lettered.
 pub const MAX_INFLATED: u64 = 512 << 20;
@@ -32,7 +34,18 @@ pub fn decode<'a>(raw: &'a [u8], scratch: &'a mut Vec<u8>) -> Decoded<'a> {
         *scratch = Vec::new();
     }
     scratch.clear();
-    scratch.reserve(inflated_size_hint(raw));
+    let size = trailer_size(raw);
+    if size <= MAX_INFLATED as usize && inflate::one_member(raw, size, scratch) {
+        return Decoded {
+            data: scratch,
+            error: None,
+        };
+    }
+    scratch.reserve(
+        size.clamp(raw.len(), raw.len().saturating_mul(20))
+            .min(MAX_INFLATED as usize)
+            + 1,
+    );
     let read = MultiGzDecoder::new(raw)
         .take(MAX_INFLATED + 1)
         .read_to_end(scratch);
@@ -54,15 +67,11 @@ pub fn decode<'a>(raw: &'a [u8], scratch: &'a mut Vec<u8>) -> Decoded<'a> {
     }
 }
 
-/// gzip's trailer holds the inflated size (mod 2^32) of the last member: a good
-/// first capacity, bounded so a lying trailer cannot reserve much.
-fn inflated_size_hint(raw: &[u8]) -> usize {
+/// gzip's trailer holds the inflated size (mod 2^32) of the last member: exact for
+/// a file of one member, and otherwise a first guess at the capacity.
+fn trailer_size(raw: &[u8]) -> usize {
     let trailer = raw.len().checked_sub(4).map(|i| &raw[i..]);
-    let isize = trailer.map_or(0, |t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) as usize);
-    isize
-        .clamp(raw.len(), raw.len().saturating_mul(20))
-        .min(MAX_INFLATED as usize)
-        + 1
+    trailer.map_or(0, |t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) as usize)
 }
 
 /// Non-blank lines with their 1-based line numbers, without `\n` or `\r\n`.
@@ -102,6 +111,30 @@ mod tests {
         assert!(d.error.is_none());
         let plain = decode(b"{}\n", &mut scratch);
         assert_eq!(plain.data, b"{}\n");
+    }
+
+    #[test]
+    fn every_member_counts_even_a_repeated_one_and_a_lying_trailer_is_survived() {
+        let body = b"{\"a\":1}\n".repeat(1000);
+        let mut scratch = Vec::new();
+        let one = gzip(&body);
+        assert_eq!(decode(&one, &mut scratch).data, &body[..]);
+        // The same member twice: the fast path must not stop after the first.
+        let twice = [one.clone(), one.clone()].concat();
+        assert_eq!(
+            decode(&twice, &mut scratch).data,
+            &[&body[..], &body[..]].concat()[..]
+        );
+        // A trailer claiming fewer bytes than there are.
+        let mut lying = one.clone();
+        let n = lying.len();
+        lying[n - 4..].copy_from_slice(&10u32.to_le_bytes());
+        let d = decode(&lying, &mut scratch);
+        assert!(
+            d.error.is_some(),
+            "the streaming decoder checks the trailer"
+        );
+        assert!(body.starts_with(d.data));
     }
 
     #[test]

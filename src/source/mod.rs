@@ -3,6 +3,7 @@
 //! number at a time (see `pipeline`).
 
 mod decode;
+mod inflate;
 
 use std::path::PathBuf;
 use std::sync::Arc;
