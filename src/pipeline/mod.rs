@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Result;
+use bytes::Bytes;
 use futures::StreamExt;
 use serde::Serialize;
 
@@ -162,13 +163,19 @@ pub async fn read(
     mut on_file: impl FnMut(&ObjectRef),
 ) -> Result<Read> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let (tx, rx) = tokio::sync::mpsc::channel::<(ObjectRef, bytes::Bytes)>(concurrency.max(1));
+    // A local folder is read by the workers themselves (outside the runtime,
+    // object_store reads inline): handing each file over from the async side
+    // costs more in thread wake-ups than reading it. A bucket is fetched on the
+    // async side, `concurrency` requests in flight, and the bodies handed over.
+    let local = source.is_local();
+    let (tx, rx) = tokio::sync::mpsc::channel::<(ObjectRef, Option<Bytes>)>(concurrency.max(1));
     let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
     let handles: Vec<_> = (0..workers)
         .map(|_| {
             let rx = rx.clone();
             let routing = routing.clone();
             let spill = spill.cloned();
+            let source = source.clone();
             std::thread::spawn(move || {
                 let mut read = Read::new(routing.batches);
                 let mut files = Vec::new();
@@ -178,6 +185,10 @@ pub async fn read(
                 while let Some((object, raw)) =
                     { rx.lock().expect("no panics while locked").blocking_recv() }
                 {
+                    let raw = match raw {
+                        Some(raw) => raw,
+                        None => futures::executor::block_on(source.fetch(&object))?,
+                    };
                     parse_object(&mut read, &routing, &object, &raw, &mut scratch);
                     files.push(object);
                     if let (Some(spill), Some(writer)) = (&spill, &mut writer) {
@@ -201,7 +212,12 @@ pub async fn read(
         .collect();
 
     let mut fetched = futures::stream::iter(objects)
-        .map(|object| async move { source.fetch(&object).await.map(|raw| (object, raw)) })
+        .map(|object| async move {
+            if local {
+                return Ok((object, None));
+            }
+            source.fetch(&object).await.map(|raw| (object, Some(raw)))
+        })
         .buffer_unordered(concurrency.max(1));
     let mut failure = None;
     while let Some(next) = fetched.next().await {

@@ -90,6 +90,11 @@ impl Source {
         &self.url
     }
 
+    /// A folder on this machine (not a bucket).
+    pub fn is_local(&self) -> bool {
+        !self.url.starts_with("gs://")
+    }
+
     /// Every object below the prefix, sorted by name.
     pub async fn list(&self) -> Result<Vec<ObjectRef>> {
         let metas: Vec<_> = self
