@@ -151,6 +151,9 @@ impl Read {
     }
 }
 
+/// How many local files a worker is handed at once.
+const LOCAL_HAND_OVER: usize = 16;
+
 /// Reads and resolves `objects`: fetches `concurrency` at a time, and parses them
 /// on one worker thread per core, each folding into its own batch (no per-file
 /// maps to merge). `on_file` sees each object as it is handed to a worker.
@@ -163,12 +166,13 @@ pub async fn read(
     mut on_file: impl FnMut(&ObjectRef),
 ) -> Result<Read> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    // A local folder is read by the workers themselves (outside the runtime,
-    // object_store reads inline): handing each file over from the async side
-    // costs more in thread wake-ups than reading it. A bucket is fetched on the
-    // async side, `concurrency` requests in flight, and the bodies handed over.
-    let local = source.is_local();
-    let (tx, rx) = tokio::sync::mpsc::channel::<(ObjectRef, Option<Bytes>)>(concurrency.max(1));
+    // Work goes to the workers in hand-overs: a bucket's objects are fetched on
+    // the async side, `concurrency` requests in flight, and handed over one body
+    // at a time; a local folder's are handed over as names, a few at a time, and
+    // read by the workers themselves (outside the runtime object_store reads
+    // inline): a hand-over per file costs more in thread wake-ups than the read.
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<Vec<(ObjectRef, Option<Bytes>)>>(concurrency.max(1));
     let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
     let handles: Vec<_> = (0..workers)
         .map(|_| {
@@ -182,18 +186,20 @@ pub async fn read(
                 let mut scratch = Vec::new();
                 let mut writer = spill.as_ref().map(|s| s.writer()).transpose()?;
                 // The lock is held only while waiting for the next object.
-                while let Some((object, raw)) =
+                while let Some(work) =
                     { rx.lock().expect("no panics while locked").blocking_recv() }
                 {
-                    let raw = match raw {
-                        Some(raw) => raw,
-                        None => futures::executor::block_on(source.fetch(&object))?,
-                    };
-                    parse_object(&mut read, &routing, &object, &raw, &mut scratch);
-                    files.push(object);
-                    if let (Some(spill), Some(writer)) = (&spill, &mut writer) {
-                        for batch in &mut read.batches {
-                            writer.maybe_spill(spill, &mut batch.resolution, false)?;
+                    for (object, raw) in work {
+                        let raw = match raw {
+                            Some(raw) => raw,
+                            None => futures::executor::block_on(source.fetch(&object))?,
+                        };
+                        parse_object(&mut read, &routing, &object, &raw, &mut scratch);
+                        files.push(object);
+                        if let (Some(spill), Some(writer)) = (&spill, &mut writer) {
+                            for batch in &mut read.batches {
+                                writer.maybe_spill(spill, &mut batch.resolution, false)?;
+                            }
                         }
                     }
                 }
@@ -211,27 +217,32 @@ pub async fn read(
         })
         .collect();
 
-    let mut fetched = futures::stream::iter(objects)
-        .map(|object| async move {
-            if local {
-                return Ok((object, None));
-            }
-            source.fetch(&object).await.map(|raw| (object, Some(raw)))
-        })
-        .buffer_unordered(concurrency.max(1));
     let mut failure = None;
-    while let Some(next) = fetched.next().await {
-        match next {
-            Ok((object, raw)) => {
-                on_file(&object);
-                // Waits while the workers are busy: at most `concurrency` objects wait in memory.
-                if tx.send((object, raw)).await.is_err() {
+    if source.is_local() {
+        for names in objects.chunks(LOCAL_HAND_OVER) {
+            names.iter().for_each(&mut on_file);
+            let work = names.iter().map(|o| (o.clone(), None)).collect();
+            if tx.send(work).await.is_err() {
+                break;
+            }
+        }
+    } else {
+        let mut fetched = futures::stream::iter(objects)
+            .map(|object| async move { source.fetch(&object).await.map(|raw| (object, raw)) })
+            .buffer_unordered(concurrency.max(1));
+        while let Some(next) = fetched.next().await {
+            match next {
+                Ok((object, raw)) => {
+                    on_file(&object);
+                    // Waits while the workers are busy: at most `concurrency` bodies wait in memory.
+                    if tx.send(vec![(object, Some(raw))]).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e);
                     break;
                 }
-            }
-            Err(e) => {
-                failure = Some(e);
-                break;
             }
         }
     }
