@@ -136,66 +136,56 @@ impl<'a> Reader<'a> {
     /// Reads an object, calling `field` with each key; `field` must read the value.
     /// Not an object: a shape error.
     pub fn object(&mut self, mut field: impl FnMut(&mut Self, &str) -> Result<()>) -> Result<()> {
-        if self.peek()? != b'{' {
-            return Err(Error::Shape);
-        }
-        self.pos += 1;
-        self.nest()?;
-        if self.peek()? == b'}' {
-            self.pos += 1;
-            self.depth -= 1;
-            return Ok(());
-        }
-        loop {
-            if self.peek()? != b'"' {
+        self.sequence(b'{', b'}', |r| {
+            if r.peek()? != b'"' {
                 return Err(Error::Syntax);
             }
-            let (raw, escaped) = self.string()?;
-            self.eat(b':')?;
+            let (raw, escaped) = r.string()?;
+            r.eat(b':')?;
             let key = &raw[1..raw.len() - 1];
             if escaped {
                 let key: String = serde_json::from_str(raw).map_err(|_| Error::Syntax)?;
-                field(self, &key)?;
+                field(r, &key)
             } else {
-                field(self, key)?;
+                field(r, key)
             }
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b'}' => {
-                    self.pos += 1;
-                    self.depth -= 1;
-                    return Ok(());
-                }
-                _ => return Err(Error::Syntax),
-            }
-        }
+        })
     }
 
     /// Reads an array, calling `item` for each element; `item` must read it.
     /// Not an array: a shape error.
-    pub fn array(&mut self, mut item: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
-        if self.peek()? != b'[' {
+    pub fn array(&mut self, item: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
+        self.sequence(b'[', b']', item)
+    }
+
+    /// `open`, items separated by commas, `close`; another first byte is a shape error.
+    fn sequence(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Result<()>,
+    ) -> Result<()> {
+        if self.peek()? != open {
             return Err(Error::Shape);
         }
         self.pos += 1;
         self.nest()?;
-        if self.peek()? == b']' {
-            self.pos += 1;
-            self.depth -= 1;
-            return Ok(());
-        }
+        let mut first = true;
         loop {
-            item(self)?;
+            match self.peek()? {
+                b if b == close && first => break,
+                _ => item(self)?,
+            }
+            first = false;
             match self.peek()? {
                 b',' => self.pos += 1,
-                b']' => {
-                    self.pos += 1;
-                    self.depth -= 1;
-                    return Ok(());
-                }
+                b if b == close => break,
                 _ => return Err(Error::Syntax),
             }
         }
+        self.pos += 1;
+        self.depth -= 1;
+        Ok(())
     }
 
     fn literal(&mut self, word: &[u8]) -> Result<()> {
