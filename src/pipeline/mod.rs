@@ -5,6 +5,7 @@ mod file;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
 use bytes::Bytes;
@@ -174,12 +175,15 @@ pub async fn read(
     let (tx, rx) =
         tokio::sync::mpsc::channel::<Vec<(ObjectRef, Option<Bytes>)>>(concurrency.max(1));
     let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+    // Set by a worker that could not read a file: the run fails, so everyone stops.
+    let failed = Arc::new(AtomicBool::new(false));
     let handles: Vec<_> = (0..workers)
         .map(|_| {
             let rx = rx.clone();
             let routing = routing.clone();
             let spill = spill.cloned();
             let source = source.clone();
+            let failed = failed.clone();
             std::thread::spawn(move || {
                 let mut read = Read::new(routing.batches);
                 let mut files = Vec::new();
@@ -189,10 +193,14 @@ pub async fn read(
                 while let Some(work) =
                     { rx.lock().expect("no panics while locked").blocking_recv() }
                 {
+                    if failed.load(Ordering::Relaxed) {
+                        break;
+                    }
                     for (object, raw) in work {
                         let raw = match raw {
                             Some(raw) => raw,
-                            None => futures::executor::block_on(source.fetch(&object))?,
+                            None => futures::executor::block_on(source.fetch(&object))
+                                .inspect_err(|_| failed.store(true, Ordering::Relaxed))?,
                         };
                         parse_object(&mut read, &routing, &object, &raw, &mut scratch);
                         files.push(object);
@@ -220,6 +228,9 @@ pub async fn read(
     let mut failure = None;
     if source.is_local() {
         for names in objects.chunks(LOCAL_HAND_OVER) {
+            if failed.load(Ordering::Relaxed) {
+                break;
+            }
             names.iter().for_each(&mut on_file);
             let work = names.iter().map(|o| (o.clone(), None)).collect();
             if tx.send(work).await.is_err() {
@@ -265,4 +276,25 @@ pub async fn read(
         batch.files = files.clone();
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_file_gone_before_it_is_read_fails_the_read_and_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..40 {
+            std::fs::write(dir.path().join(format!("f{i:02}.ndjson")), "{}\n").unwrap();
+        }
+        let source = Source::open(dir.path().to_str().unwrap()).unwrap();
+        let objects = source.list().await.unwrap();
+        std::fs::remove_file(dir.path().join("f17.ndjson")).unwrap();
+        let routing = Routing::single();
+        let err = read(&source, objects, 2, &routing, None, |_| {})
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("f17.ndjson"), "{err:#}");
+    }
 }
