@@ -81,18 +81,7 @@ fn usage_errors_exit_2_with_one_clear_line() {
     }
     // A run on a target without a messages table says what to do.
     let db = dir.path().join("empty.db");
-    let target = format!("sqlite://{}", db.display());
-    let src = fixtures().join("callbacks");
-    let out = run(
-        &[
-            "run",
-            "--source",
-            src.to_str().unwrap(),
-            "--target",
-            &target,
-        ],
-        &[],
-    );
+    let out = run_job(&fixtures().join("callbacks"), &db, &[], &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     let last: serde_json::Value = serde_json::from_str(err.lines().last().unwrap()).unwrap();
@@ -105,15 +94,10 @@ fn usage_errors_exit_2_with_one_clear_line() {
         "{err}"
     );
     // ... and with the flag it works.
-    let out = run(
-        &[
-            "run",
-            "--source",
-            src.to_str().unwrap(),
-            "--target",
-            &target,
-            "--create-messages",
-        ],
+    let out = run_job(
+        &fixtures().join("callbacks"),
+        &db,
+        &["--create-messages"],
         &[],
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -124,17 +108,7 @@ fn a_broken_target_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("not-a-db.db");
     std::fs::write(&db, vec![b'x'; 4096]).unwrap();
-    let src = fixtures().join("callbacks");
-    let out = run(
-        &[
-            "run",
-            "--source",
-            src.to_str().unwrap(),
-            "--target",
-            &format!("sqlite://{}", db.display()),
-        ],
-        &[],
-    );
+    let out = run_job(&fixtures().join("callbacks"), &db, &[], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 }
 
@@ -206,17 +180,7 @@ fn bad_files_among_good_ones_are_dead_lettered_not_fatal() {
 fn logs_are_json_with_a_summary_and_no_personal_data() {
     let dir = tempfile::tempdir().unwrap();
     let db = seeded_db(dir.path());
-    let src = fixtures().join("callbacks");
-    let out = run(
-        &[
-            "run",
-            "--source",
-            src.to_str().unwrap(),
-            "--target",
-            &format!("sqlite://{}", db.display()),
-        ],
-        &[],
-    );
+    let out = run_job(&fixtures().join("callbacks"), &db, &[], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
     for line in err.lines() {

@@ -206,6 +206,19 @@ fn seed() -> Vec<(i64, Option<String>, Option<&'static str>, &'static str)> {
     ]
 }
 
+/// `init` of the dataset's messages table; must succeed.
+fn bq_init(dataset: &str) {
+    let init = run(
+        &[
+            "init",
+            "--target",
+            &format!("bigquery://demo/{dataset}/messages"),
+        ],
+        &[],
+    );
+    assert!(init.status.success(), "{}", stderr(&init));
+}
+
 fn bq_run(bucket: &str, dataset: &str, envs: &[(&str, &str)]) -> std::process::Output {
     run(
         &[
@@ -236,15 +249,7 @@ async fn runs_with_late_rows_and_late_files_converge_and_a_quiet_run_changes_not
     emu.rows(&dataset, &seed()).await;
     emu.upload(&bucket, &FIXTURE_FILES[..2]).await;
 
-    let init = run(
-        &[
-            "init",
-            "--target",
-            &format!("bigquery://demo/{dataset}/messages"),
-        ],
-        &[],
-    );
-    assert!(init.status.success(), "{}", stderr(&init));
+    bq_init(&dataset);
     let first = bq_run(&bucket, &dataset, &[]);
     assert!(first.status.success(), "{}", stderr(&first));
     assert_eq!(summary(&first)["files"], 2);
@@ -313,16 +318,7 @@ async fn runs_with_late_rows_and_late_files_converge_and_a_quiet_run_changes_not
             K(4), K(12), K(1)
         ))
         .unwrap();
-    let local = run(
-        &[
-            "run",
-            "--source",
-            fixtures().join("callbacks").to_str().unwrap(),
-            "--target",
-            &format!("sqlite://{}", db.display()),
-        ],
-        &[],
-    );
+    let local = run_job(&fixtures().join("callbacks"), &db, &[], &[]);
     assert!(local.status.success());
     let mut sqlite: Vec<(String, Option<String>)> = messages(&db)
         .into_iter()
@@ -378,15 +374,7 @@ async fn two_runs_at_once_on_one_target_converge_without_double_records() {
     let dataset = unique("overlap");
     emu.dataset(&dataset).await;
     emu.rows(&dataset, &seed()).await;
-    let init = run(
-        &[
-            "init",
-            "--target",
-            &format!("bigquery://demo/{dataset}/messages"),
-        ],
-        &[],
-    );
-    assert!(init.status.success(), "{}", stderr(&init));
+    bq_init(&dataset);
     let (source, target) = (
         format!("gs://{bucket}/gupshup"),
         format!("bigquery://demo/{dataset}/messages"),

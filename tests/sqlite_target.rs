@@ -11,19 +11,6 @@ const K1: &str = "6a3c3a52-0001-4a8e-9d41-000000000001";
 const K4: &str = "6a3c3a52-0004-4a8e-9d41-000000000004";
 const K12: &str = "6a3c3a52-0012-4a8e-9d41-000000000012";
 
-fn run_job(src: &Path, db: &Path, extra: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
-    let target = format!("sqlite://{}", db.display());
-    let mut args = vec![
-        "run",
-        "--source",
-        src.to_str().unwrap(),
-        "--target",
-        &target,
-    ];
-    args.extend_from_slice(extra);
-    run(&args, envs)
-}
-
 fn status_of(db: &Path, id: i64) -> Vec<Option<String>> {
     messages(db)
         .into_iter()

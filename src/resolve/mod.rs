@@ -4,7 +4,6 @@
 use std::cmp::Ordering;
 
 use chrono::{DateTime, Datelike, Timelike};
-use serde::Serialize;
 
 use crate::callback::Event;
 use crate::status::{Status, rank_sql};
@@ -199,26 +198,6 @@ fn prefix(key: &str) -> u64 {
     u64::from_be_bytes(bytes)
 }
 
-/// One output line of `resolve`, as its documented type; `write_row` writes it.
-#[derive(Serialize)]
-pub struct OutputRow<'a> {
-    pub bsp_message_id: &'a str,
-    pub bsp_status: &'static str,
-    pub status_at: String,
-    pub error_code: Option<i64>,
-}
-
-impl<'a> OutputRow<'a> {
-    pub fn new(key: &'a str, r: &Resolved) -> Self {
-        OutputRow {
-            bsp_message_id: key,
-            bsp_status: r.status.written(),
-            status_at: r.status_at(),
-            error_code: r.code,
-        }
-    }
-}
-
 /// Writes sorted rows as `write_row` lines. Blocks are formatted on every core:
 /// the loop is bound by fetching keys from memory, which cores do side by side.
 pub fn write_rows(rows: &[(&str, Resolved)], out: &mut impl std::io::Write) -> std::io::Result<()> {
@@ -249,8 +228,9 @@ pub fn write_rows(rows: &[(&str, Resolved)], out: &mut impl std::io::Write) -> s
     Ok(())
 }
 
-/// Appends the JSON line of `OutputRow::new(key, r)` to `out`, byte for byte what
-/// serde_json writes, without its per-field work (a test holds the two equal).
+/// Appends one output line of `resolve` for `key` to `out`: `{"bsp_message_id",
+/// "bsp_status", "status_at", "error_code"}`, byte for byte what serde_json would
+/// write for such a struct, without its per-field work (a test holds the two equal).
 pub fn write_row(out: &mut Vec<u8>, key: &str, r: &Resolved) {
     out.extend_from_slice(br#"{"bsp_message_id":"#);
     if key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {

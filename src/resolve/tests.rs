@@ -194,6 +194,26 @@ proptest! {
     }
 }
 
+/// The output row as serde_json writes it: the oracle for `write_row`.
+#[derive(serde::Serialize)]
+struct OutputRow<'a> {
+    bsp_message_id: &'a str,
+    bsp_status: &'static str,
+    status_at: String,
+    error_code: Option<i64>,
+}
+
+impl<'a> OutputRow<'a> {
+    fn new(key: &'a str, r: &Resolved) -> Self {
+        OutputRow {
+            bsp_message_id: key,
+            bsp_status: r.status.written(),
+            status_at: r.status_at(),
+            error_code: r.code,
+        }
+    }
+}
+
 proptest! {
     #[test]
     fn written_rows_are_what_serde_json_writes(

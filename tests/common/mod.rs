@@ -23,6 +23,20 @@ pub fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
     cmd.output().expect("the binary runs")
 }
 
+/// `run` from `src` into the SQLite database `db`, with `extra` arguments.
+pub fn run_job(src: &Path, db: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Output {
+    let target = format!("sqlite://{}", db.display());
+    let mut args = vec![
+        "run",
+        "--source",
+        src.to_str().unwrap(),
+        "--target",
+        &target,
+    ];
+    args.extend_from_slice(extra);
+    run(&args, envs)
+}
+
 /// Starts the binary twice at once with the same arguments and waits for both.
 pub fn run_twice_at_once(args: &[&str], envs: &[(&str, &str)]) -> (Output, Output) {
     let spawn = || {

@@ -84,6 +84,16 @@ where
     (base, log)
 }
 
+/// The target of dataset `d` behind the recorded answers at `base`.
+async fn target(base: &str) -> BigQuery {
+    BigQuery {
+        api: api(base).await,
+        dataset: "d".into(),
+        columns: Columns::default(),
+        lookback: chrono::Duration::days(31),
+    }
+}
+
 async fn api(base: &str) -> Api {
     let mut api = Api::unauthenticated(base, "p").await.unwrap();
     api.policy = Policy {
@@ -306,12 +316,7 @@ async fn the_streaming_buffer_rejection_leaves_recent_rows_pending_instead_of_fa
         _ => (404, json!({ "error": { "code": 404, "message": "no", "errors": [] } })),
     })
     .await;
-    let bq = BigQuery {
-        api: api(&base).await,
-        dataset: "d".into(),
-        columns: Columns::default(),
-        lookback: chrono::Duration::days(31),
-    };
+    let bq = target(&base).await;
     let mut batch = Batch::default();
     batch.resolution.insert(
         "k1",
@@ -390,12 +395,7 @@ async fn a_run_with_nothing_to_do_skips_the_merge() {
             _ => (404, json!({ "error": { "code": 404, "message": "no", "errors": [] } })),
         })
         .await;
-        let bq = BigQuery {
-            api: api(&base).await,
-            dataset: "d".into(),
-            columns: Columns::default(),
-            lookback: chrono::Duration::days(31),
-        };
+        let bq = target(&base).await;
         let ctx = RunContext {
             run_id: "r1".into(),
             label: "r1".into(),
