@@ -100,6 +100,17 @@ pub struct TargetArgs {
     /// are older stay pending.
     #[arg(long, env = "BSP_LOOKBACK", default_value = "31d", value_parser = parse_duration)]
     pub lookback: chrono::Duration,
+
+    /// BigQuery: the column with each row's write time (Glific's `bq_inserted_at`). Rows
+    /// written in the last 90 minutes may still be in the streaming buffer, which DML cannot
+    /// touch: they are left alone and their keys stay pending until a later run.
+    #[arg(long, env = "BSP_STREAMED_AT_COLUMN", default_value = "bq_inserted_at")]
+    pub streamed_at_column: String,
+
+    /// The organization's time zone (IANA name, e.g. Asia/Kolkata): the zone of the
+    /// write-time column, which Glific fills in local time.
+    #[arg(long, env = "BSP_TIMEZONE", default_value = "UTC", value_parser = parse_timezone)]
+    pub timezone: chrono_tz::Tz,
 }
 
 impl SourceArgs {
@@ -124,6 +135,8 @@ impl TargetArgs {
         Options {
             credentials: self.credentials.clone(),
             lookback: self.lookback,
+            streamed_at: self.streamed_at_column.clone(),
+            timezone: self.timezone,
         }
     }
 
@@ -208,6 +221,12 @@ fn default_concurrency() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
 }
 
+/// An IANA time zone name.
+pub fn parse_timezone(text: &str) -> Result<chrono_tz::Tz, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not an IANA time zone name (e.g. Asia/Kolkata, UTC)"))
+}
+
 /// `7d`, `36h`, `90m`, `45s`.
 pub fn parse_duration(text: &str) -> Result<chrono::Duration, String> {
     let unit_at = text
@@ -242,5 +261,11 @@ mod tests {
         assert_eq!(parse_duration("90m"), Ok(chrono::Duration::minutes(90)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("3w").is_err());
+    }
+
+    #[test]
+    fn time_zones() {
+        assert_eq!(parse_timezone("Asia/Kolkata"), Ok(chrono_tz::Asia::Kolkata));
+        assert!(parse_timezone("IST+5").is_err());
     }
 }

@@ -11,8 +11,9 @@
 //! target = "bigquery://my-project/org1/messages"
 //! credentials = "/secrets/org1.json"                  # optional; else ADC
 //! lookback = "31d"                                    # optional
+//! timezone = "Asia/Kolkata"                           # optional; bq_inserted_at's zone
 //! key_column = "bsp_message_id"                       # optional, and so are
-//! # messages_table, status_column, errors_column
+//! # messages_table, status_column, errors_column, streamed_at_column
 //! ```
 
 use std::collections::HashSet;
@@ -45,6 +46,8 @@ pub struct Organization {
     pub key_column: Option<String>,
     pub status_column: Option<String>,
     pub errors_column: Option<String>,
+    pub streamed_at_column: Option<String>,
+    pub timezone: Option<String>,
 }
 
 impl Config {
@@ -134,6 +137,20 @@ mod tests {
         assert_eq!(c.mine(None), [true, true, true]);
         assert_eq!(c.mine(Some((0, 2))), [true, false, true]);
         assert_eq!(c.mine(Some((1, 2))), [false, true, false]);
+    }
+
+    #[test]
+    fn write_time_settings_parse() {
+        let c: Config = toml::from_str(&GOOD.replace(
+            r#"lookback = "10d""#,
+            "lookback = \"10d\"\ntimezone = \"Asia/Kolkata\"\nstreamed_at_column = \"written\"",
+        ))
+        .unwrap();
+        assert_eq!(c.organizations[1].timezone.as_deref(), Some("Asia/Kolkata"));
+        assert_eq!(
+            c.organizations[1].streamed_at_column.as_deref(),
+            Some("written")
+        );
     }
 
     #[test]

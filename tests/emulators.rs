@@ -28,6 +28,25 @@ fn emulators() -> Emulators {
     }
 }
 
+/// A Glific messages row; `streamed_at` is its `bq_inserted_at` (local time).
+fn message_row(
+    id: i64,
+    key: Option<&str>,
+    status: Option<&str>,
+    inserted_at: &str,
+    streamed_at: Option<&str>,
+) -> Value {
+    let mut row = json!({
+        "id": id, "type": "text", "flow": "outbound", "status": "sent",
+        "sender_phone": "91XXXXXXXX00", "receiver_phone": "91XXXXXXXX01", "contact_phone": "91XXXXXXXX01",
+        "body": "hello", "inserted_at": inserted_at, "bsp_status": status, "bsp_message_id": key,
+    });
+    if let Some(at) = streamed_at {
+        row["bq_inserted_at"] = at.into();
+    }
+    row
+}
+
 #[allow(non_snake_case)]
 fn K(n: u32) -> String {
     format!("6a3c3a52-{n:04}-4a8e-9d41-0000000000{n:02}")
@@ -68,38 +87,55 @@ impl Emulators {
 
     /// A dataset with Glific's messages table, MONTH-partitioned on inserted_at, plus the key column.
     async fn dataset(&self, name: &str) {
+        self.dataset_in(name, "US").await;
+    }
+
+    /// `dataset` made in `location` (the strict double keeps regional jobs apart).
+    async fn dataset_in(&self, name: &str, location: &str) {
+        self.dataset_shaped(name, location, true, true).await;
+    }
+
+    /// A dataset whose messages table is partitioned or not, with Glific's
+    /// write-time column `bq_inserted_at` or without it.
+    async fn dataset_shaped(&self, name: &str, location: &str, partitioned: bool, write_time: bool) {
         self.post(
             self.bq_url("/datasets"),
-            json!({ "datasetReference": { "projectId": "demo", "datasetId": name } }),
+            json!({ "datasetReference": { "projectId": "demo", "datasetId": name }, "location": location }),
         )
         .await;
-        let fields: Value = serde_json::from_str(
+        let fields: Vec<Value> = serde_json::from_str(
             &std::fs::read_to_string(fixtures().join("../schemas/messages.json")).unwrap(),
         )
         .unwrap();
-        self.post(
-            self.bq_url(&format!("/datasets/{name}/tables")),
-            json!({
-                "tableReference": { "projectId": "demo", "datasetId": name, "tableId": "messages" },
-                "schema": { "fields": fields },
-                "timePartitioning": { "type": "MONTH", "field": "inserted_at" },
-            }),
-        )
-        .await;
+        let fields: Vec<Value> = fields
+            .into_iter()
+            .filter(|f| write_time || f["name"] != "bq_inserted_at")
+            .collect();
+        let mut table = json!({
+            "tableReference": { "projectId": "demo", "datasetId": name, "tableId": "messages" },
+            "schema": { "fields": fields },
+        });
+        if partitioned {
+            table["timePartitioning"] = json!({ "type": "MONTH", "field": "inserted_at" });
+        }
+        self.post(self.bq_url(&format!("/datasets/{name}/tables")), table)
+            .await;
     }
 
-    /// Appends message rows (id, key, bsp_status, inserted_at) the way Glific does: insertAll.
+    /// Appends message rows (id, key, bsp_status, inserted_at) the way Glific does
+    /// (insertAll), then lets them leave the streaming buffer.
     async fn rows(&self, dataset: &str, rows: &[(i64, Option<String>, Option<&str>, &str)]) {
         let rows: Vec<Value> = rows
             .iter()
-            .map(|(id, key, status, at)| {
-                json!({ "json": {
-                    "id": id, "type": "text", "flow": "outbound", "status": "sent",
-                    "sender_phone": "91XXXXXXXX00", "receiver_phone": "91XXXXXXXX01", "contact_phone": "91XXXXXXXX01",
-                    "body": "hello", "inserted_at": at, "bsp_status": status, "bsp_message_id": key,
-                }})
-            })
+            .map(|(id, key, status, at)| message_row(*id, key.as_deref(), *status, at, None))
             .collect();
+        self.stream(dataset, rows).await;
+        self.flush(dataset).await;
+    }
+
+    /// Rows streamed with insertAll: they stay in the double's streaming buffer until `flush`.
+    async fn stream(&self, dataset: &str, rows: Vec<Value>) {
+        let rows: Vec<Value> = rows.into_iter().map(|r| json!({ "json": r })).collect();
         let answer = self
             .post(
                 self.bq_url(&format!("/datasets/{dataset}/tables/messages/insertAll")),
@@ -111,6 +147,37 @@ impl Emulators {
             0,
             "{answer}"
         );
+    }
+
+    /// Every streamed row of the dataset leaves the streaming buffer.
+    async fn flush(&self, dataset: &str) {
+        self.post(
+            format!("{}/_double/flush", self.bq),
+            json!({ "dataset": dataset }),
+        )
+        .await;
+    }
+
+    /// Switches rules of the strict BigQuery double for one dataset.
+    async fn rules(&self, dataset: &str, rules: Value) {
+        let mut body = rules;
+        body["dataset"] = dataset.into();
+        self.post(format!("{}/_double/rules", self.bq), body).await;
+    }
+
+    /// The jobs the double saw for a dataset, with their outcomes.
+    async fn jobs(&self, dataset: &str) -> Vec<Value> {
+        let url = format!("{}/_double/jobs?dataset={dataset}", self.bq);
+        let answer: Value = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer.as_array().cloned().unwrap_or_default()
     }
 
     async fn query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
@@ -527,4 +594,269 @@ async fn injected_5xx_are_retried_and_a_service_dying_mid_run_then_a_rerun_conve
     );
     assert!(rerun.status.success(), "{}", stderr(&rerun));
     assert_eq!(emu.statuses(&dataset).await, want);
+}
+
+/// The reference statuses and bookkeeping of a clean run into a new dataset
+/// seeded like the others.
+async fn seeded(emu: &Emulators, prefix: &str, location: &str) -> String {
+    let dataset = unique(prefix);
+    emu.dataset_in(&dataset, location).await;
+    emu.rows(&dataset, &seed()).await;
+    dataset
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backfill_of_several_chunks_applies_every_chunk() {
+    let emu = emulators();
+    let (bucket, want, want_counts) = bucket_and_reference(&emu, "chunks").await;
+    let dataset = seeded(&emu, "chunked", "US").await;
+    let out = run(
+        &[
+            "backfill",
+            "--source",
+            &format!("gs://{bucket}/gupshup"),
+            "--target",
+            &format!("bigquery://demo/{dataset}/messages"),
+            "--from",
+            "2025-11-22",
+            "--to",
+            "2025-11-22",
+            "--chunk-files",
+            "2",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(emu.statuses(&dataset).await, want);
+    assert_eq!(emu.bookkeeping(&dataset).await, want_counts);
+    let merges = emu
+        .jobs(&dataset)
+        .await
+        .into_iter()
+        .filter(|j| {
+            j["query"]
+                .as_str()
+                .unwrap_or("")
+                .contains("BEGIN TRANSACTION")
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(merges.len(), 3, "one script per chunk: {merges:#?}");
+    assert!(merges.iter().all(|j| j["outcome"] == "ran"), "{merges:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_organizations_in_one_project_are_both_applied_by_one_run() {
+    const V2_APP: &str = "DemoAPI";
+    const V3_APP: &str = "82ed52f4-30c0-4f12-81b4-e7ad07bd41de";
+    let emu = emulators();
+    let bucket = unique("two-orgs").replace('_', "-");
+    emu.bucket(&bucket).await;
+    emu.upload(&bucket, &FIXTURE_FILES).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = |orgs: &[(&str, &str)]| {
+        let mut text = format!(
+            "unrouted_target = \"sqlite://{}\"\n",
+            dir.path()
+                .join(format!("{}.db", unique("unrouted")))
+                .display()
+        );
+        for (dataset, app) in orgs {
+            text += &format!(
+                "[[organization]]\nname = \"{dataset}\"\napps = [\"{app}\"]\ntarget = \"bigquery://demo/{dataset}/messages\"\n"
+            );
+        }
+        let path = dir.path().join(format!("{}.toml", unique("orgs")));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let run_config = |config: &std::path::Path| {
+        run(
+            &[
+                "run",
+                "--source",
+                &format!("gs://{bucket}/gupshup"),
+                "--config",
+                config.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    // Each organization alone: the reference.
+    let mut want = vec![];
+    for app in [V2_APP, V3_APP] {
+        let alone = seeded(&emu, "alone", "US").await;
+        let out = run_config(&config(&[(&alone, app)]));
+        assert!(out.status.success(), "{}", stderr(&out));
+        want.push(emu.statuses(&alone).await);
+    }
+    assert_ne!(want[0], want[1], "the apps reach different messages");
+    // Both in one project, one run.
+    let (a, b) = (
+        seeded(&emu, "org_a", "US").await,
+        seeded(&emu, "org_b", "US").await,
+    );
+    let out = run_config(&config(&[(&a, V2_APP), (&b, V3_APP)]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(emu.statuses(&a).await, want[0]);
+    assert_eq!(emu.statuses(&b).await, want[1]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_first_answer_lost_in_asia_south1_still_gives_the_right_rows() {
+    let emu = emulators();
+    let (bucket, want, want_counts) = bucket_and_reference(&emu, "lost").await;
+    let dataset = seeded(&emu, "mumbai", "asia-south1").await;
+    emu.rules(&dataset, json!({ "lose_insert_answers": "first" }))
+        .await;
+    let out = bq_run(&bucket, &dataset, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(emu.statuses(&dataset).await, want);
+    assert_eq!(emu.bookkeeping(&dataset).await, want_counts);
+    let jobs = emu.jobs(&dataset).await;
+    assert!(
+        jobs.iter().any(|j| j["outcome"] == "lost_answer"),
+        "answers were lost: {jobs:#?}"
+    );
+    assert!(
+        jobs.iter().all(|j| j["location"] == "asia-south1"),
+        "{jobs:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_script_aborted_for_a_concurrent_update_is_rerun_and_converges() {
+    let emu = emulators();
+    let (bucket, want, want_counts) = bucket_and_reference(&emu, "abort").await;
+    let dataset = seeded(&emu, "aborted", "US").await;
+    bq_init(&dataset);
+    emu.rules(&dataset, json!({ "abort_scripts": 2 })).await;
+    let out = bq_run(&bucket, &dataset, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(emu.statuses(&dataset).await, want);
+    assert_eq!(emu.bookkeeping(&dataset).await, want_counts);
+    let aborted = emu
+        .jobs(&dataset)
+        .await
+        .into_iter()
+        .filter(|j| j["outcome"] == "aborted")
+        .count();
+    assert_eq!(aborted, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_held_twice_in_the_pending_table_still_merges() {
+    let emu = emulators();
+    let (bucket, want, _) = bucket_and_reference(&emu, "twice").await;
+    let dataset = seeded(&emu, "twice", "US").await;
+    let first = bq_run(&bucket, &dataset, &[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    // Every pending key twice (as a re-sent insert that ran twice would leave it);
+    // keys still without a row make the next run MERGE again.
+    let pending = format!("`demo.{dataset}.bsp_loader_pending`");
+    emu.query(&format!("INSERT INTO {pending} SELECT * FROM {pending}"))
+        .await;
+    emu.rows(&dataset, &[(5, Some(K(5)), None, "2025-11-22T07:00:00")])
+        .await;
+    let second = bq_run(&bucket, &dataset, &[]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    let (mut want, mut got) = (want, emu.statuses(&dataset).await);
+    want.push(("5".into(), some("deleted")));
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+}
+
+/// Glific streams fresh copies of messages 1 and 3 ten minutes before a run at
+/// 12:00 UTC in Kolkata (17:30 local): the run leaves them alone and updates the
+/// settled rows; two hours later, the buffer flushed, the copies are corrected.
+async fn fresh_copies_wait_for_the_buffer(partitioned: bool, write_time: bool) {
+    let emu = emulators();
+    let bucket = unique("buffer").replace('_', "-");
+    emu.bucket(&bucket).await;
+    emu.upload(&bucket, &FIXTURE_FILES).await;
+    let source = format!("gs://{bucket}/gupshup");
+    let run_at = |dataset: &str, now: &str| {
+        let target = format!("bigquery://demo/{dataset}/messages");
+        run(
+            &["run", "--source", &source, "--target", &target],
+            &[("BSP_NOW", now), ("BSP_TIMEZONE", "Asia/Kolkata")],
+        )
+    };
+    // The seed, settled, in a dataset of this shape.
+    let settled = |dataset: String| {
+        let emu = &emu;
+        async move {
+            emu.dataset_shaped(&dataset, "asia-south1", partitioned, write_time)
+                .await;
+            let rows = seed()
+                .iter()
+                .map(|(id, key, status, at)| {
+                    message_row(*id, key.as_deref(), *status, at, write_time.then_some(*at))
+                })
+                .collect();
+            emu.stream(&dataset, rows).await;
+            emu.flush(&dataset).await;
+            dataset
+        }
+    };
+    let reference = settled(unique("settled")).await;
+    assert!(run_at(&reference, "2025-11-22T12:00:00Z").status.success());
+    let want = emu.statuses(&reference).await;
+    let status_of = |id: &str| want.iter().find(|r| r.0 == id).unwrap().1.clone();
+
+    let dataset = settled(unique("buffered")).await;
+    let (day, fresh_at) = ("2025-11-22T06:30:00", write_time.then_some("2025-11-22T17:20:00"));
+    emu.stream(
+        &dataset,
+        vec![
+            message_row(1, Some(&K(1)), Some("enqueued"), day, fresh_at),
+            message_row(3, Some(&K(3)), None, day, fresh_at),
+        ],
+    )
+    .await;
+    let first = run_at(&dataset, "2025-11-22T12:00:00Z");
+    assert!(first.status.success(), "{}", stderr(&first));
+    let warnings = stderr(&first)
+        .lines()
+        .filter(|l| l.contains("\"severity\":\"WARNING\""))
+        .count();
+    let mut expected = want.clone();
+    if !write_time {
+        // BigQuery refused the MERGE: nothing changed yet, one warning said so.
+        assert_eq!(warnings, 1, "{}", stderr(&first));
+        expected = seed()
+            .iter()
+            .map(|(id, _, status, _)| (id.to_string(), status.map(str::to_owned)))
+            .collect();
+    }
+    expected.extend([("1".into(), some("enqueued")), ("3".into(), None)]);
+    expected.sort();
+    let mut got = emu.statuses(&dataset).await;
+    got.sort();
+    assert_eq!(got, expected, "settled rows updated, fresh copies untouched");
+
+    emu.flush(&dataset).await;
+    let later = run_at(&dataset, "2025-11-22T14:00:00Z");
+    assert!(later.status.success(), "{}", stderr(&later));
+    let mut expected = want.clone();
+    expected.extend([("1".into(), status_of("1")), ("3".into(), status_of("3"))]);
+    expected.sort();
+    let mut got = emu.statuses(&dataset).await;
+    got.sort();
+    assert_eq!(got, expected, "the copies are corrected once settled");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fresh_copies_in_the_streaming_buffer_are_left_alone_then_corrected() {
+    fresh_copies_wait_for_the_buffer(true, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fresh_copies_in_an_unpartitioned_table_are_left_alone_then_corrected() {
+    fresh_copies_wait_for_the_buffer(false, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_without_a_write_time_column_never_fails_for_the_buffer() {
+    fresh_copies_wait_for_the_buffer(true, false).await;
 }

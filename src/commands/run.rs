@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tracing::{debug, error, info};
 
 use super::window::in_window;
-use crate::cli::{BackfillArgs, RunArgs, parse_duration};
+use crate::cli::{BackfillArgs, RunArgs, parse_duration, parse_timezone};
 use crate::config::{self, Config};
 use crate::error::UsageError;
 use crate::failpoint;
@@ -266,6 +266,16 @@ fn organizations(args: &RunArgs, config: &Config) -> Result<(Vec<Destination>, R
             options: Options {
                 credentials: org.credentials.clone(),
                 lookback,
+                streamed_at: org
+                    .streamed_at_column
+                    .clone()
+                    .unwrap_or_else(|| args.target.streamed_at_column.clone()),
+                timezone: match &org.timezone {
+                    Some(tz) => parse_timezone(tz).map_err(|e| {
+                        UsageError::new(format!("organization {}: timezone {e}", org.name))
+                    })?,
+                    None => args.target.timezone,
+                },
             },
         });
     }

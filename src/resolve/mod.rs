@@ -70,6 +70,14 @@ pub fn beats_sql(new: &str, old: &str) -> String {
     )
 }
 
+/// `beats_sql` as an ORDER BY list over one table's columns: the winner first.
+pub fn best_first_sql() -> String {
+    format!(
+        "{} DESC, status_at ASC, error_code ASC NULLS LAST",
+        rank_sql("bsp_status")
+    )
+}
+
 /// An epoch time in milliseconds as RFC 3339 UTC with milliseconds and `Z`;
 /// fixed width for years 1970..=9999, so such texts sort as times.
 pub fn format_ms(ms: i64) -> String {

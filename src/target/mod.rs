@@ -97,6 +97,10 @@ pub struct Options {
     pub credentials: Option<String>,
     /// How far before the earliest status time a partitioned MERGE reads.
     pub lookback: chrono::Duration,
+    /// The messages table's write-time column (BigQuery's streaming buffer).
+    pub streamed_at: String,
+    /// The zone that column's local times are in.
+    pub timezone: chrono_tz::Tz,
 }
 
 /// Opens the target a URL names.
@@ -106,6 +110,7 @@ pub async fn open(url: &str, columns: Columns, options: &Options) -> Result<Box<
         &columns.key,
         &columns.status,
         &columns.errors,
+        &options.streamed_at,
     ] {
         ident(name)?;
     }
@@ -116,13 +121,7 @@ pub async fn open(url: &str, columns: Columns, options: &Options) -> Result<Box<
         return Ok(Box::new(Sqlite::open(path, columns)?));
     }
     if let Some(rest) = url.strip_prefix("bigquery://") {
-        let bq = bigquery::BigQuery::open(
-            rest,
-            columns,
-            options.credentials.as_deref(),
-            options.lookback,
-        )
-        .await?;
+        let bq = bigquery::BigQuery::open(rest, columns, options).await?;
         return Ok(Box::new(bq));
     }
     Err(UsageError::new(format!(

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use async_trait::async_trait;
@@ -13,11 +13,16 @@ use gcp_bigquery_client::client_builder::ClientBuilder;
 use gcp_bigquery_client::error::BQError;
 use gcp_bigquery_client::model::get_query_results_parameters::GetQueryResultsParameters;
 use gcp_bigquery_client::model::job::Job;
+use gcp_bigquery_client::model::job_configuration::JobConfiguration;
+use gcp_bigquery_client::model::job_configuration_query::JobConfigurationQuery;
+use gcp_bigquery_client::model::job_reference::JobReference;
+use gcp_bigquery_client::model::query_parameter::QueryParameter;
 use gcp_bigquery_client::model::table::Table;
-use serde_json::{Value, json};
+use gcp_bigquery_client::model::table_row::TableRow;
+use serde_json::Value;
 use tracing::{debug, info, warn};
 
-use super::retry::{self, Failure};
+use super::retry::{self, Failure, Scope};
 
 /// One value of a result row (BigQuery sends every scalar as a string).
 pub type Cell = Option<String>;
@@ -26,6 +31,8 @@ pub struct Api {
     client: Client,
     pub project: String,
     pub policy: retry::Policy,
+    /// The dataset's location (`locate`), sent with every job call.
+    location: Option<String>,
     /// Bytes processed by every job so far (the cost of a run).
     pub bytes_processed: AtomicU64,
 }
@@ -34,7 +41,6 @@ pub struct Api {
 #[derive(Debug, Clone)]
 pub struct Done {
     pub job_id: String,
-    pub location: Option<String>,
     pub bytes_processed: u64,
 }
 
@@ -72,6 +78,7 @@ impl Api {
             client,
             project: project.to_owned(),
             policy: retry::Policy::default(),
+            location: None,
             bytes_processed: AtomicU64::new(0),
         })
     }
@@ -86,78 +93,119 @@ impl Api {
             client,
             project: project.to_owned(),
             policy: retry::Policy::default(),
+            location: None,
             bytes_processed: AtomicU64::new(0),
         })
+    }
+
+    /// Reads the dataset's location once: regional jobs are invisible to job
+    /// reads that do not name it.
+    pub async fn locate(&mut self, dataset: &str) -> Result<(), Failure> {
+        let found = self
+            .call(|| self.client.dataset().get(&self.project, dataset))
+            .await?;
+        self.location = found.location;
+        Ok(())
     }
 
     /// Runs one query job to completion under the retry policy. The first try
     /// uses `job_id`; a job that failed transiently is run again as `job_id_rN`.
     pub async fn run(&self, job_id: &str, sql: &str, params: Vec<Value>) -> Result<Done, Failure> {
-        let started = Instant::now();
-        let mut attempt = 0;
+        let params: Vec<QueryParameter> = params
+            .into_iter()
+            .map(|p| serde_json::from_value(p).expect("well-formed query parameters"))
+            .collect();
+        let done = self
+            .policy
+            .retry(Scope::Job, |attempt| {
+                let id = match attempt {
+                    0 => job_id.to_owned(),
+                    n => format!("{job_id}_r{n}"),
+                };
+                let params = params.clone();
+                async move { self.run_once(id, sql, params).await }
+            })
+            .await?;
+        self.bytes_processed
+            .fetch_add(done.bytes_processed, Ordering::Relaxed);
+        info!(job_id = %done.job_id, bytes_processed = done.bytes_processed, "BigQuery job done");
+        Ok(done)
+    }
+
+    /// Inserts the job and follows it to DONE. A 409 means the id exists: an
+    /// earlier try of this very insert whose answer was lost (same query text:
+    /// follow it), or another job's (then a fresh id).
+    async fn run_once(
+        &self,
+        mut id: String,
+        sql: &str,
+        params: Vec<QueryParameter>,
+    ) -> Result<Done, Failure> {
         loop {
-            let id = if attempt == 0 {
-                job_id.to_owned()
-            } else {
-                format!("{job_id}_r{attempt}")
-            };
-            match self.run_once(&id, sql, &params).await {
-                Ok(done) => {
-                    self.bytes_processed
-                        .fetch_add(done.bytes_processed, Ordering::Relaxed);
-                    info!(job_id = %done.job_id, bytes_processed = done.bytes_processed, "BigQuery job done");
-                    return Ok(done);
-                }
-                // Calls retry their own HTTP failures; here only jobs that ran and failed.
-                Err(f @ Failure::Job { .. })
-                    if self.policy.again(&f, attempt, started.elapsed()) =>
-                {
-                    let wait = self.policy.backoff(attempt);
-                    warn!(job_id = %id, error = %f, wait_seconds = wait.as_secs_f64(), "BigQuery job failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
+            let job = self.query_job(&id, sql, params.clone());
+            match self
+                .call(|| self.client.job().insert(&self.project, job.clone()))
+                .await
+            {
+                Ok(_) => break,
+                Err(Failure::Http { code: 409, .. }) => {
+                    let existing = self.get_job(&id).await?;
+                    let text = existing
+                        .configuration
+                        .and_then(|c| c.query)
+                        .map(|q| q.query);
+                    if text.as_deref() == Some(sql) {
+                        debug!(job_id = %id, "job exists already: an earlier try of this insert; following it");
+                        break;
+                    }
+                    let fresh = format!("{id}_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+                    warn!(job_id = %id, fresh_id = %fresh, "job id taken by another job; using a fresh one");
+                    id = fresh;
                 }
                 Err(f) => return Err(f),
             }
         }
+        self.wait(&id).await
     }
 
-    async fn run_once(&self, job_id: &str, sql: &str, params: &[Value]) -> Result<Done, Failure> {
-        let mut query = json!({ "query": sql, "useLegacySql": false });
-        if !params.is_empty() {
-            query["parameterMode"] = "NAMED".into();
-            query["queryParameters"] = Value::Array(params.to_vec());
-        }
-        let job: Job = serde_json::from_value(json!({
-            "jobReference": { "projectId": self.project, "jobId": job_id },
-            "configuration": { "query": query },
-        }))
-        .expect("a well-formed job");
-        let inserted = self
-            .call(|| self.client.job().insert(&self.project, job.clone()))
-            .await;
-        let location = match inserted {
-            Ok(job) => job.job_reference.and_then(|r| r.location),
-            // The job exists already: an earlier try of this very insert got through.
-            Err(Failure::Http { code: 409, .. }) => None,
-            Err(f) => return Err(f),
+    /// The typed request of a query job, in the dataset's location.
+    fn query_job(&self, id: &str, sql: &str, params: Vec<QueryParameter>) -> Job {
+        let query = JobConfigurationQuery {
+            query: sql.to_owned(),
+            use_legacy_sql: Some(false),
+            parameter_mode: (!params.is_empty()).then(|| "NAMED".to_owned()),
+            query_parameters: (!params.is_empty()).then_some(params),
+            ..Default::default()
         };
-        self.wait(job_id, location).await
+        Job {
+            job_reference: Some(JobReference {
+                project_id: Some(self.project.clone()),
+                job_id: Some(id.to_owned()),
+                location: self.location.clone(),
+            }),
+            configuration: Some(JobConfiguration {
+                query: Some(query),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    async fn get_job(&self, id: &str) -> Result<Job, Failure> {
+        self.call(|| {
+            self.client
+                .job()
+                .get_job(&self.project, id, self.location.as_deref())
+        })
+        .await
     }
 
     /// Polls `jobs.get` until DONE, then checks `errorResult`.
-    async fn wait(&self, job_id: &str, location: Option<String>) -> Result<Done, Failure> {
+    async fn wait(&self, job_id: &str) -> Result<Done, Failure> {
         let mut pause = Duration::from_millis(100);
         loop {
-            let job = self
-                .call(|| {
-                    self.client
-                        .job()
-                        .get_job(&self.project, job_id, location.as_deref())
-                })
-                .await?;
-            let value = serde_json::to_value(&job).unwrap_or_default();
-            if let Some(done) = finished(job_id, &value)? {
+            let job = self.get_job(job_id).await?;
+            if let Some(done) = finished(job_id, &job)? {
                 return Ok(done);
             }
             debug!(job_id, "BigQuery job running");
@@ -173,7 +221,7 @@ impl Api {
         loop {
             let params = GetQueryResultsParameters {
                 page_token: page_token.clone(),
-                location: done.location.clone(),
+                location: self.location.clone(),
                 ..Default::default()
             };
             let page = self
@@ -183,17 +231,16 @@ impl Api {
                         .get_query_results(&self.project, &done.job_id, params.clone())
                 })
                 .await?;
-            let page = serde_json::to_value(&page).unwrap_or_default();
-            if page["jobComplete"] == false {
+            if page.job_complete == Some(false) {
                 return Err(Failure::Job {
                     job_id: done.job_id.clone(),
                     reason: "incomplete".into(),
                     message: "results asked for before the job completed".into(),
                 });
             }
-            rows.extend(cells(&page));
-            match page["pageToken"].as_str() {
-                Some(t) if !t.is_empty() => page_token = Some(t.to_owned()),
+            rows.extend(page.rows.unwrap_or_default().into_iter().map(cells));
+            match page.page_token {
+                Some(t) if !t.is_empty() => page_token = Some(t),
                 _ => return Ok(rows),
             }
         }
@@ -246,19 +293,12 @@ impl Api {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, BQError>>,
     {
-        let started = Instant::now();
-        let mut attempt = 0;
-        loop {
-            match f().await.map_err(failure) {
-                Err(e) if self.policy.again(&e, attempt, started.elapsed()) => {
-                    let wait = self.policy.backoff(attempt);
-                    warn!(error = %e, wait_seconds = wait.as_secs_f64(), "BigQuery call failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        self.policy
+            .retry(Scope::Call, |_| {
+                let call = f();
+                async move { call.await.map_err(failure) }
+            })
+            .await
     }
 }
 
@@ -276,64 +316,52 @@ fn builder() -> ClientBuilder {
 
 /// Reads a `jobs.get` answer: None while running; the job's failure if DONE with
 /// an `errorResult`; else what it processed.
-pub fn finished(job_id: &str, job: &Value) -> Result<Option<Done>, Failure> {
-    if job["status"]["state"] != "DONE" {
+pub fn finished(job_id: &str, job: &Job) -> Result<Option<Done>, Failure> {
+    let status = job.status.clone().unwrap_or_default();
+    if status.state.as_deref() != Some("DONE") {
         return Ok(None);
     }
-    if let Some(err) = job["status"]["errorResult"].as_object() {
-        let text = |k: &str| {
-            err.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
+    if let Some(err) = status.error_result {
+        let message = err.message.unwrap_or_default();
         // The first of `errors` often says more than `errorResult`.
-        let detail = job["status"]["errors"][0]["message"]
-            .as_str()
+        let detail = status
+            .errors
+            .and_then(|e| e.into_iter().next())
+            .and_then(|e| e.message)
             .unwrap_or_default();
-        let message = if detail.is_empty() || detail == text("message") {
-            text("message")
+        let message = if detail.is_empty() || detail == message {
+            message
         } else {
-            format!("{}; {detail}", text("message"))
+            format!("{message}; {detail}")
         };
         return Err(Failure::Job {
             job_id: job_id.to_owned(),
-            reason: text("reason"),
+            reason: err.reason.unwrap_or_default(),
             message,
         });
     }
-    let stats = &job["statistics"];
-    let bytes = stats["query"]["totalBytesProcessed"]
-        .as_str()
-        .or(stats["totalBytesProcessed"].as_str())
+    let stats = job.statistics.as_ref();
+    let bytes = stats
+        .and_then(|s| s.query.as_ref())
+        .and_then(|q| q.total_bytes_processed.as_deref())
+        .or(stats.and_then(|s| s.total_bytes_processed.as_deref()))
         .and_then(|b| b.parse().ok())
         .unwrap_or(0);
     Ok(Some(Done {
         job_id: job_id.to_owned(),
-        location: job["jobReference"]["location"].as_str().map(str::to_owned),
         bytes_processed: bytes,
     }))
 }
 
-fn cells(page: &Value) -> Vec<Vec<Cell>> {
-    page["rows"]
-        .as_array()
-        .map(|rows| {
-            rows.iter()
-                .map(|row| {
-                    row["f"]
-                        .as_array()
-                        .map(|cells| {
-                            cells
-                                .iter()
-                                .map(|c| c["v"].as_str().map(str::to_owned))
-                                .collect()
-                        })
-                        .unwrap_or_default()
-                })
-                .collect()
-        })
+fn cells(row: TableRow) -> Vec<Cell> {
+    row.columns
         .unwrap_or_default()
+        .into_iter()
+        .map(|c| match c.value {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        })
+        .collect()
 }
 
 fn failure(e: BQError) -> Failure {

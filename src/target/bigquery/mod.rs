@@ -10,7 +10,7 @@ mod retry;
 mod sql;
 mod stage;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context, Result};
 use async_trait::async_trait;
@@ -19,14 +19,13 @@ use serde_json::{Value, json};
 use tracing::warn;
 
 use self::api::Api;
-use self::sql::{Bounds, Names, Partitioning, Stage};
+use self::sql::{Bounds, Names, Reach, Script, Stage, TimeColumn};
 use super::schema::{self, Table};
-use super::{Applied, Columns, Done, RunContext, Target, ident};
+use super::{Applied, Columns, Done, Options, RunContext, Target, ident};
 use crate::error::UsageError;
 use crate::failpoint;
 use crate::pipeline::Batch;
 
-pub use self::api::finished;
 pub use self::retry::Failure;
 
 pub struct BigQuery {
@@ -35,16 +34,16 @@ pub struct BigQuery {
     columns: Columns,
     /// How far before the earliest status time the MERGE still reads partitions.
     lookback: chrono::Duration,
+    /// The write-time column of streamed rows, and the zone of its local times.
+    streamed_at: String,
+    timezone: chrono_tz::Tz,
+    /// Batches applied so far by this process (backfill chunks): part of every job id.
+    applies: AtomicU32,
 }
 
 impl BigQuery {
     /// `rest` is `PROJECT/DATASET[/TABLE]`.
-    pub async fn open(
-        rest: &str,
-        mut columns: Columns,
-        credentials: Option<&str>,
-        lookback: chrono::Duration,
-    ) -> Result<Self> {
+    pub async fn open(rest: &str, mut columns: Columns, options: &Options) -> Result<Self> {
         let parts: Vec<&str> = rest.split('/').collect();
         let (project, dataset) = match parts[..] {
             [p, d] | [p, d, _] if !p.is_empty() => (p, d),
@@ -65,13 +64,34 @@ impl BigQuery {
             return Err(UsageError::new(format!("{project:?} is not a valid project id")).into());
         }
         ident(dataset)?;
-        let api = Api::connect(project, credentials).await?;
+        let mut api = Api::connect(project, options.credentials.as_deref()).await?;
+        match api.locate(dataset).await {
+            Err(Failure::Http { code: 404, .. }) => {
+                return Err(UsageError::new(format!(
+                    "bigquery://{project}/{dataset}: the dataset does not exist; create it first"
+                ))
+                .into());
+            }
+            located => located?,
+        }
         Ok(BigQuery {
             api,
             dataset: dataset.to_owned(),
             columns,
-            lookback,
+            lookback: options.lookback,
+            streamed_at: options.streamed_at.clone(),
+            timezone: options.timezone,
+            applies: AtomicU32::new(0),
         })
+    }
+
+    /// Job ids are unique in the project forever: the dataset (organizations may
+    /// share a project), the run and the chunk name each batch's jobs; a step
+    /// suffix names each job.
+    fn job_prefix(&self, run_id: &str) -> String {
+        let chunk = self.applies.fetch_add(1, Ordering::Relaxed);
+        let run = run_id.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+        format!("bsp_{}_{run}_{chunk}", self.dataset)
     }
 
     fn describe(&self, table: &str) -> String {
@@ -121,16 +141,22 @@ impl BigQuery {
         }
         let partitioning = meta["timePartitioning"].as_object().map(|p| {
             match p.get("field").and_then(Value::as_str) {
-                Some(field) => Partitioning {
+                Some(field) => TimeColumn {
                     column: field.to_owned(),
                     kind: type_of(field).unwrap_or_else(|| "DATETIME".into()),
                 },
-                None => Partitioning {
+                None => TimeColumn {
                     column: "_PARTITIONTIME".into(),
                     kind: "TIMESTAMP".into(),
                 },
             }
         });
+        let streamed = type_of(&self.streamed_at)
+            .filter(|kind| matches!(kind.as_str(), "DATETIME" | "TIMESTAMP" | "DATE"))
+            .map(|kind| TimeColumn {
+                column: self.streamed_at.clone(),
+                kind,
+            });
         Ok(Names {
             project: self.api.project.clone(),
             dataset: self.dataset.clone(),
@@ -139,7 +165,22 @@ impl BigQuery {
             status: c.status.clone(),
             errors: type_of(&c.errors).map(|_| c.errors.clone()),
             partitioning,
+            streamed,
         })
+    }
+
+    /// Rows within the bounds that carry a key, and rows written in the future.
+    async fn rows_check(
+        &self,
+        names: &Names,
+        bounds: Bounds,
+        now: DateTime<Utc>,
+        run: &str,
+    ) -> Result<(u64, u64)> {
+        let sql = sql::rows_check_sql(names, bounds, now, self.timezone);
+        let done = self.api.run(&format!("{run}_rows"), &sql, vec![]).await?;
+        let rows = self.api.rows(&done).await?;
+        Ok((number(&rows, 0).unwrap_or(0), number(&rows, 1).unwrap_or(0)))
     }
 
     /// The lower partition bound: the earliest status time among the keys the
@@ -170,6 +211,9 @@ impl BigQuery {
             .map(|t| t - self.lookback))
     }
 }
+
+/// Rows streamed this recently may still be in BigQuery's streaming buffer.
+const STREAMING_BUFFER: chrono::Duration = chrono::Duration::minutes(90);
 
 #[async_trait]
 impl Target for BigQuery {
@@ -227,7 +271,11 @@ impl Target for BigQuery {
 
     async fn done(&self) -> Result<Done> {
         let names = self.names().await?;
-        let run = format!("bsp_done_{}", uuid::Uuid::new_v4().simple());
+        let run = format!(
+            "bsp_{}_done_{}",
+            self.dataset,
+            uuid::Uuid::new_v4().simple()
+        );
         let done = self
             .api
             .run(&run, &sql::done_files_sql(&names), vec![])
@@ -247,11 +295,7 @@ impl Target for BigQuery {
     async fn apply(&self, batch: &Batch, ctx: &RunContext) -> Result<Applied> {
         let names = self.names().await?;
         let cutoff = ctx.now - ctx.pending_ttl;
-        let run = format!(
-            "bsp_{}",
-            ctx.run_id
-                .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
-        );
+        let run = self.job_prefix(&ctx.run_id);
         if batch.files.is_empty() && batch.resolution.is_empty() && batch.dead_letters.is_empty() {
             // Nothing new: the MERGE (the run's cost) is needed only for keys still
             // waiting for a row, or to expire old ones.
@@ -278,27 +322,45 @@ impl Target for BigQuery {
             Some(_) => self.lower_bound(&names, batch, &run).await?,
             None => None,
         };
-        let script = |bounds| {
-            sql::run_script(
-                &names,
-                &stage,
-                &ctx.run_id,
-                &ctx.label,
-                ctx.now,
-                cutoff,
-                bounds,
-            )
+        let bounds = Bounds { from, before: None };
+        let (keyed, future) = self.rows_check(&names, bounds, ctx.now, &run).await?;
+        if future > 0 {
+            warn!(
+                rows = future,
+                column = self.streamed_at,
+                timezone = %self.timezone,
+                "rows of messages were written in the future: is the time zone the organization's?"
+            );
+        }
+        let reach = Reach {
+            bounds,
+            settled_before: Some(ctx.now - STREAMING_BUFFER),
+            messages: keyed > 0,
         };
-        let first = script(Bounds { from, before: None });
-        let done = match self.api.run(&format!("{run}_merge"), &first, vec![]).await {
-            Err(f) if f.is_streaming_buffer() && names.partitioning.is_some() => {
-                // Leave rows that may still be in the streaming buffer for a later run:
-                // their keys stay pending. A day covers the buffer in any time zone.
-                warn!(error = %f, "rows in the streaming buffer; updating older rows only, the rest stay pending");
-                let before = Some(ctx.now - chrono::Duration::days(1));
-                let script = script(Bounds { from, before });
+        let script = |reach| Script {
+            stage: &stage,
+            run_id: &ctx.run_id,
+            label: &ctx.label,
+            now: ctx.now,
+            cutoff,
+            reach,
+            tz: self.timezone,
+        };
+        let merge = sql::run_script(&names, &script(reach));
+        let done = match self.api.run(&format!("{run}_merge"), &merge, vec![]).await {
+            Err(f) if f.is_streaming_buffer() => {
+                // No write-time column (or a wrong zone) let the MERGE reach the
+                // buffer: keep the batch pending and the books; a later run retries.
+                warn!(error = %f, "BigQuery refused the MERGE for rows in the streaming buffer; the keys stay pending for a later run (is --streamed-at-column right?)");
+                let books = sql::run_script(
+                    &names,
+                    &script(Reach {
+                        messages: false,
+                        ..reach
+                    }),
+                );
                 self.api
-                    .run(&format!("{run}_merge_sb"), &script, vec![])
+                    .run(&format!("{run}_books"), &books, vec![])
                     .await?
             }
             other => other?,
@@ -307,6 +369,15 @@ impl Target for BigQuery {
         let bytes = self.api.bytes_processed.load(Ordering::Relaxed) - bytes_before;
         let rows = self.api.rows(&done).await?;
         let count = |i| number(&rows, i).unwrap_or(0);
+        if keyed == 0 && count(2) > 0 {
+            warn!(
+                keys_waiting = count(2),
+                column = names.key,
+                "no row of {} within the MERGE's bounds has a {}: the MERGE was skipped; whoever streams messages must fill it (README, \"The key column\")",
+                self.describe(&names.messages),
+                names.key
+            );
+        }
         Ok(Applied {
             rows_updated: count(0),
             expired: count(1),

@@ -3,16 +3,17 @@
 //! query parameters or staged tables.
 
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 
 use crate::callback::Reason;
-use crate::resolve::beats_sql;
+use crate::resolve::{beats_sql, best_first_sql};
 use crate::status::{Status, rank_sql};
 use crate::target::schema;
 
-/// How the messages table is partitioned, as far as the bounds need to know.
+/// A time column of messages: the partition column (`_PARTITIONTIME` for
+/// ingestion-time partitioning) or the write-time column.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Partitioning {
-    /// The partition column; `_PARTITIONTIME` for ingestion-time partitioning.
+pub struct TimeColumn {
     pub column: String,
     /// Its type: DATETIME, TIMESTAMP or DATE.
     pub kind: String,
@@ -28,7 +29,9 @@ pub struct Names {
     pub status: String,
     /// The errors column, if the table has it.
     pub errors: Option<String>,
-    pub partitioning: Option<Partitioning>,
+    pub partitioning: Option<TimeColumn>,
+    /// The write-time column of streamed rows, if the table has it.
+    pub streamed: Option<TimeColumn>,
 }
 
 impl Names {
@@ -50,16 +53,79 @@ pub struct Stage {
 pub struct Bounds {
     /// Rows before this are not read (derived from the batch and the lookback).
     pub from: Option<DateTime<Utc>>,
-    /// Rows from this on are not touched (the streaming-buffer fallback).
+    /// Rows from this on are not read.
     pub before: Option<DateTime<Utc>>,
 }
 
-fn literal(kind: &str, t: DateTime<Utc>) -> String {
+/// What one run's script may do to messages.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reach {
+    pub bounds: Bounds,
+    /// Rows written from this time on may be in the streaming buffer: no DML
+    /// touches them and they do not count as a key's row yet.
+    pub settled_before: Option<DateTime<Utc>>,
+    /// Whether to update messages at all (else only pending and the books).
+    pub messages: bool,
+}
+
+/// A literal of the column's type; DATETIME and DATE columns hold local times
+/// of `tz` (Glific writes them in the organization's zone).
+pub fn literal_in(kind: &str, t: DateTime<Utc>, tz: Tz) -> String {
+    let local = t.with_timezone(&tz);
     match kind {
-        "DATE" => format!("DATE '{}'", t.format("%Y-%m-%d")),
+        "DATE" => format!("DATE '{}'", local.format("%Y-%m-%d")),
         "TIMESTAMP" => format!("TIMESTAMP '{}+00'", t.format("%Y-%m-%d %H:%M:%S")),
-        _ => format!("DATETIME '{}'", t.format("%Y-%m-%d %H:%M:%S")),
+        _ => format!("DATETIME '{}'", local.format("%Y-%m-%d %H:%M:%S")),
     }
+}
+
+/// Partition bounds are computed in UTC (the lookback's slack covers any zone).
+fn literal(kind: &str, t: DateTime<Utc>) -> String {
+    literal_in(kind, t, Tz::UTC)
+}
+
+/// `AND` rows that are out of the streaming buffer (a NULL write time was never streamed).
+fn settled_sql(n: &Names, r: &Reach, tz: Tz) -> String {
+    match (&n.streamed, r.settled_before) {
+        (Some(c), Some(t)) => format!(
+            " AND (T.{col} IS NULL OR T.{col} < {lit})",
+            col = c.column,
+            lit = literal_in(&c.kind, t, tz)
+        ),
+        _ => String::new(),
+    }
+}
+
+/// `AND` rows that may be in the streaming buffer; nothing matches without a write time.
+fn buffered_sql(n: &Names, r: &Reach, tz: Tz) -> Option<String> {
+    match (&n.streamed, r.settled_before) {
+        (Some(c), Some(t)) => Some(format!(
+            " AND T.{} >= {}",
+            c.column,
+            literal_in(&c.kind, t, tz)
+        )),
+        _ => None,
+    }
+}
+
+/// Before the MERGE: how many rows within the bounds carry a key at all (none
+/// means nobody fills the key column yet), and how many claim a write time
+/// later than `now` (a sign of a wrong time zone).
+pub fn rows_check_sql(n: &Names, b: Bounds, now: DateTime<Utc>, tz: Tz) -> String {
+    let future = match &n.streamed {
+        Some(c) => format!(
+            "COUNTIF(T.{} > {})",
+            c.column,
+            literal_in(&c.kind, now + chrono::Duration::minutes(5), tz)
+        ),
+        None => "0".into(),
+    };
+    format!(
+        "SELECT COUNTIF(T.{key} IS NOT NULL), {future} FROM {messages} T WHERE TRUE{bounds}",
+        key = n.key,
+        messages = n.table(&n.messages),
+        bounds = bounds_sql(n, b),
+    )
 }
 
 fn timestamp(t: DateTime<Utc>) -> String {
@@ -112,26 +178,94 @@ pub fn done_files_sql(n: &Names) -> String {
     )
 }
 
+/// One row per key, the best by the rank rule: a MERGE may match each target
+/// row with one source row only, so no staged or pending duplicate (a re-sent
+/// insert, an overlapping run) can ever stick the target.
+fn best_per_key(table: &str, columns: &str) -> String {
+    format!(
+        "(SELECT {columns} FROM (SELECT {columns}, ROW_NUMBER() OVER (PARTITION BY bsp_message_id \
+         ORDER BY {}) AS best FROM {table}) WHERE best = 1)",
+        best_first_sql()
+    )
+}
+
+/// One run's script: where it stages, who it is, when, and what it may touch.
+#[derive(Debug, Clone, Copy)]
+pub struct Script<'a> {
+    pub stage: &'a Stage,
+    pub run_id: &'a str,
+    pub label: &'a str,
+    pub now: DateTime<Utc>,
+    /// Keys first seen before this expire.
+    pub cutoff: DateTime<Utc>,
+    pub reach: Reach,
+    /// The zone of the write-time column's local times.
+    pub tz: Tz,
+}
+
 /// The run as one transaction: fold the staged batch into pending, update every
-/// copy under the rank guard, mark matches, expire, keep dead letters, mark files
-/// done. Its last statement returns (rows_updated, expired, pending).
-pub fn run_script(
-    n: &Names,
-    stage: &Stage,
-    run_id: &str,
-    label: &str,
-    now: DateTime<Utc>,
-    cutoff: DateTime<Utc>,
-    b: Bounds,
-) -> String {
+/// settled copy under the rank guard, mark keys whose rows are all settled as
+/// found, expire, keep dead letters, mark files done. Its last statement returns
+/// (rows_updated, expired, pending).
+pub fn run_script(n: &Names, r: &Script) -> String {
     let pending = n.table(schema::PENDING.name);
     let dead = n.table(schema::DEAD_LETTERS.name);
     let files = n.table(schema::FILES.name);
+    let now_ts = timestamp(r.now);
+    let cutoff_ts = timestamp(r.cutoff);
+    let (run_id, label) = (r.run_id, r.label);
+    let expired_reason = Reason::PendingExpired.as_str();
+    let resolved = "bsp_message_id, bsp_status, status_at, error_code, errors_note";
+    let stage_pending = best_per_key(&n.table(&r.stage.pending), resolved);
+    let stage_dead = n.table(&r.stage.dead_letters);
+    let stage_files = n.table(&r.stage.files);
+    let messages = if r.reach.messages {
+        messages_sql(n, r)
+    } else {
+        String::new()
+    };
+    format!(
+        "DECLARE updated INT64 DEFAULT 0;
+DECLARE expired INT64 DEFAULT 0;
+BEGIN TRANSACTION;
+MERGE {pending} P USING {stage_pending} S ON P.bsp_message_id = S.bsp_message_id
+WHEN MATCHED AND {beats} THEN UPDATE SET bsp_status = S.bsp_status, status_at = S.status_at,
+  error_code = S.error_code, errors_note = S.errors_note
+WHEN NOT MATCHED THEN INSERT (bsp_message_id, bsp_status, status_at, error_code, errors_note, first_seen_at, matched_at)
+  VALUES (S.bsp_message_id, S.bsp_status, S.status_at, S.error_code, S.errors_note, {now_ts}, NULL);
+{messages}SET expired = (SELECT COUNT(*) FROM {pending} WHERE matched_at IS NULL AND first_seen_at < {cutoff_ts});
+INSERT INTO {dead} (run_id, file, line, reason, raw, recorded_at)
+  SELECT '{run_id}', '', 0, '{expired_reason}',
+    TO_JSON_STRING(STRUCT(bsp_message_id, bsp_status, status_at, error_code, first_seen_at)), {now_ts}
+  FROM {pending} WHERE matched_at IS NULL AND first_seen_at < {cutoff_ts};
+DELETE FROM {pending} WHERE first_seen_at < {cutoff_ts};
+INSERT INTO {dead} (run_id, file, line, reason, raw, recorded_at)
+  SELECT DISTINCT '{run_id}', D.file, D.line, D.reason, D.raw, {now_ts} FROM {stage_dead} D
+  WHERE NOT EXISTS (SELECT 1 FROM {files} F JOIN {stage_files} S
+    ON F.object_name = S.object_name AND F.generation = S.generation WHERE F.object_name = D.file);
+MERGE {files} D USING (SELECT DISTINCT object_name, generation FROM {stage_files}) F ON D.object_name = F.object_name AND D.generation = F.generation
+WHEN MATCHED THEN UPDATE SET run_id = '{label}', processed_at = {now_ts}
+WHEN NOT MATCHED THEN INSERT (object_name, generation, run_id, processed_at)
+  VALUES (F.object_name, F.generation, '{label}', {now_ts});
+COMMIT TRANSACTION;
+SELECT updated, expired, (SELECT COUNT(*) FROM {pending} WHERE matched_at IS NULL);",
+        beats = beats_sql("S", "P"),
+    )
+}
+
+/// The script's part on messages: count, MERGE every settled copy under the
+/// guard, mark keys found whose rows within the bounds are all settled.
+fn messages_sql(n: &Names, r: &Script) -> String {
+    let pending = n.table(schema::PENDING.name);
     let messages = n.table(&n.messages);
+    let merged = best_per_key(
+        &pending,
+        "bsp_message_id, bsp_status, status_at, error_code, errors_note",
+    );
     let (key, status) = (&n.key, &n.status);
-    let now_ts = timestamp(now);
-    let cutoff_ts = timestamp(cutoff);
-    let bounds = bounds_sql(n, b);
+    let now_ts = timestamp(r.now);
+    let bounds = bounds_sql(n, r.reach.bounds);
+    let settled = settled_sql(n, &r.reach, r.tz);
     let guard = format!(
         "{} < {}",
         rank_sql(&format!("T.{status}")),
@@ -144,42 +278,20 @@ pub fn run_script(
         ),
         None => String::new(),
     };
-    let expired_reason = Reason::PendingExpired.as_str();
-    let stage_pending = n.table(&stage.pending);
-    let stage_dead = n.table(&stage.dead_letters);
-    let stage_files = n.table(&stage.files);
+    let still_buffered = match buffered_sql(n, &r.reach, r.tz) {
+        Some(buffered) => format!(
+            "\n  AND bsp_message_id NOT IN (SELECT T.{key} FROM {messages} T WHERE T.{key} IS NOT NULL{bounds}{buffered})"
+        ),
+        None => String::new(),
+    };
     format!(
-        "DECLARE updated INT64 DEFAULT 0;
-DECLARE expired INT64 DEFAULT 0;
-BEGIN TRANSACTION;
-MERGE {pending} P USING {stage_pending} S ON P.bsp_message_id = S.bsp_message_id
-WHEN MATCHED AND {beats} THEN UPDATE SET bsp_status = S.bsp_status, status_at = S.status_at,
-  error_code = S.error_code, errors_note = S.errors_note
-WHEN NOT MATCHED THEN INSERT (bsp_message_id, bsp_status, status_at, error_code, errors_note, first_seen_at, matched_at)
-  VALUES (S.bsp_message_id, S.bsp_status, S.status_at, S.error_code, S.errors_note, {now_ts}, NULL);
-SET updated = (SELECT COUNT(*) FROM {messages} T JOIN {pending} S ON T.{key} = S.bsp_message_id{bounds} WHERE {guard});
-MERGE {messages} T USING (SELECT bsp_message_id, bsp_status, errors_note FROM {pending}) S
-ON T.{key} = S.bsp_message_id{bounds}
+        "SET updated = (SELECT COUNT(*) FROM {messages} T JOIN {merged} S ON T.{key} = S.bsp_message_id{bounds}{settled} WHERE {guard});
+MERGE {messages} T USING {merged} S
+ON T.{key} = S.bsp_message_id{bounds}{settled}
 WHEN MATCHED AND {guard} THEN UPDATE SET {status} = S.bsp_status{errors};
 UPDATE {pending} SET matched_at = {now_ts} WHERE matched_at IS NULL
-  AND bsp_message_id IN (SELECT T.{key} FROM {messages} T WHERE T.{key} IS NOT NULL{bounds});
-SET expired = (SELECT COUNT(*) FROM {pending} WHERE matched_at IS NULL AND first_seen_at < {cutoff_ts});
-INSERT INTO {dead} (run_id, file, line, reason, raw, recorded_at)
-  SELECT '{run_id}', '', 0, '{expired_reason}',
-    TO_JSON_STRING(STRUCT(bsp_message_id, bsp_status, status_at, error_code, first_seen_at)), {now_ts}
-  FROM {pending} WHERE matched_at IS NULL AND first_seen_at < {cutoff_ts};
-DELETE FROM {pending} WHERE first_seen_at < {cutoff_ts};
-INSERT INTO {dead} (run_id, file, line, reason, raw, recorded_at)
-  SELECT '{run_id}', D.file, D.line, D.reason, D.raw, {now_ts} FROM {stage_dead} D
-  WHERE NOT EXISTS (SELECT 1 FROM {files} F JOIN {stage_files} S
-    ON F.object_name = S.object_name AND F.generation = S.generation WHERE F.object_name = D.file);
-MERGE {files} D USING {stage_files} F ON D.object_name = F.object_name AND D.generation = F.generation
-WHEN MATCHED THEN UPDATE SET run_id = '{label}', processed_at = {now_ts}
-WHEN NOT MATCHED THEN INSERT (object_name, generation, run_id, processed_at)
-  VALUES (F.object_name, F.generation, '{label}', {now_ts});
-COMMIT TRANSACTION;
-SELECT updated, expired, (SELECT COUNT(*) FROM {pending} WHERE matched_at IS NULL);",
-        beats = beats_sql("S", "P"),
+  AND bsp_message_id IN (SELECT T.{key} FROM {messages} T WHERE T.{key} IS NOT NULL{bounds}{settled}){still_buffered};
+"
     )
 }
 
@@ -187,7 +299,7 @@ SELECT updated, expired, (SELECT COUNT(*) FROM {pending} WHERE matched_at IS NUL
 mod tests {
     use super::*;
 
-    fn names(partitioning: Option<Partitioning>) -> Names {
+    fn names(partitioning: Option<TimeColumn>) -> Names {
         Names {
             project: "demo".into(),
             dataset: "org1".into(),
@@ -196,6 +308,10 @@ mod tests {
             status: "bsp_status".into(),
             errors: Some("errors".into()),
             partitioning,
+            streamed: Some(TimeColumn {
+                column: "bq_inserted_at".into(),
+                kind: "DATETIME".into(),
+            }),
         }
     }
 
@@ -208,34 +324,46 @@ mod tests {
     }
 
     /// The script of run "r1" at 2025-11-22T01:00Z with a week's time-to-live.
-    fn script(partitioning: Option<Partitioning>, bounds: Bounds) -> String {
+    fn script(partitioning: Option<TimeColumn>, reach: Reach, tz: Tz) -> String {
         let (now, cutoff) = (t("2025-11-22T01:00:00Z"), t("2025-11-15T01:00:00Z"));
-        run_script(
-            &names(partitioning),
-            &stage(),
-            "r1",
-            "r1",
+        let args = Script {
+            stage: &stage(),
+            run_id: "r1",
+            label: "r1",
             now,
             cutoff,
+            reach,
+            tz,
+        };
+        run_script(&names(partitioning), &args)
+    }
+
+    fn all(bounds: Bounds) -> Reach {
+        Reach {
             bounds,
-        )
+            settled_before: None,
+            messages: true,
+        }
     }
 
     fn t(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
     }
 
-    #[test]
-    fn a_partitioned_table_gets_literal_bounds_in_every_statement_that_reads_it() {
-        let p = Partitioning {
+    fn inserted_at() -> TimeColumn {
+        TimeColumn {
             column: "inserted_at".into(),
             kind: "DATETIME".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_partitioned_table_gets_literal_bounds_in_every_statement_that_reads_it() {
         let b = Bounds {
             from: Some(t("2025-10-22T00:00:00Z")),
             before: None,
         };
-        let sql = script(Some(p), b);
+        let sql = script(Some(inserted_at()), all(b), Tz::UTC);
         assert_eq!(
             sql.matches("T.inserted_at >= DATETIME '2025-10-22 00:00:00'")
                 .count(),
@@ -252,7 +380,7 @@ mod tests {
 
     #[test]
     fn the_guard_and_the_status_values_come_from_the_rank_table() {
-        let sql = script(None, Bounds::default());
+        let sql = script(None, all(Bounds::default()), Tz::UTC);
         assert!(sql.contains(&format!(
             "{} < {}",
             rank_sql("T.bsp_status"),
@@ -269,12 +397,22 @@ mod tests {
     }
 
     #[test]
-    fn the_streaming_buffer_fallback_adds_an_upper_bound_of_the_columns_type() {
+    fn every_merge_source_is_one_row_per_key_by_the_rank_rule() {
+        let sql = script(None, all(Bounds::default()), Tz::UTC);
+        let best = format!("ORDER BY {}) AS best", best_first_sql());
+        // The staged batch into pending, pending into messages, and its count.
+        assert_eq!(sql.matches(&best).count(), 3, "{sql}");
+        assert!(sql.contains("USING (SELECT DISTINCT object_name, generation FROM"));
+        assert!(sql.contains("SELECT DISTINCT '"));
+    }
+
+    #[test]
+    fn an_upper_bound_has_the_columns_type() {
         for (kind, lit) in [
             ("TIMESTAMP", "TIMESTAMP '2025-11-21 01:00:00+00'"),
             ("DATE", "DATE '2025-11-21'"),
         ] {
-            let p = Partitioning {
+            let p = TimeColumn {
                 column: "created".into(),
                 kind: kind.into(),
             };
@@ -282,8 +420,54 @@ mod tests {
                 from: None,
                 before: Some(t("2025-11-21T01:00:00Z")),
             };
-            let sql = script(Some(p), b);
+            let sql = script(Some(p), all(b), Tz::UTC);
             assert!(sql.contains(&format!("T.created < {lit}")), "{sql}");
         }
+    }
+
+    #[test]
+    fn rows_in_the_streaming_buffer_are_left_out_in_the_organizations_local_time() {
+        let reach = Reach {
+            settled_before: Some(t("2025-11-21T23:30:00Z")),
+            ..all(Bounds::default())
+        };
+        // 23:30 UTC is 05:00 the next day in Kolkata.
+        let sql = script(None, reach, chrono_tz::Asia::Kolkata);
+        let settled =
+            "(T.bq_inserted_at IS NULL OR T.bq_inserted_at < DATETIME '2025-11-22 05:00:00')";
+        // Counted, merged and marked found only when settled.
+        assert_eq!(sql.matches(settled).count(), 3, "{sql}");
+        assert!(sql.contains("NOT IN (SELECT T.bsp_message_id FROM `demo.org1.messages` T WHERE T.bsp_message_id IS NOT NULL AND T.bq_inserted_at >= DATETIME '2025-11-22 05:00:00')"), "{sql}");
+    }
+
+    #[test]
+    fn without_messages_the_script_keeps_only_pending_and_the_books() {
+        let reach = Reach {
+            messages: false,
+            ..all(Bounds::default())
+        };
+        let sql = script(None, reach, Tz::UTC);
+        assert!(!sql.contains("`demo.org1.messages`"), "{sql}");
+        assert!(sql.contains("MERGE `demo.org1.bsp_loader_pending`"));
+        assert!(sql.contains("MERGE `demo.org1.bsp_loader_files`"));
+    }
+
+    #[test]
+    fn the_rows_check_counts_keys_and_future_write_times() {
+        let sql = rows_check_sql(
+            &names(Some(inserted_at())),
+            Bounds {
+                from: Some(t("2025-10-22T00:00:00Z")),
+                before: None,
+            },
+            t("2025-11-22T01:00:00Z"),
+            chrono_tz::Asia::Kolkata,
+        );
+        assert!(sql.contains("COUNTIF(T.bsp_message_id IS NOT NULL)"));
+        assert!(
+            sql.contains("COUNTIF(T.bq_inserted_at > DATETIME '2025-11-22 06:35:00')"),
+            "{sql}"
+        );
+        assert!(sql.contains("T.inserted_at >= DATETIME '2025-10-22 00:00:00'"));
     }
 }

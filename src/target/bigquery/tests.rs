@@ -14,13 +14,14 @@ use super::*;
 use crate::pipeline::Batch;
 use crate::target::RunContext;
 
-/// (method, path, body) of each request the server saw.
-type Log = Arc<Mutex<Vec<(String, String, String)>>>;
+/// (method, path, body, query string) of a request the server saw.
+type Request = (String, String, String, String);
+type Log = Arc<Mutex<Vec<Request>>>;
 
 /// Serves `answer(method, path, body, log so far)` → (status, JSON body).
 async fn serve<F>(answer: F) -> (String, Log)
 where
-    F: Fn(&str, &str, &str, &[(String, String, String)]) -> (u16, Value) + Send + Sync + 'static,
+    F: Fn(&str, &str, &str, &[Request]) -> (u16, Value) + Send + Sync + 'static,
 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -59,17 +60,16 @@ where
                     first.next().unwrap().to_owned(),
                     first.next().unwrap().to_owned(),
                 );
-                let path = target
-                    .split('?')
-                    .next()
-                    .unwrap()
-                    .trim_start_matches("/bigquery/v2")
-                    .to_owned();
+                let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+                let (path, query) = (
+                    path.trim_start_matches("/bigquery/v2").to_owned(),
+                    query.to_owned(),
+                );
                 let body = String::from_utf8_lossy(&buf[head_end..]).into_owned();
                 let (status, reply) = {
                     let mut log = seen.lock().unwrap();
                     let reply = answer(&method, &path, &body, &log);
-                    log.push((method, path, body));
+                    log.push((method, path, body, query));
                     reply
                 };
                 let reply = reply.to_string();
@@ -91,6 +91,9 @@ async fn target(base: &str) -> BigQuery {
         dataset: "d".into(),
         columns: Columns::default(),
         lookback: chrono::Duration::days(31),
+        streamed_at: "bq_inserted_at".into(),
+        timezone: chrono_tz::Tz::UTC,
+        applies: AtomicU32::new(0),
     }
 }
 
@@ -100,6 +103,7 @@ async fn api(base: &str) -> Api {
         max_attempts: 4,
         deadline: Duration::from_secs(30),
         first_wait: Duration::from_millis(5),
+        concurrent_reruns: 5,
     };
     api
 }
@@ -163,7 +167,6 @@ async fn a_5xx_on_insert_is_retried_with_the_same_job_id_and_the_job_followed_to
     let done = run_merge(&base).await.unwrap();
     assert_eq!(done.job_id, "run1_merge");
     assert_eq!(done.bytes_processed, 1_048_576);
-    assert_eq!(done.location.as_deref(), Some("asia-south1"));
     assert_eq!(
         inserted(&log),
         ["run1_merge", "run1_merge"],
@@ -173,17 +176,88 @@ async fn a_5xx_on_insert_is_retried_with_the_same_job_id_and_the_job_followed_to
     assert_eq!(polls, 3, "polled until DONE");
 }
 
+/// A job as `jobs.get` shows it, with its query text.
+fn job_with_text(id: &str, sql: &str) -> Value {
+    let mut j = job(id, "DONE", None);
+    j["configuration"] = json!({ "query": { "query": sql, "useLegacySql": false } });
+    j
+}
+
 #[tokio::test]
-async fn a_409_on_a_repeated_job_id_means_the_job_exists_and_is_followed_not_rerun() {
+async fn a_409_for_this_inserts_own_earlier_try_is_followed_not_rerun() {
     let (base, log) = serve(|method, path, _, _| match (method, path) {
         ("POST", _) => http_error(409, "duplicate", "Already Exists: Job p:run1_merge"),
-        ("GET", p) => (200, job(p.rsplit('/').next().unwrap(), "DONE", None)),
+        ("GET", p) => (
+            200,
+            job_with_text(p.rsplit('/').next().unwrap(), "SELECT 1"),
+        ),
         _ => (404, json!({})),
     })
     .await;
     let done = run_merge(&base).await.unwrap();
     assert_eq!(done.job_id, "run1_merge");
     assert_eq!(inserted(&log).len(), 1);
+}
+
+#[tokio::test]
+async fn a_409_for_another_jobs_id_gets_a_fresh_id_and_runs() {
+    // "run1_merge" was taken by another job (other text); a fresh id is free.
+    let (base, log) = serve(|method, path, body, _| match (method, path) {
+        ("POST", _) if job_id_of(body) == "run1_merge" => {
+            http_error(409, "duplicate", "Already Exists: Job p:run1_merge")
+        }
+        ("POST", _) => (200, job(&job_id_of(body), "RUNNING", None)),
+        ("GET", "/projects/p/jobs/run1_merge") => (200, job_with_text("run1_merge", "SELECT 2")),
+        ("GET", p) => (
+            200,
+            job_with_text(p.rsplit('/').next().unwrap(), "SELECT 1"),
+        ),
+        _ => (404, json!({})),
+    })
+    .await;
+    let done = run_merge(&base).await.unwrap();
+    let ids = inserted(&log);
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids[1].starts_with("run1_merge_") && ids[1] != "run1_merge");
+    assert_eq!(
+        done.job_id, ids[1],
+        "the fresh job's own result, not the other's"
+    );
+}
+
+#[tokio::test]
+async fn every_job_call_names_the_datasets_location() {
+    let (base, log) = serve(|method, path, body, _| match (method, path) {
+        ("GET", "/projects/p/datasets/d") => (
+            200,
+            json!({ "datasetReference": { "projectId": "p", "datasetId": "d" }, "location": "asia-south1" }),
+        ),
+        ("POST", "/projects/p/jobs") => (200, job(&job_id_of(body), "RUNNING", None)),
+        ("GET", p) if p.starts_with("/projects/p/jobs/") => {
+            (200, job(p.rsplit('/').next().unwrap(), "DONE", None))
+        }
+        ("GET", p) if p.starts_with("/projects/p/queries/") => {
+            (200, json!({ "jobComplete": true, "rows": [{ "f": [{ "v": "1" }] }] }))
+        }
+        _ => (404, json!({})),
+    })
+    .await;
+    let mut api = api(&base).await;
+    api.locate("d").await.unwrap();
+    let done = api.run("j", "SELECT 1", vec![]).await.unwrap();
+    api.rows(&done).await.unwrap();
+    let log = log.lock().unwrap();
+    let insert: Value = serde_json::from_str(&log[1].2).unwrap();
+    assert_eq!(insert["jobReference"]["location"], "asia-south1");
+    let reads: Vec<_> = log
+        .iter()
+        .filter(|r| r.0 == "GET" && r.1 != "/projects/p/datasets/d")
+        .collect();
+    assert_eq!(reads.len(), 2);
+    assert!(
+        reads.iter().all(|r| r.3.contains("location=asia-south1")),
+        "{reads:?}"
+    );
 }
 
 #[tokio::test]
@@ -210,6 +284,7 @@ async fn a_job_that_fails_transiently_runs_again_under_a_new_id_and_errors_are_n
     .await;
     let done = run_merge(&base).await.unwrap();
     assert_eq!(done.job_id, "run1_merge_r2");
+    // Both failures were retried: the transient one and the concurrent-update abort.
     assert_eq!(
         inserted(&log),
         ["run1_merge", "run1_merge_r1", "run1_merge_r2"]
@@ -250,7 +325,6 @@ async fn results_of_an_incomplete_job_are_not_success_and_pages_are_followed() {
     .await;
     let done = api::Done {
         job_id: "j".into(),
-        location: None,
         bytes_processed: 0,
     };
     assert!(api(&base).await.rows(&done).await.is_err());
@@ -287,15 +361,15 @@ async fn an_unreachable_endpoint_fails_after_bounded_retries() {
     assert!(matches!(err, Failure::Transport(_)), "{err}");
 }
 
-/// A whole run whose MERGE meets the streaming buffer: the run still succeeds,
-/// retried with an upper bound so recent rows (and their keys) wait for later.
+/// A whole run whose MERGE meets the streaming buffer anyway (a wrong write-time
+/// column or zone): the run still succeeds, its keys stay pending and its files done.
 #[tokio::test]
-async fn the_streaming_buffer_rejection_leaves_recent_rows_pending_instead_of_failing() {
+async fn a_streaming_buffer_refusal_keeps_the_keys_pending_and_the_run_succeeds() {
     let messages = json!({
         "tableReference": { "projectId": "p", "datasetId": "d", "tableId": "messages" },
         "schema": { "fields": [
             { "name": "bsp_message_id", "type": "STRING" }, { "name": "bsp_status", "type": "STRING" },
-            { "name": "inserted_at", "type": "DATETIME" } ] },
+            { "name": "inserted_at", "type": "DATETIME" }, { "name": "bq_inserted_at", "type": "DATETIME" } ] },
         "timePartitioning": { "type": "MONTH", "field": "inserted_at" },
     });
     let (base, log) = serve(move |method, path, body, _| match (method, path) {
@@ -310,8 +384,11 @@ async fn the_streaming_buffer_rejection_leaves_recent_rows_pending_instead_of_fa
         ("GET", p) if p.starts_with("/projects/p/queries/") && p.ends_with("_bounds") => {
             (200, json!({ "jobComplete": true, "rows": [{ "f": [{ "v": null }] }] }))
         }
+        ("GET", p) if p.starts_with("/projects/p/queries/") && p.ends_with("_rows") => {
+            (200, json!({ "jobComplete": true, "rows": [{ "f": [{ "v": "5" }, { "v": "0" }] }] }))
+        }
         ("GET", p) if p.starts_with("/projects/p/queries/") => {
-            (200, json!({ "jobComplete": true, "rows": [{ "f": [{ "v": "3" }, { "v": "0" }, { "v": "2" }] }] }))
+            (200, json!({ "jobComplete": true, "rows": [{ "f": [{ "v": "0" }, { "v": "0" }, { "v": "1" }] }] }))
         }
         _ => (404, json!({ "error": { "code": 404, "message": "no", "errors": [] } })),
     })
@@ -334,39 +411,37 @@ async fn the_streaming_buffer_rejection_leaves_recent_rows_pending_instead_of_fa
         pending_ttl: chrono::Duration::days(7),
     };
     let applied = bq.apply(&batch, &ctx).await.unwrap();
-    assert_eq!((applied.rows_updated, applied.pending), (3, 2));
-    let jobs: Vec<_> = log
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|r| format!("{} {}", r.0, r.1))
-        .collect();
-    assert_eq!(applied.bytes_processed, 3 * 1_048_576, "{jobs:#?}");
+    assert_eq!((applied.rows_updated, applied.pending), (0, 1));
 
     let log = log.lock().unwrap();
-    let scripts: Vec<Value> = log
+    let scripts: Vec<String> = log
         .iter()
         .filter(|r| r.0 == "POST" && r.1 == "/projects/p/jobs")
-        .map(|r| serde_json::from_str(&r.2).unwrap())
-        .filter(|j: &Value| {
-            j["jobReference"]["jobId"]
+        .map(|r| serde_json::from_str::<Value>(&r.2).unwrap())
+        .filter(|j| {
+            j["configuration"]["query"]["query"]
                 .as_str()
                 .unwrap()
-                .contains("_merge")
+                .contains("BEGIN TRANSACTION")
+        })
+        .map(|j| {
+            j["configuration"]["query"]["query"]
+                .as_str()
+                .unwrap()
+                .to_owned()
         })
         .collect();
     assert_eq!(scripts.len(), 2);
-    let retry_sql = scripts[1]["configuration"]["query"]["query"]
-        .as_str()
-        .unwrap();
+    // The MERGE left recent rows out, bounded as the lookback says …
     assert!(
-        retry_sql.contains("T.inserted_at < DATETIME '2025-11-21 12:00:00'"),
-        "{retry_sql}"
+        scripts[0].contains("T.bq_inserted_at < DATETIME '2025-11-22 10:30:00'"),
+        "{}",
+        scripts[0]
     );
-    assert!(
-        retry_sql.contains("T.inserted_at >= DATETIME '2025-10-22 01:00:00'"),
-        "{retry_sql}"
-    );
+    assert!(scripts[0].contains("T.inserted_at >= DATETIME '2025-10-22 01:00:00'"));
+    // … and the fallback keeps pending and the books without touching messages.
+    assert!(!scripts[1].contains("`p.d.messages`"), "{}", scripts[1]);
+    assert!(scripts[1].contains("bsp_loader_files"));
     // Values travel as parameters, never in SQL text.
     assert!(
         log.iter()
