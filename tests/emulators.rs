@@ -97,7 +97,13 @@ impl Emulators {
 
     /// A dataset whose messages table is partitioned or not, with Glific's
     /// write-time column `bq_inserted_at` or without it.
-    async fn dataset_shaped(&self, name: &str, location: &str, partitioned: bool, write_time: bool) {
+    async fn dataset_shaped(
+        &self,
+        name: &str,
+        location: &str,
+        partitioned: bool,
+        write_time: bool,
+    ) {
         self.post(
             self.bq_url("/datasets"),
             json!({ "datasetReference": { "projectId": "demo", "datasetId": name }, "location": location }),
@@ -766,6 +772,15 @@ async fn a_key_held_twice_in_the_pending_table_still_merges() {
     assert_eq!(got, want);
 }
 
+/// The status `resolve` gives key `K(n)` over every fixture.
+fn resolved(n: u32) -> Option<String> {
+    let text = std::fs::read_to_string(fixtures().join("expected/resolve.ndjson")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["bsp_message_id"] == K(n))
+        .and_then(|v| v["bsp_status"].as_str().map(str::to_owned))
+}
+
 /// Glific streams fresh copies of messages 1 and 3 ten minutes before a run at
 /// 12:00 UTC in Kolkata (17:30 local): the run leaves them alone and updates the
 /// settled rows; two hours later, the buffer flushed, the copies are corrected.
@@ -802,10 +817,12 @@ async fn fresh_copies_wait_for_the_buffer(partitioned: bool, write_time: bool) {
     let reference = settled(unique("settled")).await;
     assert!(run_at(&reference, "2025-11-22T12:00:00Z").status.success());
     let want = emu.statuses(&reference).await;
-    let status_of = |id: &str| want.iter().find(|r| r.0 == id).unwrap().1.clone();
 
     let dataset = settled(unique("buffered")).await;
-    let (day, fresh_at) = ("2025-11-22T06:30:00", write_time.then_some("2025-11-22T17:20:00"));
+    let (day, fresh_at) = (
+        "2025-11-22T06:30:00",
+        write_time.then_some("2025-11-22T17:20:00"),
+    );
     emu.stream(
         &dataset,
         vec![
@@ -833,13 +850,17 @@ async fn fresh_copies_wait_for_the_buffer(partitioned: bool, write_time: bool) {
     expected.sort();
     let mut got = emu.statuses(&dataset).await;
     got.sort();
-    assert_eq!(got, expected, "settled rows updated, fresh copies untouched");
+    assert_eq!(
+        got, expected,
+        "settled rows updated, fresh copies untouched"
+    );
 
     emu.flush(&dataset).await;
     let later = run_at(&dataset, "2025-11-22T14:00:00Z");
     assert!(later.status.success(), "{}", stderr(&later));
     let mut expected = want.clone();
-    expected.extend([("1".into(), status_of("1")), ("3".into(), status_of("3"))]);
+    // A copy with no status of its own takes the resolved one, whatever older copies hold.
+    expected.extend([("1".into(), resolved(1)), ("3".into(), resolved(3))]);
     expected.sort();
     let mut got = emu.statuses(&dataset).await;
     got.sort();
@@ -859,4 +880,104 @@ async fn fresh_copies_in_an_unpartitioned_table_are_left_alone_then_corrected() 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_table_without_a_write_time_column_never_fails_for_the_buffer() {
     fresh_copies_wait_for_the_buffer(true, false).await;
+}
+
+/// The WARNING records of a run's log.
+fn warnings(out: &std::process::Output) -> Vec<Value> {
+    stderr(out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["severity"] == "WARNING")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_without_keys_skip_the_merge_with_one_warning() {
+    let emu = emulators();
+    let bucket = unique("nokeys").replace('_', "-");
+    emu.bucket(&bucket).await;
+    emu.upload(&bucket, &FIXTURE_FILES).await;
+    let dataset = unique("nokeys");
+    emu.dataset(&dataset).await;
+    // Glific's rows as streamed today: no Gupshup id.
+    let rows: Vec<_> = seed()
+        .into_iter()
+        .map(|(id, _, s, at)| (id, None, s, at))
+        .collect();
+    emu.rows(&dataset, &rows).await;
+    let out = bq_run(&bucket, &dataset, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let warned = warnings(&out);
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    let waiting = summary(&out)["pending"].as_u64().unwrap();
+    assert!(waiting > 0);
+    assert_eq!(
+        warned[0]["keys_waiting"].as_u64(),
+        Some(waiting),
+        "{warned:#?}"
+    );
+    let merges = emu
+        .jobs(&dataset)
+        .await
+        .into_iter()
+        .filter(|j| {
+            j["query"]
+                .as_str()
+                .unwrap_or("")
+                .contains(&format!("MERGE `demo.{dataset}.messages`"))
+        })
+        .count();
+    assert_eq!(merges, 0, "no MERGE that can match nothing");
+    assert_eq!(
+        emu.bookkeeping(&dataset).await[0][0].as_deref(),
+        Some("6"),
+        "files done"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn write_times_in_the_future_warn_of_a_wrong_time_zone() {
+    let emu = emulators();
+    let bucket = unique("future").replace('_', "-");
+    emu.bucket(&bucket).await;
+    emu.upload(&bucket, &FIXTURE_FILES[..1]).await;
+    let dataset = unique("future");
+    emu.dataset(&dataset).await;
+    // Written at 17:20 Kolkata time; the run, told nothing of the zone, reads it as UTC.
+    let day = "2025-11-22T06:30:00";
+    emu.stream(
+        &dataset,
+        vec![message_row(
+            1,
+            Some(&K(1)),
+            None,
+            day,
+            Some("2025-11-22T17:20:00"),
+        )],
+    )
+    .await;
+    emu.flush(&dataset).await;
+    let out = bq_run(&bucket, &dataset, &[("BSP_NOW", "2025-11-22T12:00:00Z")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let warned = warnings(&out);
+    assert!(
+        warned
+            .iter()
+            .any(|w| w["message"].as_str().unwrap().contains("time zone")),
+        "{warned:#?}"
+    );
+    let right = bq_run(
+        &bucket,
+        &dataset,
+        &[
+            ("BSP_NOW", "2025-11-22T12:00:00Z"),
+            ("BSP_TIMEZONE", "Asia/Kolkata"),
+        ],
+    );
+    assert!(right.status.success());
+    assert!(
+        warnings(&right)
+            .iter()
+            .all(|w| !w["message"].as_str().unwrap().contains("time zone"))
+    );
 }
