@@ -227,7 +227,39 @@ pub fn parse_timezone(text: &str) -> Result<chrono_tz::Tz, String> {
         .map_err(|_| format!("{text:?} is not an IANA time zone name (e.g. Asia/Kolkata, UTC)"))
 }
 
-/// `7d`, `36h`, `90m`, `45s`.
+/// The `--log-format` a command line asks for, read without clap (which refused
+/// the line): the flag, else `BSP_LOG_FORMAT`, else auto.
+pub fn log_format_hint(args: impl IntoIterator<Item = String>) -> LogFormat {
+    use clap::ValueEnum;
+    let args: Vec<String> = args.into_iter().collect();
+    let flag = args
+        .iter()
+        .enumerate()
+        .find_map(|(i, a)| match a.strip_prefix("--log-format") {
+            Some(rest) if rest.starts_with('=') => Some(rest[1..].to_owned()),
+            Some("") => args.get(i + 1).cloned(),
+            _ => None,
+        });
+    flag.or_else(|| std::env::var("BSP_LOG_FORMAT").ok())
+        .and_then(|f| LogFormat::from_str(&f, true).ok())
+        .unwrap_or(LogFormat::Auto)
+}
+
+/// clap's message up to its usage block, in one line without the `error:` prefix.
+pub fn one_line(rendered: &str) -> String {
+    let head = rendered.split("\n\n").next().unwrap_or(rendered);
+    let words: Vec<&str> = head.split_whitespace().collect();
+    let line = words.join(" ");
+    line.strip_prefix("error: ")
+        .map(str::to_owned)
+        .unwrap_or(line)
+}
+
+/// Longest duration accepted: nothing this job waits for or looks back over is
+/// older, and larger values would overflow time arithmetic.
+const MAX_DURATION_DAYS: i64 = 3650;
+
+/// `7d`, `36h`, `90m`, `45s`; at most 3650 days.
 pub fn parse_duration(text: &str) -> Result<chrono::Duration, String> {
     let unit_at = text
         .find(|c: char| !c.is_ascii_digit())
@@ -236,13 +268,17 @@ pub fn parse_duration(text: &str) -> Result<chrono::Duration, String> {
     let n: i64 = number
         .parse()
         .map_err(|_| format!("{text:?}: expected a number and d, h, m or s"))?;
-    match unit {
-        "d" => Ok(chrono::Duration::days(n)),
-        "h" => Ok(chrono::Duration::hours(n)),
-        "m" => Ok(chrono::Duration::minutes(n)),
-        "s" | "" => Ok(chrono::Duration::seconds(n)),
-        _ => Err(format!("{text:?}: the unit must be d, h, m or s")),
-    }
+    let unit_seconds = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" | "" => 1,
+        _ => return Err(format!("{text:?}: the unit must be d, h, m or s")),
+    };
+    n.checked_mul(unit_seconds)
+        .filter(|&s| s <= MAX_DURATION_DAYS * 86_400)
+        .map(chrono::Duration::seconds)
+        .ok_or_else(|| format!("{text:?}: at most {MAX_DURATION_DAYS} days"))
 }
 
 #[cfg(test)]
@@ -261,6 +297,15 @@ mod tests {
         assert_eq!(parse_duration("90m"), Ok(chrono::Duration::minutes(90)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("3w").is_err());
+        assert_eq!(parse_duration("3650d"), Ok(chrono::Duration::days(3650)));
+        for absurd in [
+            "3651d",
+            "100000000d",
+            "999999999999999d",
+            "99999999999999999999s",
+        ] {
+            assert!(parse_duration(absurd).is_err(), "{absurd}");
+        }
     }
 
     #[test]

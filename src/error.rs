@@ -20,6 +20,19 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// A usage error unless the folder `path` would be created in exists: a file the
+/// job writes into a missing folder is a typo, not something a rerun fixes.
+pub fn require_folder_of(path: &std::path::Path, what: &str) -> Result<(), UsageError> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => Err(UsageError::new(format!(
+            "{what} {}: the folder {} does not exist",
+            path.display(),
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 

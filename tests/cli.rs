@@ -104,6 +104,97 @@ fn usage_errors_exit_2_with_one_clear_line() {
 }
 
 #[test]
+fn every_usage_error_is_one_json_line_and_exit_2() {
+    let src = fixtures().join("callbacks");
+    let src = src.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no/such/folder");
+    let in_missing = |name: &str| missing.join(name).to_str().unwrap().to_owned();
+    let (db, db_missing) = (
+        format!("sqlite://{}", dir.path().join("x.db").display()),
+        format!("sqlite://{}", in_missing("x.db")),
+    );
+    let (output, dead) = (in_missing("out.ndjson"), in_missing("dead.ndjson"));
+    let cases: Vec<Vec<&str>> = vec![
+        vec![
+            "run",
+            "--source",
+            src,
+            "--target",
+            &db,
+            "--pending-ttl",
+            "100000000d",
+        ],
+        vec![
+            "run",
+            "--source",
+            src,
+            "--target",
+            &db,
+            "--lookback",
+            "999999999999999d",
+        ],
+        vec![
+            "run",
+            "--source",
+            src,
+            "--target",
+            &db,
+            "--pending-ttl",
+            "3651d",
+        ],
+        vec![
+            "run",
+            "--source",
+            src,
+            "--target",
+            &db_missing,
+            "--create-messages",
+        ],
+        vec!["init", "--target", &db_missing, "--create-messages"],
+        vec!["resolve", "--source", src, "--output", &output],
+        vec!["resolve", "--source", src, "--dead-letters", &dead],
+        vec![
+            "backfill",
+            "--source",
+            src,
+            "--target",
+            &db,
+            "--from",
+            "2025-11-23",
+            "--to",
+            "2025-11-22",
+        ],
+        vec!["run", "--source", src, "--target", &db, "--no-such-flag"],
+        vec!["backfill", "--source", src, "--target", &db],
+        vec!["no-such-command"],
+        vec!["resolve", "--source", src, "--memory-limit", "1"],
+    ];
+    for args in &cases {
+        let out = run(args, &[]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        let line: serde_json::Value = serde_json::from_str(err.trim_end())
+            .unwrap_or_else(|_| panic!("{args:?}: not JSON: {err}"));
+        assert_eq!(line["severity"], "ERROR", "{args:?}: {err}");
+        assert!(!missing.exists());
+    }
+    // The flag wins over the environment, and text is one line too.
+    let out = run(&["run", "--log-format", "text", "--bogus"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert!(serde_json::from_str::<serde_json::Value>(stderr(&out).trim()).is_err());
+    // Help and version are printed as clap prints them.
+    let out = run(&["run", "--help"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("--pending-ttl"));
+    let out = run(&["--version"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).starts_with("bsp-status-loader "));
+}
+
+#[test]
 fn a_broken_target_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("not-a-db.db");

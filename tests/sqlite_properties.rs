@@ -139,3 +139,60 @@ proptest! {
         }
     }
 }
+
+/// Every messages row with its `errors` note, by rowid.
+fn table_with_notes(t: &Sqlite) -> Vec<(String, Option<String>, Option<String>)> {
+    t.with_connection(|c| {
+        let mut s = c
+            .prepare("SELECT bsp_message_id, bsp_status, errors FROM messages ORDER BY rowid")
+            .unwrap();
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    })
+}
+
+/// A batch of failure reports (key, time, code).
+fn failures(reports: &[(u8, i64, i64)]) -> Batch {
+    let mut resolution = Resolution::default();
+    for &(k, t, code) in reports {
+        resolution.add(&Event {
+            key: Cow::Owned(format!("k{k}")),
+            status: Status::Error,
+            at_ms: t * 1000,
+            code: Some(code),
+        });
+    }
+    Batch {
+        resolution,
+        ..Batch::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// The note (code, time) depends only on the set of failure reports: an
+    /// earlier report arriving in a later run rewrites it.
+    #[test]
+    fn the_errors_note_does_not_depend_on_batching(
+        reports in proptest::collection::vec((0..4u8, 0..5i64, 0..4i64), 1..12),
+        split in proptest::collection::vec(0..4usize, 12),
+    ) {
+        let rows: Vec<(u8, usize)> = (0..4).map(|k| (k, 0)).collect();
+        let once = target(&rows);
+        block_on(once.apply(&failures(&reports), &ctx())).unwrap();
+
+        let runs = target(&rows);
+        for run in 0..4 {
+            let part: Vec<_> = reports
+                .iter()
+                .zip(&split)
+                .filter(|(_, r)| **r == run)
+                .map(|(e, _)| *e)
+                .collect();
+            block_on(runs.apply(&failures(&part), &ctx())).unwrap();
+        }
+        prop_assert_eq!(table_with_notes(&runs), table_with_notes(&once));
+    }
+}

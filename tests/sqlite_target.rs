@@ -332,3 +332,59 @@ fn backfill_reprocesses_its_window_and_resumes_after_an_interruption() {
         0
     );
 }
+
+#[test]
+fn a_rewritten_file_replaces_its_dead_letters_instead_of_adding_to_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = seeded_db(dir.path());
+    let src = dir.path().join("callbacks");
+    std::fs::create_dir(&src).unwrap();
+    let file = src.join("a.ndjson");
+    std::fs::write(&file, "not json\n{\"also\":\"not a callback\"}\n").unwrap();
+    let out = run_job(&src, &db, &[], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dead = "SELECT COUNT(*) FROM bsp_loader_dead_letters WHERE file = 'a.ndjson'";
+    assert_eq!(count(&db, dead), 2);
+    // A new generation: longer, so size and time both tell it apart.
+    std::fs::write(&file, "still not json at all\n").unwrap();
+    let out = run_job(&src, &db, &[], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(summary(&out)["files"], 1, "the new generation is read");
+    assert_eq!(count(&db, dead), 1, "its one dead letter replaces the two");
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM bsp_loader_dead_letters WHERE line = 1 AND raw = 'still not json at all'"
+        ),
+        1
+    );
+}
+
+#[test]
+fn column_names_match_case_insensitively_as_sqlite_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = seeded_db(dir.path());
+    let target = format!("sqlite://{}", db.display());
+    let flags = [
+        "--key-column",
+        "BSP_Message_ID",
+        "--status-column",
+        "Bsp_Status",
+        "--errors-column",
+        "ERRORS",
+    ];
+    let mut args = vec!["init", "--target", &target];
+    args.extend(flags);
+    let out = run(&args, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let src = fixtures().join("callbacks");
+    let out = run_job(&src, &db, &flags, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The errors column was found under its other spelling: failures get their note.
+    assert!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM messages WHERE bsp_status = 'error' AND errors LIKE '%bsp-status-loader%'"
+        ) > 0
+    );
+}

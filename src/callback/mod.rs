@@ -35,6 +35,8 @@ pub enum Reason {
     BadTimestamp,
     /// The file itself could not be read to the end (corrupt gzip and the like).
     UnreadableFile,
+    /// The object could not be read at all (gone, a dangling link, no permission).
+    UnreadableObject,
     /// A pending key found no row before its time-to-live ended.
     PendingExpired,
     /// The callback's app belongs to no configured organization.
@@ -51,6 +53,7 @@ impl Reason {
             Reason::MissingKey => "missing message id",
             Reason::BadTimestamp => "missing or unusable timestamp",
             Reason::UnreadableFile => "file unreadable past this line",
+            Reason::UnreadableObject => "file could not be read",
             Reason::PendingExpired => "no message row matched before the time-to-live ended",
             Reason::UnknownApp => "no organization is configured for this app",
         }

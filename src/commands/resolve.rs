@@ -7,6 +7,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::cli::ResolveArgs;
+use crate::error::require_folder_of;
 use crate::pipeline::{self, Routing};
 use crate::resolve::spill::Spill;
 use crate::resolve::{Resolved, write_row, write_rows};
@@ -15,6 +16,14 @@ use crate::source::Source;
 /// Prints the resolution sorted by key; the last stderr line is the summary.
 pub async fn resolve(args: &ResolveArgs) -> Result<()> {
     let started = std::time::Instant::now();
+    for (path, what) in [
+        (&args.output, "--output"),
+        (&args.dead_letters, "--dead-letters"),
+    ] {
+        if let Some(path) = path {
+            require_folder_of(path, what)?;
+        }
+    }
     let source = Source::open(args.source.url(None)?)?;
     let objects = source.list().await?;
     debug!(seconds = started.elapsed().as_secs_f64(), "listed");

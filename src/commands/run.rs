@@ -25,6 +25,13 @@ pub async fn run(args: &RunArgs, run_id: &str) -> Result<()> {
 
 /// A window of files, whatever the bookkeeping says.
 pub async fn backfill(args: &BackfillArgs, run_id: &str) -> Result<()> {
+    if args.from > args.to {
+        return Err(UsageError::new(format!(
+            "--from {} is after --to {}: the window would be empty",
+            args.from, args.to
+        ))
+        .into());
+    }
     execute(
         &args.run,
         run_id,

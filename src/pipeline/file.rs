@@ -116,3 +116,19 @@ pub fn parse_object(
         sink.keep(Reason::UnreadableFile, error);
     }
 }
+
+/// An object that will never be readable: one dead letter (line 0, the error as
+/// its text), counted as a file, so it is marked done and never blocks a run.
+pub fn unreadable_object(read: &mut Read, routing: &Routing, object: &ObjectRef, why: String) {
+    read.counts.files += 1;
+    let mut sink = FileSink {
+        file: &object.name,
+        line_no: 0,
+        line: &[],
+        read,
+        routing,
+        route: routing.route(None),
+        unknown_kept: false,
+    };
+    sink.keep(Reason::UnreadableObject, why);
+}

@@ -8,15 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
-use bytes::Bytes;
 use futures::StreamExt;
 use serde::Serialize;
 
 use crate::resolve::Resolution;
 use crate::resolve::spill::Spill;
-use crate::source::{ObjectRef, Source};
+use crate::source::{Fetched, ObjectRef, Source};
 
-pub use file::parse_object;
+pub use file::{parse_object, unreadable_object};
 
 /// A record that could not be used, kept with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -173,7 +172,7 @@ pub async fn read(
     // read by the workers themselves (outside the runtime object_store reads
     // inline): a hand-over per file costs more in thread wake-ups than the read.
     let (tx, rx) =
-        tokio::sync::mpsc::channel::<Vec<(ObjectRef, Option<Bytes>)>>(concurrency.max(1));
+        tokio::sync::mpsc::channel::<Vec<(ObjectRef, Option<Fetched>)>>(concurrency.max(1));
     let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
     // Set by a worker that could not read a file: the run fails, so everyone stops.
     let failed = Arc::new(AtomicBool::new(false));
@@ -197,12 +196,19 @@ pub async fn read(
                         break;
                     }
                     for (object, raw) in work {
-                        let raw = match raw {
-                            Some(raw) => raw,
+                        let fetched = match raw {
+                            Some(fetched) => fetched,
                             None => futures::executor::block_on(source.fetch(&object))
                                 .inspect_err(|_| failed.store(true, Ordering::Relaxed))?,
                         };
-                        parse_object(&mut read, &routing, &object, &raw, &mut scratch);
+                        match fetched {
+                            Fetched::Body(raw) => {
+                                parse_object(&mut read, &routing, &object, &raw, &mut scratch)
+                            }
+                            Fetched::Unreadable(why) => {
+                                unreadable_object(&mut read, &routing, &object, why)
+                            }
+                        }
                         files.push(object);
                         if let (Some(spill), Some(writer)) = (&spill, &mut writer) {
                             for batch in &mut read.batches {
@@ -243,10 +249,10 @@ pub async fn read(
             .buffer_unordered(concurrency.max(1));
         while let Some(next) = fetched.next().await {
             match next {
-                Ok((object, raw)) => {
+                Ok((object, fetched)) => {
                     on_file(&object);
                     // Waits while the workers are busy: at most `concurrency` bodies wait in memory.
-                    if tx.send(vec![(object, Some(raw))]).await.is_err() {
+                    if tx.send(vec![(object, Some(fetched))]).await.is_err() {
                         break;
                     }
                 }
@@ -260,10 +266,16 @@ pub async fn read(
     drop(tx);
     let mut total = Read::new(routing.batches);
     let mut files = Vec::new();
+    // Every worker is joined before any error is returned: a worker still running
+    // would hold the spill folder past the process's end.
     for handle in handles {
-        let (read, read_files) = handle.join().expect("parsing never panics")?;
-        total.absorb(read);
-        files.extend(read_files);
+        match handle.join().expect("parsing never panics") {
+            Ok((read, read_files)) => {
+                total.absorb(read);
+                files.extend(read_files);
+            }
+            Err(e) => failure = failure.or(Some(e)),
+        }
     }
     if let Some(e) = failure {
         return Err(e);
@@ -283,18 +295,31 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_file_gone_before_it_is_read_fails_the_read_and_names_it() {
+    async fn a_file_gone_before_it_is_read_is_one_dead_letter_and_still_done() {
         let dir = tempfile::tempdir().unwrap();
         for i in 0..40 {
             std::fs::write(dir.path().join(format!("f{i:02}.ndjson")), "{}\n").unwrap();
         }
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), dir.path().join("dangling"))
+            .unwrap();
         let source = Source::open(dir.path().to_str().unwrap()).unwrap();
         let objects = source.list().await.unwrap();
+        assert_eq!(objects.len(), 41, "a dangling link is listed too");
         std::fs::remove_file(dir.path().join("f17.ndjson")).unwrap();
         let routing = Routing::single();
-        let err = read(&source, objects, 2, &routing, None, |_| {})
+        let read = read(&source, objects, 2, &routing, None, |_| {})
             .await
-            .unwrap_err();
-        assert!(format!("{err:#}").contains("f17.ndjson"), "{err:#}");
+            .unwrap();
+        let batch = &read.batches[0];
+        assert_eq!(batch.files.len(), 41, "every object is marked done");
+        let unreadable: Vec<_> = batch
+            .dead_letters
+            .iter()
+            .filter(|d| d.reason == crate::callback::Reason::UnreadableObject.as_str())
+            .map(|d| (d.file.as_str(), d.line))
+            .collect();
+        assert_eq!(unreadable, [("dangling", 0), ("f17.ndjson", 0)]);
+        // The other 39 files' lines are read: `{}` is a dead letter of its own.
+        assert_eq!(read.counts.lines, 39);
     }
 }

@@ -4,6 +4,7 @@
 
 mod decode;
 mod inflate;
+mod local;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +14,6 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::gcp::GoogleCloudStorageBuilder;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 
@@ -29,14 +29,41 @@ pub struct ObjectRef {
     pub generation: String,
     pub size: u64,
     pub last_modified: chrono::DateTime<chrono::Utc>,
+    /// Where to read it: exactly what the listing gave, never rebuilt from `name`
+    /// (a rebuilt bucket path would be escaped a second time).
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Location {
+    Bucket(Path),
+    File(PathBuf),
+}
+
+/// An object's body, or why it will never be readable (it is dead-lettered and
+/// marked done). Errors a rerun may not meet (timeouts, 5xx) are `Err` instead.
+#[derive(Debug)]
+pub enum Fetched {
+    Body(Bytes),
+    Unreadable(String),
+}
+
+#[derive(Debug, Clone)]
+enum Store {
+    Bucket {
+        store: Arc<dyn ObjectStore>,
+        prefix: Option<Path>,
+    },
+    Folder {
+        root: PathBuf,
+        /// A single file given as the source: list only it.
+        only: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone)]
 pub struct Source {
-    store: Arc<dyn ObjectStore>,
-    prefix: Option<Path>,
-    /// A single file given as the source: list only it.
-    only: Option<Path>,
+    store: Store,
     url: String,
 }
 
@@ -49,11 +76,13 @@ impl Source {
                 return Err(UsageError::new(format!("source {url:?} names no bucket")).into());
             }
             let store = gcs(bucket)?;
-            let prefix = (!prefix.trim_matches('/').is_empty()).then(|| Path::from(prefix));
+            let prefix = prefix.trim_matches('/');
+            let prefix = (!prefix.is_empty())
+                .then(|| Path::parse(prefix))
+                .transpose()
+                .map_err(|e| UsageError::new(format!("source {url:?}: {e}")))?;
             return Ok(Source {
-                store,
-                prefix,
-                only: None,
+                store: Store::Bucket { store, prefix },
                 url: url.into(),
             });
         }
@@ -71,17 +100,13 @@ impl Source {
             .canonicalize()
             .map_err(|e| UsageError::new(format!("source {}: {e}", path.display())))?;
         let (root, only) = if path.is_file() {
-            let name = path.file_name().and_then(|n| n.to_str()).map(Path::from);
+            let name = path.file_name().map(PathBuf::from);
             (path.parent().map(PathBuf::from).unwrap_or_default(), name)
         } else {
             (path, None)
         };
-        let store = LocalFileSystem::new_with_prefix(&root)
-            .with_context(|| format!("opening {}", root.display()))?;
         Ok(Source {
-            store: Arc::new(store),
-            prefix: None,
-            only,
+            store: Store::Folder { root, only },
             url: url.into(),
         })
     }
@@ -92,41 +117,51 @@ impl Source {
 
     /// A folder on this machine (not a bucket).
     pub fn is_local(&self) -> bool {
-        !self.url.starts_with("gs://")
+        matches!(self.store, Store::Folder { .. })
     }
 
     /// Every object below the prefix, sorted by name.
     pub async fn list(&self) -> Result<Vec<ObjectRef>> {
-        let metas: Vec<_> = self
-            .store
-            .list(self.prefix.as_ref())
-            .try_collect()
-            .await
-            .with_context(|| format!("listing {}", self.url))?;
-        let mut objects: Vec<ObjectRef> = metas
-            .into_iter()
-            .filter(|m| self.only.as_ref().is_none_or(|only| &m.location == only))
-            .map(|m| ObjectRef {
-                generation: m.version.or(m.e_tag).unwrap_or_else(|| {
-                    format!("{}@{}", m.size, m.last_modified.timestamp_millis())
-                }),
-                name: m.location.to_string(),
-                size: m.size,
-                last_modified: m.last_modified,
-            })
-            .collect();
+        let mut objects = match &self.store {
+            Store::Folder { root, only } => local::list(root, only.as_deref())
+                .with_context(|| format!("listing {}", self.url))?,
+            Store::Bucket { store, prefix } => store
+                .list(prefix.as_ref())
+                .map_ok(|m| ObjectRef {
+                    generation: m.version.or(m.e_tag).unwrap_or_else(|| {
+                        format!("{}@{}", m.size, m.last_modified.timestamp_millis())
+                    }),
+                    name: m.location.to_string(),
+                    size: m.size,
+                    last_modified: m.last_modified,
+                    location: Location::Bucket(m.location),
+                })
+                .try_collect()
+                .await
+                .with_context(|| format!("listing {}", self.url))?,
+        };
         objects.sort();
         Ok(objects)
     }
 
-    pub async fn fetch(&self, object: &ObjectRef) -> Result<Bytes> {
-        let location = Path::from(object.name.as_str());
-        let got = self.store.get(&location).await;
-        let body = match got {
+    pub async fn fetch(&self, object: &ObjectRef) -> Result<Fetched> {
+        let location = match &object.location {
+            Location::File(path) => return local::read(path),
+            Location::Bucket(location) => location,
+        };
+        let Store::Bucket { store, .. } = &self.store else {
+            anyhow::bail!("{}: a bucket object in a folder source", object.name);
+        };
+        let got = match store.get(location).await {
             Ok(result) => result.bytes().await,
             Err(e) => Err(e),
         };
-        body.with_context(|| format!("reading {}", object.name))
+        match got {
+            Ok(body) => Ok(Fetched::Body(body)),
+            // Deleted since the listing: this generation will not come back.
+            Err(e @ object_store::Error::NotFound { .. }) => Ok(Fetched::Unreadable(e.to_string())),
+            Err(e) => Err(e).with_context(|| format!("reading {}", object.name)),
+        }
     }
 }
 
@@ -170,4 +205,90 @@ fn gcs(bucket: &str) -> Result<Arc<dyn ObjectStore>> {
         .build()
         .context("configuring Google Cloud Storage")?;
     Ok(Arc::new(store))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+    use proptest::prelude::*;
+
+    /// Object names a bucket holds and object_store can list: spaces, `#`, `?`,
+    /// `%`, backslashes, non-ASCII.
+    fn bucket_name() -> impl Strategy<Value = String> {
+        let segment = proptest::collection::vec(
+            prop_oneof![
+                "[a-z0-9]{1,3}",
+                Just(" ".into()),
+                Just("#".into()),
+                Just("?".into()),
+                Just("%".into()),
+                Just("%2F".into()),
+                Just("\\".into()),
+                Just("é".into()),
+                Just("नम".into()),
+                Just("+&=".into()),
+            ],
+            1..5,
+        )
+        .prop_map(|p: Vec<String>| p.concat())
+        .prop_filter("not relative", |s| s != "." && s != "..");
+        proptest::collection::vec(segment, 1..4).prop_map(|s| s.join("/"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn a_bucket_object_is_fetched_at_exactly_the_listed_path(
+            names in proptest::collection::btree_set(bucket_name(), 1..6)
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(async {
+                let store = Arc::new(InMemory::new());
+                for (i, name) in names.iter().enumerate() {
+                    // The GCS listing parses raw names as they are.
+                    let path = Path::parse(format!("pre/{name}")).unwrap();
+                    store.put(&path, format!("{i}").into()).await.unwrap();
+                }
+                let source = Source {
+                    store: Store::Bucket { store, prefix: Some(Path::parse("pre").unwrap()) },
+                    url: "gs://test/pre".into(),
+                };
+                let listed = source.list().await.unwrap();
+                prop_assert_eq!(listed.len(), names.len());
+                for object in &listed {
+                    let Location::Bucket(path) = &object.location else {
+                        panic!("a bucket lists bucket paths");
+                    };
+                    prop_assert_eq!(path.as_ref(), object.name.as_str());
+                    match source.fetch(object).await.unwrap() {
+                        Fetched::Body(body) => prop_assert!(!body.is_empty()),
+                        Fetched::Unreadable(why) => prop_assert!(false, "{}: {}", object.name, why),
+                    }
+                }
+                Ok(())
+            })?;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bucket_object_deleted_after_listing_is_unreadable_not_an_error() {
+        let store = Arc::new(InMemory::new());
+        let path = Path::parse("a b#1").unwrap();
+        store.put(&path, "x".into()).await.unwrap();
+        let source = Source {
+            store: Store::Bucket {
+                store: store.clone(),
+                prefix: None,
+            },
+            url: "gs://test".into(),
+        };
+        let listed = source.list().await.unwrap();
+        store.delete(&path).await.unwrap();
+        assert!(matches!(
+            source.fetch(&listed[0]).await.unwrap(),
+            Fetched::Unreadable(_)
+        ));
+    }
 }

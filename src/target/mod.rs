@@ -118,6 +118,7 @@ pub async fn open(url: &str, columns: Columns, options: &Options) -> Result<Box<
         if path.is_empty() {
             return Err(UsageError::new("target sqlite:// needs a file path").into());
         }
+        crate::error::require_folder_of(std::path::Path::new(path), "sqlite target")?;
         return Ok(Box::new(Sqlite::open(path, columns)?));
     }
     if let Some(rest) = url.strip_prefix("bigquery://") {

@@ -62,6 +62,11 @@ impl Sqlite {
     }
 }
 
+/// SQLite matches column names case-insensitively (ASCII), and so do we.
+fn has_column(existing: &[String], name: &str) -> bool {
+    existing.iter().any(|e| e.eq_ignore_ascii_case(name))
+}
+
 /// `CREATE TABLE` from a JSON schema. `strict`: REQUIRED becomes NOT NULL.
 fn create_sql(name: &str, fields: &[Field], primary_key: &[&str], strict: bool) -> String {
     let mut cols: Vec<String> = fields
@@ -120,7 +125,7 @@ impl Target for Sqlite {
             existing = Self::columns_of(&conn, &c.table)?;
         }
         for column in [&c.key, &c.status] {
-            if !existing.contains(column) {
+            if !has_column(&existing, column) {
                 conn.execute(
                     &format!("ALTER TABLE \"{}\" ADD COLUMN \"{column}\" TEXT", c.table),
                     [],
@@ -150,8 +155,10 @@ impl Target for Sqlite {
 
     async fn apply(&self, batch: &Batch, ctx: &RunContext) -> Result<Applied> {
         let mut conn = self.conn.lock().expect("no panics while locked");
-        let has_errors =
-            Self::columns_of(&conn, &self.columns.table)?.contains(&self.columns.errors);
+        let has_errors = has_column(
+            &Self::columns_of(&conn, &self.columns.table)?,
+            &self.columns.errors,
+        );
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .context("waiting for the target (another run holds it)")?;
@@ -210,19 +217,28 @@ fn fold_into_pending(tx: &rusqlite::Transaction, batch: &Batch, now: &str) -> Re
 
 /// Every copy of every known key, under the rank guard. Returns rows changed.
 fn update_messages(tx: &rusqlite::Transaction, c: &Columns, has_errors: bool) -> Result<u64> {
-    let errors = if has_errors {
-        format!(
-            ", \"{e}\" = CASE WHEN p.bsp_status = '{err}' THEN p.errors_note ELSE m.\"{e}\" END",
-            e = c.errors,
-            err = Status::Error.written()
+    let err = Status::Error.written();
+    // An `error` row whose note an earlier failure report changed is rewritten
+    // too: the note, like the status, depends only on the set of callbacks.
+    let (errors, note_changed) = if has_errors {
+        (
+            format!(
+                ", \"{e}\" = CASE WHEN p.bsp_status = '{err}' THEN p.errors_note ELSE m.\"{e}\" END",
+                e = c.errors,
+            ),
+            format!(
+                " OR (m.\"{s}\" = '{err}' AND p.bsp_status = '{err}' AND m.\"{e}\" IS NOT p.errors_note)",
+                s = c.status,
+                e = c.errors,
+            ),
         )
     } else {
-        String::new()
+        (String::new(), String::new())
     };
     let sql = format!(
         "UPDATE \"{t}\" AS m SET \"{s}\" = p.bsp_status{errors}
          FROM \"{p}\" AS p
-         WHERE m.\"{k}\" = p.bsp_message_id AND {old} < {new}",
+         WHERE m.\"{k}\" = p.bsp_message_id AND ({old} < {new}{note_changed})",
         t = c.table,
         s = c.status,
         k = c.key,
@@ -293,6 +309,19 @@ fn record_batch(
         if is_done.exists(params![f.name, f.generation])? {
             already.insert(&f.name);
         }
+    }
+    // Dead letters are unique per (file, line): a new generation of a file
+    // replaces those of the older one.
+    let mut forget = tx.prepare(&format!(
+        "DELETE FROM \"{}\" WHERE file = ?1",
+        schema::DEAD_LETTERS.name
+    ))?;
+    for f in batch
+        .files
+        .iter()
+        .filter(|f| !already.contains(f.name.as_str()))
+    {
+        forget.execute([&f.name])?;
     }
     let mut dead = tx.prepare(&format!(
         "INSERT INTO \"{}\" (run_id, file, line, reason, raw, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

@@ -126,7 +126,7 @@ impl BigQuery {
         let type_of = |name: &str| {
             fields
                 .iter()
-                .find(|f| f["name"] == name)
+                .find(|f| same_name(f, name))
                 .and_then(|f| f["type"].as_str())
                 .map(str::to_owned)
         };
@@ -245,7 +245,7 @@ impl Target for BigQuery {
             .unwrap_or_default();
         let missing: Vec<&String> = [&c.key, &c.status]
             .into_iter()
-            .filter(|n| !fields.iter().any(|f| f["name"] == **n))
+            .filter(|n| !fields.iter().any(|f| same_name(f, n)))
             .collect();
         if !missing.is_empty() {
             fields.extend(
@@ -416,3 +416,21 @@ fn staging_table(
 
 #[cfg(test)]
 mod tests;
+
+/// Whether a schema field is the column `name`: BigQuery column names are
+/// case-insensitive.
+fn same_name(field: &Value, name: &str) -> bool {
+    field["name"]
+        .as_str()
+        .is_some_and(|n| n.eq_ignore_ascii_case(name))
+}
+
+#[cfg(test)]
+mod name_tests {
+    #[test]
+    fn column_names_match_whatever_their_case() {
+        let field = serde_json::json!({ "name": "bsp_status", "type": "STRING" });
+        assert!(super::same_name(&field, "Bsp_Status"));
+        assert!(!super::same_name(&field, "bsp_statuses"));
+    }
+}

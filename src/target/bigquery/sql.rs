@@ -239,6 +239,9 @@ INSERT INTO {dead} (run_id, file, line, reason, raw, recorded_at)
     TO_JSON_STRING(STRUCT(bsp_message_id, bsp_status, status_at, error_code, first_seen_at)), {now_ts}
   FROM {pending} WHERE matched_at IS NULL AND first_seen_at < {cutoff_ts};
 DELETE FROM {pending} WHERE first_seen_at < {cutoff_ts};
+DELETE FROM {dead} WHERE file IN (SELECT S.object_name FROM {stage_files} S
+  WHERE NOT EXISTS (SELECT 1 FROM {files} F
+    WHERE F.object_name = S.object_name AND F.generation = S.generation));
 INSERT INTO {dead} (run_id, file, line, reason, raw, recorded_at)
   SELECT DISTINCT '{run_id}', D.file, D.line, D.reason, D.raw, {now_ts} FROM {stage_dead} D
   WHERE NOT EXISTS (SELECT 1 FROM {files} F JOIN {stage_files} S
@@ -271,12 +274,18 @@ fn messages_sql(n: &Names, r: &Script) -> String {
         rank_sql(&format!("T.{status}")),
         rank_sql("S.bsp_status")
     );
-    let errors = match &n.errors {
-        Some(e) => format!(
-            ", {e} = IF(S.bsp_status = '{}', S.errors_note, T.{e})",
-            Status::Error.written()
+    let err = Status::Error.written();
+    // An `error` row whose note an earlier failure report changed is rewritten
+    // too: the note, like the status, depends only on the set of callbacks.
+    let (errors, guard) = match &n.errors {
+        Some(e) => (
+            format!(", {e} = IF(S.bsp_status = '{err}', S.errors_note, T.{e})"),
+            format!(
+                "({guard} OR (T.{status} = '{err}' AND S.bsp_status = '{err}' \
+                 AND T.{e} IS DISTINCT FROM S.errors_note))"
+            ),
         ),
-        None => String::new(),
+        None => (String::new(), guard),
     };
     let still_buffered = match buffered_sql(n, &r.reach, r.tz) {
         Some(buffered) => format!(
@@ -387,6 +396,26 @@ mod tests {
             rank_sql("S.bsp_status")
         )));
         assert!(sql.contains("errors = IF(S.bsp_status = 'error', S.errors_note, T.errors)"));
+        // The note is rewritten when an earlier failure changes it, the count agrees.
+        let note = "OR (T.bsp_status = 'error' AND S.bsp_status = 'error' \
+                    AND T.errors IS DISTINCT FROM S.errors_note))";
+        assert_eq!(sql.matches(note).count(), 2, "{sql}");
+        assert!(sql.contains(&format!("WHEN MATCHED AND ({}", rank_sql("T.bsp_status"))));
+        let mut no_errors = names(None);
+        no_errors.errors = None;
+        let plain = run_script(
+            &no_errors,
+            &Script {
+                stage: &stage(),
+                run_id: "r1",
+                label: "r1",
+                now: t("2025-11-22T01:00:00Z"),
+                cutoff: t("2025-11-15T01:00:00Z"),
+                reach: all(Bounds::default()),
+                tz: Tz::UTC,
+            },
+        );
+        assert!(!plain.contains("IS DISTINCT FROM"));
         assert!(sql.contains(&beats_sql("S", "P")));
         assert!(!sql.contains(" >= DATETIME"), "unpartitioned: no bounds");
         assert!(
@@ -394,6 +423,19 @@ mod tests {
                 && sql.contains("BEGIN TRANSACTION;")
                 && sql.contains("COMMIT TRANSACTION;")
         );
+    }
+
+    #[test]
+    fn a_new_generation_replaces_the_dead_letters_of_the_older_one_before_the_insert() {
+        let sql = script(None, all(Bounds::default()), Tz::UTC);
+        let delete = sql
+            .find("DELETE FROM `demo.org1.bsp_loader_dead_letters` WHERE file IN (SELECT S.object_name FROM `demo.org1.s_f` S")
+            .expect("a delete of the staged files' old dead letters");
+        let insert = sql
+            .find("INSERT INTO `demo.org1.bsp_loader_dead_letters` (run_id, file, line, reason, raw, recorded_at)\n  SELECT DISTINCT 'r1', D.file")
+            .expect("the insert of the staged dead letters");
+        assert!(delete < insert, "{sql}");
+        assert!(sql[delete..insert].contains("F.generation = S.generation"));
     }
 
     #[test]
