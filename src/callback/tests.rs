@@ -442,3 +442,59 @@ mod round_trip {
         }
     }
 }
+
+#[test]
+fn a_malformed_v3_container_is_dead_lettered_alone_and_its_siblings_count() {
+    let good = |k: &str| format!(r#"{{"gs_id":"{k}","status":"sent","timestamp":"1"}}"#);
+    let change =
+        |statuses: &str| format!(r#"{{"field":"messages","value":{{"statuses":{statuses}}}}}"#);
+    let envelope =
+        |entries: &[String]| format!(r#"{{"entry":[{}],"gs_app_id":"a"}}"#, entries.join(","));
+    let entry = |changes: &[String]| format!(r#"{{"changes":[{}]}}"#, changes.join(","));
+    let cases: Vec<(String, &str)> = vec![
+        // A change that is not an object, beside a good one.
+        (
+            entry(&[change(&format!("[{}]", good("c"))), "7".into()]),
+            "7",
+        ),
+        // An entry that is not an object.
+        ("\"oops\"".into(), "\"oops\""),
+        // `statuses` that is not an array: that change alone.
+        (
+            entry(&[change("{\"gs_id\":\"x\"}")]),
+            r#"{"field":"messages","value":{"statuses":{"gs_id":"x"}}}"#,
+        ),
+        // An entry without changes.
+        (r#"{"id":"1"}"#.into(), r#"{"id":"1"}"#),
+        // A change whose value is not an object.
+        (
+            entry(&[r#"{"field":"messages","value":[1]}"#.into()]),
+            r#"{"field":"messages","value":[1]}"#,
+        ),
+        // An entry with a key twice.
+        (
+            r#"{"changes":[],"changes":[]}"#.into(),
+            r#"{"changes":[],"changes":[]}"#,
+        ),
+    ];
+    for (bad, text) in cases {
+        let line = envelope(&[
+            entry(&[change(&format!("[{}]", good("a")))]),
+            bad.clone(),
+            entry(&[change(&format!("[{}]", good("b")))]),
+        ]);
+        let c = parse(&line);
+        let keys: Vec<_> = c
+            .events
+            .iter()
+            .map(|e| e.0.as_str())
+            .filter(|k| *k != "c")
+            .collect();
+        assert_eq!(keys, ["a", "b"], "{line}");
+        assert_eq!(
+            c.dead,
+            vec![(Reason::UnknownShape, Some(text.to_owned()))],
+            "{line}"
+        );
+    }
+}
