@@ -221,9 +221,14 @@ fn bad_lines_are_dead_lettered_with_a_reason() {
         "[".repeat(100_000),
         "]".repeat(100_000)
     );
-    assert_eq!(dead_reason(&nested), Reason::NotJson);
+    assert_eq!(dead_reason(&nested), Reason::NestedTooDeeply);
     let in_body = format!(r#"{{"body":{}}}"#, serde_json::to_string(&nested).unwrap());
-    assert_eq!(dead_reason(&in_body), Reason::NotJson);
+    assert_eq!(dead_reason(&in_body), Reason::NestedTooDeeply);
+    let in_v3 = v3(&format!(r#"{{"gs_id":"k","x":{}{{}}{}}}"#, "[".repeat(200), "]".repeat(200)));
+    assert_eq!(dead_reason(&in_v3), Reason::NestedTooDeeply);
+    // Deep but broken is not JSON.
+    let broken = format!(r#"{{"a":{}1{}}}"#, "[".repeat(200), "]".repeat(199));
+    assert_eq!(dead_reason(&broken), Reason::NotJson);
     // Moderate nesting in an ignored field is fine.
     let moderate = format!(
         r#"{{"type":"message","x":{}1{}}}"#,
@@ -497,4 +502,15 @@ fn a_malformed_v3_container_is_dead_lettered_alone_and_its_siblings_count() {
             "{line}"
         );
     }
+}
+
+#[test]
+fn a_key_twice_in_the_v2_inner_payload_is_a_dead_letter_as_everywhere() {
+    let twice = v2(r#"{"id":"k","type":"failed","payload":{"code":470,"code":1002,"ts":5}}"#);
+    assert_eq!(dead_reason(&twice), Reason::UnknownShape);
+    let ts_twice = v2(r#"{"id":"k","type":"read","payload":{"ts":1585344602,"ts":1}}"#);
+    assert_eq!(dead_reason(&ts_twice), Reason::UnknownShape);
+    // An inner payload of another shape still just has no ts and no code.
+    let other = v2(r#"{"id":"k","type":"failed","payload":"x"}"#);
+    assert_eq!(one_event(&other).3, None);
 }
