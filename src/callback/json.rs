@@ -278,7 +278,8 @@ fn well_formed(text: &str) -> bool {
     };
     let mut closers = Vec::new();
     // An object's key and colon, before its value.
-    let key = |r: &mut Reader<'_>| r.peek() == Ok(b'"') && r.string().is_ok() && r.eat(b':').is_ok();
+    let key =
+        |r: &mut Reader<'_>| r.peek() == Ok(b'"') && r.string().is_ok() && r.eat(b':').is_ok();
     loop {
         // A value: open a container, or read a scalar.
         match r.peek() {

@@ -224,7 +224,11 @@ fn bad_lines_are_dead_lettered_with_a_reason() {
     assert_eq!(dead_reason(&nested), Reason::NestedTooDeeply);
     let in_body = format!(r#"{{"body":{}}}"#, serde_json::to_string(&nested).unwrap());
     assert_eq!(dead_reason(&in_body), Reason::NestedTooDeeply);
-    let in_v3 = v3(&format!(r#"{{"gs_id":"k","x":{}{{}}{}}}"#, "[".repeat(200), "]".repeat(200)));
+    let in_v3 = v3(&format!(
+        r#"{{"gs_id":"k","x":{}{{}}{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    ));
     assert_eq!(dead_reason(&in_v3), Reason::NestedTooDeeply);
     // Deep but broken is not JSON.
     let broken = format!(r#"{{"a":{}1{}}}"#, "[".repeat(200), "]".repeat(199));
