@@ -408,7 +408,13 @@ fn a_failed_run_with_a_memory_limit_leaves_no_spill_folder() {
             })
             .count()
     };
-    let args = ["resolve", "--source", src.to_str().unwrap(), "--memory-limit", "48"];
+    let args = [
+        "resolve",
+        "--source",
+        src.to_str().unwrap(),
+        "--memory-limit",
+        "48",
+    ];
     let envs = [
         ("BSP_SPILL_WORKER_BUDGET", "1"),
         ("TMPDIR", tmp.to_str().unwrap()),
