@@ -390,3 +390,42 @@ fn resolve_with_a_memory_limit_spills_and_prints_the_same() {
     let too_small = run(&["resolve", "--source", src, "--memory-limit", "8"], &[]);
     assert_eq!(too_small.status.code(), Some(2));
 }
+
+/// A run that fails (a read error a rerun may not meet: EIO here) exits 1 and
+/// leaves no spill folder behind; neither does one that succeeds.
+#[test]
+fn a_failed_run_with_a_memory_limit_leaves_no_spill_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, tmp) = (dir.path().join("src"), dir.path().join("tmp"));
+    std::fs::create_dir_all(&tmp).unwrap();
+    copy_callbacks(&src, &FIXTURE_FILES);
+    let spills = || {
+        std::fs::read_dir(&tmp)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with("bsp-spill-")
+            })
+            .count()
+    };
+    let args = [
+        "resolve",
+        "--source",
+        src.to_str().unwrap(),
+        "--memory-limit",
+        "48",
+    ];
+    let envs = [
+        ("BSP_SPILL_WORKER_BUDGET", "1"),
+        ("TMPDIR", tmp.to_str().unwrap()),
+    ];
+    let out = run(&args, &envs);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(spills(), 0);
+    // Reading /proc/self/mem at offset 0 fails with EIO: not a per-file verdict.
+    std::os::unix::fs::symlink("/proc/self/mem", src.join("zz-eio")).unwrap();
+    let out = run(&args, &envs);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("zz-eio"), "{}", stderr(&out));
+    assert_eq!(spills(), 0);
+}

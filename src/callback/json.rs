@@ -11,8 +11,10 @@ const MAX_DEPTH: usize = 128;
 /// Why a text could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Error {
-    /// Not JSON (or nested deeper than `MAX_DEPTH`).
+    /// Not JSON.
     Syntax,
+    /// JSON, but nested deeper than `MAX_DEPTH`.
+    TooDeep,
     /// Valid JSON so far, but not of the shape asked for.
     Shape,
 }
@@ -34,7 +36,11 @@ impl<'a> Reader<'a> {
             pos: 0,
             depth: 0,
         };
-        let value = read(&mut reader)?;
+        let value = match read(&mut reader) {
+            // Past the guard, tell deep JSON from broken text without recursion.
+            Err(Error::TooDeep) if !well_formed(text) => return Err(Error::Syntax),
+            other => other?,
+        };
         reader.skip_whitespace();
         if reader.pos == text.len() {
             Ok(value)
@@ -120,14 +126,14 @@ impl<'a> Reader<'a> {
                 (self.pos, self.depth) = (start, depth);
                 self.value().map(|text| (None, text))
             }
-            Err(Error::Syntax) => Err(Error::Syntax),
+            Err(e) => Err(e),
         }
     }
 
     fn nest(&mut self) -> Result<()> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            Err(Error::Syntax)
+            Err(Error::TooDeep)
         } else {
             Ok(())
         }
@@ -259,6 +265,65 @@ impl<'a> Reader<'a> {
         }
         self.pos = at;
         Ok(())
+    }
+}
+
+/// Whether `text` is one JSON document, however deeply nested: the containers
+/// are tracked on a stack instead of the call stack.
+fn well_formed(text: &str) -> bool {
+    let mut r = Reader {
+        text,
+        pos: 0,
+        depth: 0,
+    };
+    let mut closers = Vec::new();
+    // An object's key and colon, before its value.
+    let key =
+        |r: &mut Reader<'_>| r.peek() == Ok(b'"') && r.string().is_ok() && r.eat(b':').is_ok();
+    loop {
+        // A value: open a container, or read a scalar.
+        match r.peek() {
+            Ok(open @ (b'[' | b'{')) => {
+                r.pos += 1;
+                let close = if open == b'[' { b']' } else { b'}' };
+                if r.peek() == Ok(close) {
+                    r.pos += 1;
+                } else {
+                    closers.push(close);
+                    if close == b'}' && !key(&mut r) {
+                        return false;
+                    }
+                    continue;
+                }
+            }
+            Ok(_) => {
+                if r.value().is_err() {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+        // After a value: a comma and the next, or closers, or the end.
+        loop {
+            let Some(&close) = closers.last() else {
+                r.skip_whitespace();
+                return r.pos == text.len();
+            };
+            match r.peek() {
+                Ok(b',') => {
+                    r.pos += 1;
+                    if close == b'}' && !key(&mut r) {
+                        return false;
+                    }
+                    break;
+                }
+                Ok(b) if b == close => {
+                    r.pos += 1;
+                    closers.pop();
+                }
+                _ => return false,
+            }
+        }
     }
 }
 
@@ -405,6 +470,8 @@ mod tests {
             }
             let expected = serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok();
             proptest::prop_assert_eq!(valid(&text), expected, "{}", text);
+            // The check used past the depth guard agrees too.
+            proptest::prop_assert_eq!(well_formed(&text), expected, "{}", text);
         }
     }
 
@@ -415,6 +482,11 @@ mod tests {
         assert!(valid(&ok));
         assert_eq!(
             Reader::document(&deep, |r| r.value().map(drop)),
+            Err(Error::TooDeep)
+        );
+        let broken = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH));
+        assert_eq!(
+            Reader::document(&broken, |r| r.value().map(drop)),
             Err(Error::Syntax)
         );
     }

@@ -29,6 +29,8 @@ pub struct Event<'a> {
 pub enum Reason {
     NotUtf8,
     NotJson,
+    /// Valid JSON, nested deeper than the reader follows.
+    NestedTooDeeply,
     UnknownShape,
     UnknownStatus,
     MissingKey,
@@ -48,6 +50,7 @@ impl Reason {
         match self {
             Reason::NotUtf8 => "not UTF-8",
             Reason::NotJson => "not JSON",
+            Reason::NestedTooDeeply => "JSON nested too deeply",
             Reason::UnknownShape => "not a known callback shape",
             Reason::UnknownStatus => "unknown or missing status",
             Reason::MissingKey => "missing message id",
@@ -123,6 +126,7 @@ fn parse_text(text: &str, may_be_wrapped: bool, sink: &mut impl Sink) {
         Ok(()) => handle(line, may_be_wrapped, sink),
         Err(Error::Shape) => sink.dead_letter(Reason::UnknownShape, None),
         Err(Error::Syntax) => sink.dead_letter(Reason::NotJson, None),
+        Err(Error::TooDeep) => sink.dead_letter(Reason::NestedTooDeeply, None),
     }
 }
 

@@ -221,9 +221,18 @@ fn bad_lines_are_dead_lettered_with_a_reason() {
         "[".repeat(100_000),
         "]".repeat(100_000)
     );
-    assert_eq!(dead_reason(&nested), Reason::NotJson);
+    assert_eq!(dead_reason(&nested), Reason::NestedTooDeeply);
     let in_body = format!(r#"{{"body":{}}}"#, serde_json::to_string(&nested).unwrap());
-    assert_eq!(dead_reason(&in_body), Reason::NotJson);
+    assert_eq!(dead_reason(&in_body), Reason::NestedTooDeeply);
+    let in_v3 = v3(&format!(
+        r#"{{"gs_id":"k","x":{}{{}}{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    ));
+    assert_eq!(dead_reason(&in_v3), Reason::NestedTooDeeply);
+    // Deep but broken is not JSON.
+    let broken = format!(r#"{{"a":{}1{}}}"#, "[".repeat(200), "]".repeat(199));
+    assert_eq!(dead_reason(&broken), Reason::NotJson);
     // Moderate nesting in an ignored field is fine.
     let moderate = format!(
         r#"{{"type":"message","x":{}1{}}}"#,
@@ -441,4 +450,71 @@ mod round_trip {
             prop_assert_eq!(c.events, vec![(p.key.clone(), status, at_ms, code)]);
         }
     }
+}
+
+#[test]
+fn a_malformed_v3_container_is_dead_lettered_alone_and_its_siblings_count() {
+    let good = |k: &str| format!(r#"{{"gs_id":"{k}","status":"sent","timestamp":"1"}}"#);
+    let change =
+        |statuses: &str| format!(r#"{{"field":"messages","value":{{"statuses":{statuses}}}}}"#);
+    let envelope =
+        |entries: &[String]| format!(r#"{{"entry":[{}],"gs_app_id":"a"}}"#, entries.join(","));
+    let entry = |changes: &[String]| format!(r#"{{"changes":[{}]}}"#, changes.join(","));
+    let cases: Vec<(String, &str)> = vec![
+        // A change that is not an object, beside a good one.
+        (
+            entry(&[change(&format!("[{}]", good("c"))), "7".into()]),
+            "7",
+        ),
+        // An entry that is not an object.
+        ("\"oops\"".into(), "\"oops\""),
+        // `statuses` that is not an array: that change alone.
+        (
+            entry(&[change("{\"gs_id\":\"x\"}")]),
+            r#"{"field":"messages","value":{"statuses":{"gs_id":"x"}}}"#,
+        ),
+        // An entry without changes.
+        (r#"{"id":"1"}"#.into(), r#"{"id":"1"}"#),
+        // A change whose value is not an object.
+        (
+            entry(&[r#"{"field":"messages","value":[1]}"#.into()]),
+            r#"{"field":"messages","value":[1]}"#,
+        ),
+        // An entry with a key twice.
+        (
+            r#"{"changes":[],"changes":[]}"#.into(),
+            r#"{"changes":[],"changes":[]}"#,
+        ),
+    ];
+    for (bad, text) in cases {
+        let line = envelope(&[
+            entry(&[change(&format!("[{}]", good("a")))]),
+            bad.clone(),
+            entry(&[change(&format!("[{}]", good("b")))]),
+        ]);
+        let c = parse(&line);
+        let keys: Vec<_> = c
+            .events
+            .iter()
+            .map(|e| e.0.as_str())
+            .filter(|k| *k != "c")
+            .collect();
+        assert_eq!(keys, ["a", "b"], "{line}");
+        assert_eq!(
+            c.dead,
+            vec![(Reason::UnknownShape, Some(text.to_owned()))],
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn a_key_twice_in_the_v2_inner_payload_is_a_dead_letter_as_everywhere() {
+    let twice = v2(r#"{"id":"k","type":"failed","payload":{"code":470,"code":1002,"ts":5}}"#);
+    assert_eq!(dead_reason(&twice), Reason::UnknownShape);
+    let ts_twice = v2(r#"{"id":"k","type":"read","payload":{"ts":1585344602,"ts":1}}"#);
+    assert_eq!(dead_reason(&ts_twice), Reason::UnknownShape);
+    // An inner payload of another shape still just has no ts and no code.
+    let other = v2(r#"{"id":"k","type":"failed","payload":"x"}"#);
+    assert_eq!(one_event(&other).3, None);
 }

@@ -34,8 +34,12 @@ pub fn read_payload<'a>(r: &mut Reader<'a>) -> Result<Option<Payload<'a>>> {
         "id" => p.id.set(r.nullable()?),
         "gsId" => p.gs_id.set(r.nullable()?),
         "type" => p.kind.set(r.nullable()?),
-        // An inner payload of another shape simply has no ts and no code.
-        "payload" => p.inner.set(r.lenient(read_inner)?.0),
+        // An inner payload of another shape simply has no ts and no code; an
+        // object with a key twice is unreadable, as everywhere else.
+        "payload" => match r.peek()? {
+            b'{' => p.inner.set(Some(read_inner(r)?)),
+            _ => r.value().and_then(|_| p.inner.set(None)),
+        },
         _ => r.value().map(drop),
     })?;
     Ok(Some(p))

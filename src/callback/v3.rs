@@ -15,10 +15,9 @@ pub enum Unit<'a> {
     Skipped,
     /// A status entry: what it holds (see `read_status`) and its text.
     Status(std::result::Result<Option<Event<'a>>, Reason>, &'a str),
-    /// A status entry that is not a status object.
-    NotAnEntry(&'a str),
-    /// A `messages` change with neither statuses nor messages.
-    Empty,
+    /// A part of the envelope (an entry, a change, a status entry) of no known
+    /// shape, or one that yields nothing: dead-lettered alone, with its text.
+    Bad(&'a str),
 }
 
 #[derive(Default)]
@@ -39,20 +38,36 @@ enum Value {
     Neither,
 }
 
-/// Reads `entry`: an array of `{"changes": [...]}` objects.
+/// Reads `entry`: an array of `{"changes": [...]}` objects. Each entry and each
+/// change stands alone: one of another shape is a `Bad` unit, its siblings count.
 pub fn read_entries<'a>(r: &mut Reader<'a>) -> Result<Units<'a>> {
     let mut units = Units::new();
     r.array(|r| {
-        let mut changes = Once::default();
-        r.object(|r, key| match key {
-            "changes" => {
-                r.array(|r| read_change(r, &mut units))?;
-                changes.set(Some(()))
-            }
-            _ => r.value().map(drop),
+        part(r, &mut units, |r, units| {
+            let mut changes = Once::default();
+            r.object(|r, key| match key {
+                "changes" => changes.set(r.or_null(|r| r.array(|r| part(r, units, read_change)))?),
+                _ => r.value().map(drop),
+            })
         })
     })?;
     Ok(units)
+}
+
+/// Reads one part of the envelope with `read`; if it is of another shape or adds
+/// no unit, whatever it added is dropped and it becomes one `Bad` unit.
+fn part<'a>(
+    r: &mut Reader<'a>,
+    units: &mut Units<'a>,
+    read: impl FnOnce(&mut Reader<'a>, &mut Units<'a>) -> Result<()>,
+) -> Result<()> {
+    let start = units.len();
+    let (read, text) = r.lenient(|r| read(r, units))?;
+    if read.is_none() || units.len() == start {
+        units.truncate(start);
+        units.push(Unit::Bad(text));
+    }
+    Ok(())
 }
 
 fn read_change<'a>(r: &mut Reader<'a>, units: &mut Units<'a>) -> Result<()> {
@@ -73,9 +88,8 @@ fn read_change<'a>(r: &mut Reader<'a>, units: &mut Units<'a>) -> Result<()> {
         return Ok(());
     }
     match value.into_inner().unwrap_or(Value::Neither) {
-        Value::Statuses => {}
+        Value::Statuses | Value::Neither => {}
         Value::Messages => units.push(Unit::Skipped),
-        Value::Neither => units.push(Unit::Empty),
     }
     Ok(())
 }
@@ -117,7 +131,7 @@ fn read_status_entry<'a>(r: &mut Reader<'a>, units: &mut Units<'a>) -> Result<()
     })?;
     units.push(match entry {
         Some(entry) => Unit::Status(read_status(&entry), text),
-        None => Unit::NotAnEntry(text),
+        None => Unit::Bad(text),
     });
     Ok(())
 }
@@ -131,8 +145,7 @@ pub fn parse(units: Units<'_>, sink: &mut impl Sink) {
                 Ok(None) => sink.skipped(),
                 Err(reason) => sink.dead_letter(reason, Some(text)),
             },
-            Unit::NotAnEntry(text) => sink.dead_letter(Reason::UnknownShape, Some(text)),
-            Unit::Empty => sink.dead_letter(Reason::UnknownShape, None),
+            Unit::Bad(text) => sink.dead_letter(Reason::UnknownShape, Some(text)),
         }
     }
 }

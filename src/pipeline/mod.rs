@@ -302,23 +302,38 @@ mod tests {
         }
         std::os::unix::fs::symlink(dir.path().join("nowhere"), dir.path().join("dangling"))
             .unwrap();
+        // A FIFO would block a read forever.
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(dir.path().join("fifo"))
+                .status()
+                .unwrap()
+                .success()
+        );
         let source = Source::open(dir.path().to_str().unwrap()).unwrap();
         let objects = source.list().await.unwrap();
-        assert_eq!(objects.len(), 41, "a dangling link is listed too");
+        assert_eq!(
+            objects.len(),
+            42,
+            "a dangling link and a FIFO are listed too"
+        );
         std::fs::remove_file(dir.path().join("f17.ndjson")).unwrap();
         let routing = Routing::single();
         let read = read(&source, objects, 2, &routing, None, |_| {})
             .await
             .unwrap();
         let batch = &read.batches[0];
-        assert_eq!(batch.files.len(), 41, "every object is marked done");
+        assert_eq!(batch.files.len(), 42, "every object is marked done");
         let unreadable: Vec<_> = batch
             .dead_letters
             .iter()
             .filter(|d| d.reason == crate::callback::Reason::UnreadableObject.as_str())
             .map(|d| (d.file.as_str(), d.line))
             .collect();
-        assert_eq!(unreadable, [("dangling", 0), ("f17.ndjson", 0)]);
+        assert_eq!(
+            unreadable,
+            [("dangling", 0), ("f17.ndjson", 0), ("fifo", 0)]
+        );
         // The other 39 files' lines are read: `{}` is a dead letter of its own.
         assert_eq!(read.counts.lines, 39);
     }

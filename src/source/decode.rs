@@ -2,7 +2,7 @@
 
 use std::io::Read;
 
-use flate2::read::MultiGzDecoder;
+use flate2::bufread::GzDecoder;
 
 use super::inflate;
 
@@ -46,14 +46,11 @@ pub fn decode<'a>(raw: &'a [u8], scratch: &'a mut Vec<u8>) -> Decoded<'a> {
             .min(MAX_INFLATED as usize)
             + 1,
     );
-    let read = MultiGzDecoder::new(raw)
-        .take(MAX_INFLATED + 1)
-        .read_to_end(scratch);
-    let error = match read {
-        Ok(n) if n as u64 > MAX_INFLATED => {
+    let error = match members(raw, scratch) {
+        Ok(()) if scratch.len() as u64 > MAX_INFLATED => {
             Some(format!("gzip: inflates past {} MiB", MAX_INFLATED >> 20))
         }
-        Ok(_) => None,
+        Ok(()) => None,
         Err(e) => Some(format!("gzip: {e}")),
     };
     if error.is_some() {
@@ -65,6 +62,23 @@ pub fn decode<'a>(raw: &'a [u8], scratch: &'a mut Vec<u8>) -> Decoded<'a> {
         data: scratch,
         error,
     }
+}
+
+/// Inflates every gzip member of `raw` into `out`, stopping past `MAX_INFLATED`.
+/// Zero bytes after the last member are padding (tape blocks, preallocated
+/// files), which gzip(1) ignores too.
+fn members(mut rest: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+    // Cheap: the first byte of a next member is not zero.
+    while !rest.iter().all(|&b| b == 0) {
+        let mut member = GzDecoder::new(rest);
+        let room = (MAX_INFLATED + 1).saturating_sub(out.len() as u64);
+        (&mut member).take(room).read_to_end(out)?;
+        if out.len() as u64 > MAX_INFLATED {
+            return Ok(());
+        }
+        rest = member.into_inner();
+    }
+    Ok(())
 }
 
 /// gzip's trailer holds the inflated size (mod 2^32) of the last member: exact for
@@ -135,6 +149,22 @@ mod tests {
             "the streaming decoder checks the trailer"
         );
         assert!(body.starts_with(d.data));
+    }
+
+    #[test]
+    fn zero_padding_after_the_last_member_is_ignored_as_gzip_does() {
+        let mut scratch = Vec::new();
+        for members in [1, 2] {
+            let mut padded: Vec<u8> = (0..members).flat_map(|_| gzip(b"a\n")).collect();
+            padded.extend([0u8; 512]);
+            let d = decode(&padded, &mut scratch);
+            assert_eq!(d.error, None);
+            assert_eq!(d.data, b"a\n".repeat(members));
+        }
+        // Anything else after the last member is still damage.
+        let mut junk = gzip(b"a\n");
+        junk.extend(b"\0\0x");
+        assert!(decode(&junk, &mut scratch).error.is_some());
     }
 
     #[test]

@@ -102,6 +102,10 @@ fn etag(m: &Metadata) -> String {
 /// looping link, no permission, not a file) is `Unreadable`; other errors fail
 /// the run, so a rerun tries again.
 pub fn read(path: &Path) -> Result<Fetched> {
+    // A FIFO or a device would block or never end.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Ok(Fetched::Unreadable("not a regular file".into()));
+    }
     match std::fs::read(path) {
         Ok(body) => Ok(Fetched::Body(Bytes::from(body))),
         Err(e) if is_permanent(&e, path) => Ok(Fetched::Unreadable(e.to_string())),
