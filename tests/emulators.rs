@@ -104,6 +104,8 @@ impl Emulators {
         partitioned: bool,
         write_time: bool,
     ) {
+        // Streamed rows stay in the buffer until flushed, as in BigQuery.
+        self.rules(name, json!({ "streaming_buffer": true })).await;
         self.post(
             self.bq_url("/datasets"),
             json!({ "datasetReference": { "projectId": "demo", "datasetId": name }, "location": location }),
