@@ -115,34 +115,16 @@ fn every_usage_error_is_one_json_line_and_exit_2() {
         format!("sqlite://{}", in_missing("x.db")),
     );
     let (output, dead) = (in_missing("out.ndjson"), in_missing("dead.ndjson"));
+    let run_with = |extra: &[&'static str]| {
+        let mut args = vec!["run", "--source", src, "--target", db.as_str()];
+        args.extend_from_slice(extra);
+        args
+    };
     let cases: Vec<Vec<&str>> = vec![
-        vec![
-            "run",
-            "--source",
-            src,
-            "--target",
-            &db,
-            "--pending-ttl",
-            "100000000d",
-        ],
-        vec![
-            "run",
-            "--source",
-            src,
-            "--target",
-            &db,
-            "--lookback",
-            "999999999999999d",
-        ],
-        vec![
-            "run",
-            "--source",
-            src,
-            "--target",
-            &db,
-            "--pending-ttl",
-            "3651d",
-        ],
+        run_with(&["--pending-ttl", "100000000d"]),
+        run_with(&["--lookback", "999999999999999d"]),
+        run_with(&["--pending-ttl", "3651d"]),
+        run_with(&["--no-such-flag"]),
         vec![
             "run",
             "--source",
@@ -165,7 +147,6 @@ fn every_usage_error_is_one_json_line_and_exit_2() {
             "--to",
             "2025-11-22",
         ],
-        vec!["run", "--source", src, "--target", &db, "--no-such-flag"],
         vec!["backfill", "--source", src, "--target", &db],
         vec!["no-such-command"],
         vec!["resolve", "--source", src, "--memory-limit", "1"],

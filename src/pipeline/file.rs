@@ -16,7 +16,21 @@ struct FileSink<'a> {
     unknown_kept: bool,
 }
 
-impl FileSink<'_> {
+impl<'a> FileSink<'a> {
+    /// A sink for `object`, before its first line: what it keeps goes to the
+    /// unrouted batch until a callback names its app.
+    fn new(read: &'a mut Read, routing: &'a Routing, object: &'a ObjectRef) -> Self {
+        FileSink {
+            file: &object.name,
+            line_no: 0,
+            line: &[],
+            read,
+            routing,
+            route: routing.route(None),
+            unknown_kept: false,
+        }
+    }
+
     fn keep(&mut self, reason: Reason, raw: String) {
         self.read.counts.dead_lettered += 1;
         let Some(batch) = self.route.map(|i| &mut self.read.batches[i]) else {
@@ -92,15 +106,7 @@ pub fn parse_object(
     read.counts.files += 1;
     read.counts.bytes += object.size;
     let unrouted = routing.route(None);
-    let mut sink = FileSink {
-        file: &object.name,
-        line_no: 0,
-        line: &[],
-        read,
-        routing,
-        route: unrouted,
-        unknown_kept: false,
-    };
+    let mut sink = FileSink::new(read, routing, object);
     for (line_no, line) in source::lines(decoded.data) {
         sink.line_no = line_no;
         sink.line = line;
@@ -121,14 +127,5 @@ pub fn parse_object(
 /// its text), counted as a file, so it is marked done and never blocks a run.
 pub fn unreadable_object(read: &mut Read, routing: &Routing, object: &ObjectRef, why: String) {
     read.counts.files += 1;
-    let mut sink = FileSink {
-        file: &object.name,
-        line_no: 0,
-        line: &[],
-        read,
-        routing,
-        route: routing.route(None),
-        unknown_kept: false,
-    };
-    sink.keep(Reason::UnreadableObject, why);
+    FileSink::new(read, routing, object).keep(Reason::UnreadableObject, why);
 }
