@@ -4,6 +4,7 @@ BigQuery enforces and the emulator does not (see shared/reference/bigquery-notes
 
 Usage: bq_double.py --port PORT --backend http://127.0.0.1:EMULATOR_PORT
                     [--host 127.0.0.1] [--streaming-buffer-default on|off]
+(--streaming-buffer-default defaults to $BSP_BQ_STREAMING_BUFFER, else off.)
 Every request the double does not handle is forwarded byte for byte (path, query string,
 headers but hop-by-hop ones and Accept-Encoding, body). Answers close the connection.
 
@@ -71,6 +72,7 @@ import contextlib
 import copy
 import http.client
 import json
+import os
 import re
 import sys
 import threading
@@ -730,7 +732,10 @@ def main():
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--backend", required=True, help="the emulator, http://host:port")
-    p.add_argument("--streaming-buffer-default", choices=("on", "off"), default="off")
+    p.add_argument("--streaming-buffer-default", choices=("on", "off"),
+                   default=os.environ.get("BSP_BQ_STREAMING_BUFFER", "off"),
+                   help="rule 5 for datasets without a streaming_buffer rule "
+                        "(default: $BSP_BQ_STREAMING_BUFFER, else off)")
     a = p.parse_args()
     Handler.state = State(Backend(a.backend), a.streaming_buffer_default == "on")
     server = ThreadingHTTPServer((a.host, a.port), Handler)

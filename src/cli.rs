@@ -205,6 +205,11 @@ pub struct ResolveArgs {
     #[arg(long, env = "BSP_MEMORY_LIMIT", value_parser = clap::value_parser!(u64).range(48..))]
     pub memory_limit: Option<u64>,
 
+    /// Print each message's timeline instead of its status: the earliest time each status was
+    /// reported (enqueued_at … deleted_at, null when never) and the earliest failure's error_code.
+    #[arg(long, env = "BSP_TIMELINE", conflicts_with = "memory_limit")]
+    pub timeline: bool,
+
     /// Keep dead-lettered records here as JSON lines (file, line, reason, raw). Without it they
     /// are only counted.
     #[arg(long, env = "BSP_DEAD_LETTERS")]

@@ -410,3 +410,59 @@ fn a_failed_run_with_a_memory_limit_leaves_no_spill_folder() {
     assert!(stderr(&out).contains("zz-eio"), "{}", stderr(&out));
     assert_eq!(spills(), 0);
 }
+
+#[test]
+fn resolve_timeline_prints_each_messages_first_reports_consistent_with_its_status() {
+    let src = fixtures().join("callbacks");
+    let plain = run(&["resolve", "--source", src.to_str().unwrap()], &[]);
+    let timeline = run(
+        &["resolve", "--timeline", "--source", src.to_str().unwrap()],
+        &[],
+    );
+    assert!(timeline.status.success(), "{}", stderr(&timeline));
+    let parse = |out: &std::process::Output| -> Vec<serde_json::Value> {
+        stdout(out)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (statuses, timelines) = (parse(&plain), parse(&timeline));
+    assert_eq!(statuses.len(), timelines.len());
+    let fields = [
+        "bsp_message_id",
+        "enqueued_at",
+        "sent_at",
+        "error_at",
+        "delivered_at",
+        "read_at",
+        "played_at",
+        "deleted_at",
+        "error_code",
+    ];
+    for (s, t) in statuses.iter().zip(&timelines) {
+        assert_eq!(t.as_object().unwrap().len(), fields.len(), "{t}");
+        assert!(fields.iter().all(|f| t.get(*f).is_some()), "{t}");
+        assert_eq!(s["bsp_message_id"], t["bsp_message_id"], "sorted alike");
+        // The winning status's first report is the status time; nothing ranks above it.
+        let status = s["bsp_status"].as_str().unwrap();
+        assert_eq!(t[format!("{status}_at")], s["status_at"], "{t}");
+        let above = fields[1..8]
+            .iter()
+            .skip_while(|f| **f != format!("{status}_at"))
+            .skip(1);
+        assert!(above.clone().all(|f| t[*f].is_null()), "{t}");
+        if status == "error" {
+            assert_eq!(t["error_code"], s["error_code"]);
+        }
+    }
+    // A message that failed (code 470) and was then read keeps both reports.
+    let k3 = timelines
+        .iter()
+        .find(|t| t["bsp_message_id"] == "6a3c3a52-0003-4a8e-9d41-000000000003")
+        .unwrap();
+    assert_eq!(k3["error_code"], 470, "{k3}");
+    assert!(k3["error_at"].is_string());
+    // The plain output is unchanged by the flag's existence.
+    let expected = std::fs::read_to_string(fixtures().join("expected/resolve.ndjson")).unwrap();
+    assert_eq!(stdout(&plain), expected);
+}

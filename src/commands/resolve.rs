@@ -10,7 +10,7 @@ use crate::cli::ResolveArgs;
 use crate::error::require_folder_of;
 use crate::pipeline::{self, Routing};
 use crate::resolve::spill::Spill;
-use crate::resolve::{Resolved, write_row, write_rows};
+use crate::resolve::{Resolved, write_lines, write_row, write_rows, write_timeline_row};
 use crate::source::Source;
 
 /// Prints the resolution sorted by key; the last stderr line is the summary.
@@ -32,7 +32,10 @@ pub async fn resolve(args: &ResolveArgs) -> Result<()> {
         Some(mib) => Some(Arc::new(Spill::new((mib as usize) << 20, workers)?)),
         None => None,
     };
-    let routing = Routing::single();
+    let routing = match args.timeline {
+        true => Routing::single().with_timelines(),
+        false => Routing::single(),
+    };
     let read = pipeline::read(
         &source,
         objects,
@@ -71,6 +74,10 @@ pub async fn resolve(args: &ResolveArgs) -> Result<()> {
     let spilled = spill.and_then(Arc::into_inner).filter(Spill::spilled);
     let messages = match spilled {
         Some(spill) => spill.finish(&mut write)?,
+        None if args.timeline => {
+            write_lines(&batch.timelines.sorted(), write_timeline_row, &mut out)?;
+            batch.timelines.len() as u64
+        }
         None => {
             write_rows(&batch.resolution.sorted(), &mut out)?;
             batch.resolution.len() as u64

@@ -70,7 +70,11 @@ impl Sink for FileSink<'_> {
             Some(i) => {
                 let batch = &mut self.read.batches[i];
                 batch.counts.events += 1;
-                batch.resolution.add(&event);
+                if self.routing.timelines {
+                    batch.timelines.add(&event);
+                } else {
+                    batch.resolution.add(&event);
+                }
             }
             None => {}
         }

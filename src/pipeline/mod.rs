@@ -11,8 +11,8 @@ use anyhow::Result;
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::resolve::Resolution;
 use crate::resolve::spill::Spill;
+use crate::resolve::{Resolution, Timelines};
 use crate::source::{Fetched, ObjectRef, Source};
 
 pub use file::{parse_object, unreadable_object};
@@ -52,6 +52,9 @@ impl std::ops::AddAssign for Counts {
 #[derive(Debug, Default)]
 pub struct Batch {
     pub resolution: Resolution,
+    /// Each message's timeline, when the routing keeps them (then `resolution`
+    /// stays empty until `derive_statuses`).
+    pub timelines: Timelines,
     /// Events, skips and dead letters routed here.
     pub counts: Counts,
     pub dead_letters: Vec<DeadLetter>,
@@ -60,8 +63,14 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// The status of each message, read off the timelines kept.
+    pub fn derive_statuses(&mut self) {
+        self.resolution = self.timelines.statuses();
+    }
+
     fn absorb(&mut self, other: Batch) {
         self.resolution.merge(other.resolution);
+        self.timelines.merge(other.timelines);
         self.counts += other.counts;
         self.dead_letters.extend(other.dead_letters);
         self.files.extend(other.files);
@@ -77,9 +86,17 @@ pub struct Routing {
     unrouted: Option<usize>,
     batches: usize,
     multi: bool,
+    /// Keep each message's whole timeline instead of its status alone.
+    timelines: bool,
 }
 
 impl Routing {
+    /// The same routing, keeping timelines (`Batch::timelines`) instead of statuses.
+    pub fn with_timelines(mut self) -> Self {
+        self.timelines = true;
+        self
+    }
+
     /// Everything to one target, whatever the app.
     pub fn single() -> Self {
         Routing {
@@ -87,6 +104,7 @@ impl Routing {
             unrouted: Some(0),
             batches: 1,
             multi: false,
+            timelines: false,
         }
     }
 
@@ -110,6 +128,7 @@ impl Routing {
             unrouted,
             batches: index + usize::from(keep_unrouted),
             multi: true,
+            timelines: false,
         }
     }
 

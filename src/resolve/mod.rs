@@ -17,8 +17,18 @@ pub struct Resolved {
     pub code: Option<i64>,
 }
 
-impl Resolved {
-    pub fn of(event: &Event<'_>) -> Self {
+/// What is kept per message while events are folded in: the status rule
+/// (`Resolved`) or the whole timeline (`Timeline`).
+pub trait Observation: Copy {
+    fn of(event: &Event<'_>) -> Self;
+
+    /// Folds another observation of the same message in. Commutative, associative
+    /// and idempotent; returns whether `self` changed.
+    fn absorb(&mut self, other: Self) -> bool;
+}
+
+impl Observation for Resolved {
+    fn of(event: &Event<'_>) -> Self {
         Resolved {
             status: event.status,
             at_ms: event.at_ms,
@@ -26,9 +36,7 @@ impl Resolved {
         }
     }
 
-    /// Folds another observation of the same message in. Commutative, associative
-    /// and idempotent; returns whether `self` changed.
-    pub fn absorb(&mut self, other: Resolved) -> bool {
+    fn absorb(&mut self, other: Resolved) -> bool {
         let before = *self;
         // Greater: a higher status, or the same status seen earlier.
         let order = other
@@ -47,7 +55,9 @@ impl Resolved {
         }
         *self != before
     }
+}
 
+impl Resolved {
     /// `status_at` as SPEC §5 prints it: UTC, milliseconds, `Z`.
     pub fn status_at(&self) -> String {
         format_ms(self.at_ms)
@@ -113,21 +123,47 @@ fn write_ms(ms: i64, out: &mut [u8; TIME_LEN]) {
     out[22] = b'0' + (ms % 10) as u8;
 }
 
-/// The resolution of a set of events, keyed by Gupshup message id.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Resolution {
-    map: hashbrown::HashMap<Key, Resolved>,
+/// Observations of a set of events folded per Gupshup message id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fold<V> {
+    map: hashbrown::HashMap<Key, V>,
     /// Heap bytes of keys too long to be inline.
     heap_bytes: usize,
 }
 
-impl Resolution {
+/// The status of each message.
+pub type Resolution = Fold<Resolved>;
+/// The timeline of each message.
+pub type Timelines = Fold<Timeline>;
+
+impl<V> Default for Fold<V> {
+    fn default() -> Self {
+        Fold {
+            map: hashbrown::HashMap::default(),
+            heap_bytes: 0,
+        }
+    }
+}
+
+impl Timelines {
+    /// Each message's status, read off its timeline (the same rule, derived).
+    pub fn statuses(&self) -> Resolution {
+        let mut out = Resolution::default();
+        out.map.reserve(self.len());
+        for (key, t) in self.iter() {
+            out.insert(key, t.resolved());
+        }
+        out
+    }
+}
+
+impl<V: Observation> Fold<V> {
     /// Adds one event; returns whether it changed anything (false: a repeat or a loser).
     pub fn add(&mut self, event: &Event<'_>) -> bool {
-        self.insert(&event.key, Resolved::of(event))
+        self.insert(&event.key, V::of(event))
     }
 
-    pub fn insert(&mut self, key: &str, value: Resolved) -> bool {
+    pub fn insert(&mut self, key: &str, value: V) -> bool {
         // One hash and one probe, whether the key is new or not.
         match self.map.entry_ref(key) {
             hashbrown::hash_map::EntryRef::Occupied(mut current) => current.get_mut().absorb(value),
@@ -139,7 +175,7 @@ impl Resolution {
         }
     }
 
-    pub fn merge(&mut self, other: Resolution) {
+    pub fn merge(&mut self, other: Fold<V>) {
         if self.map.len() < other.map.len() {
             let smaller = std::mem::replace(self, other);
             return self.merge(smaller);
@@ -159,17 +195,17 @@ impl Resolution {
 
     /// What the map holds in memory, roughly: its table, and keys too long to be inline.
     pub fn estimated_bytes(&self) -> usize {
-        let slot = std::mem::size_of::<(Key, Resolved)>() + 1;
+        let slot = std::mem::size_of::<(Key, V)>() + 1;
         self.map.capacity() * slot + self.heap_bytes
     }
 
     /// Takes every entry out; the table keeps its size for what comes next.
-    pub fn drain(&mut self) -> impl Iterator<Item = (Key, Resolved)> + '_ {
+    pub fn drain(&mut self) -> impl Iterator<Item = (Key, V)> + '_ {
         self.heap_bytes = 0;
         self.map.drain()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Resolved)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
         self.map.iter().map(|(k, v)| (k.as_str(), v))
     }
 
@@ -181,12 +217,12 @@ impl Resolution {
         self.map.is_empty()
     }
 
-    pub fn get(&self, key: &str) -> Option<&Resolved> {
+    pub fn get(&self, key: &str) -> Option<&V> {
         self.map.get(key)
     }
 
     /// Entries sorted by key in byte order.
-    pub fn sorted(&self) -> Vec<(&str, Resolved)> {
+    pub fn sorted(&self) -> Vec<(&str, V)> {
         // Sorting by each key's first eight bytes first keeps most comparisons
         // inside the vector instead of chasing every key on the heap; values are
         // copied out in table order for the same reason.
@@ -206,15 +242,24 @@ fn prefix(key: &str) -> u64 {
     u64::from_be_bytes(bytes)
 }
 
-/// Writes sorted rows as `write_row` lines. Blocks are formatted on every core:
-/// the loop is bound by fetching keys from memory, which cores do side by side.
+/// Writes sorted rows as `write_row` lines.
 pub fn write_rows(rows: &[(&str, Resolved)], out: &mut impl std::io::Write) -> std::io::Result<()> {
+    write_lines(rows, write_row, out)
+}
+
+/// Writes sorted rows, each formatted by `line`. Blocks are formatted on every
+/// core: the loop is bound by fetching keys from memory, which cores do side by side.
+pub fn write_lines<V: Sync>(
+    rows: &[(&str, V)],
+    line: fn(&mut Vec<u8>, &str, &V),
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
     const BLOCK: usize = 1 << 14;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let format = |block: &[(&str, Resolved)]| {
+    let format = |block: &[(&str, V)]| {
         let mut text = Vec::with_capacity(block.len() * 128);
-        for (key, r) in block {
-            write_row(&mut text, key, r);
+        for (key, v) in block {
+            line(&mut text, key, v);
         }
         text
     };
@@ -240,14 +285,7 @@ pub fn write_rows(rows: &[(&str, Resolved)], out: &mut impl std::io::Write) -> s
 /// "bsp_status", "status_at", "error_code"}`, byte for byte what serde_json would
 /// write for such a struct, without its per-field work (a test holds the two equal).
 pub fn write_row(out: &mut Vec<u8>, key: &str, r: &Resolved) {
-    out.extend_from_slice(br#"{"bsp_message_id":"#);
-    if key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
-        serde_json::to_writer(&mut *out, key).expect("writing to memory");
-    } else {
-        out.push(b'"');
-        out.extend_from_slice(key.as_bytes());
-        out.push(b'"');
-    }
+    write_key(out, key);
     out.extend_from_slice(br#","bsp_status":""#);
     out.extend_from_slice(r.status.written().as_bytes());
     out.extend_from_slice(br#"","status_at":""#);
@@ -262,10 +300,24 @@ pub fn write_row(out: &mut Vec<u8>, key: &str, r: &Resolved) {
     out.extend_from_slice(b"}\n");
 }
 
+/// Opens an output line: `{"bsp_message_id":"<key, JSON-escaped>"`.
+fn write_key(out: &mut Vec<u8>, key: &str) {
+    out.extend_from_slice(br#"{"bsp_message_id":"#);
+    if key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        serde_json::to_writer(&mut *out, key).expect("writing to memory");
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(key.as_bytes());
+        out.push(b'"');
+    }
+}
+
 mod key;
 pub mod spill;
+mod timeline;
 
 pub use key::Key;
+pub use timeline::{FIELDS as TIMELINE_FIELDS, Timeline, write_timeline_row};
 
 #[cfg(test)]
 mod tests;

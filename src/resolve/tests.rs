@@ -15,12 +15,16 @@ fn ev(key: &str, status: Status, at_ms: i64, code: Option<i64>) -> Event<'static
     }
 }
 
-fn resolve_all(events: &[Event<'_>]) -> Resolution {
-    let mut r = Resolution::default();
+fn fold_all<V: Observation>(events: &[Event<'_>]) -> Fold<V> {
+    let mut r = Fold::default();
     events.iter().for_each(|e| {
         r.add(e);
     });
     r
+}
+
+fn resolve_all(events: &[Event<'_>]) -> Resolution {
+    fold_all(events)
 }
 
 #[test]
@@ -170,28 +174,126 @@ proptest! {
         cuts in proptest::collection::vec(any::<usize>(), 0..6),
         repeats in proptest::collection::vec(any::<usize>(), 0..10),
     ) {
-        let whole = resolve_all(&events);
-        let mut shuffled = events.clone();
-        for r in &repeats {
-            if !events.is_empty() {
-                shuffled.push(events[r % events.len()].clone());
-            }
-        }
-        let mut rng = seed;
-        for i in (1..shuffled.len()).rev() {
-            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            shuffled.swap(i, (rng >> 33) as usize % (i + 1));
-        }
-        let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (shuffled.len() + 1)).collect();
-        bounds.push(0);
-        bounds.push(shuffled.len());
-        bounds.sort_unstable();
-        let mut merged = Resolution::default();
-        for w in bounds.windows(2) {
-            merged.merge(resolve_all(&shuffled[w[0]..w[1]]));
-        }
-        prop_assert_eq!(merged, whole);
+        let batches = reordered_batches(&events, seed, &cuts, &repeats);
+        prop_assert_eq!(merged::<Resolved>(&batches), resolve_all(&events));
+        prop_assert_eq!(merged::<Timeline>(&batches), fold_all::<Timeline>(&events));
     }
+
+    #[test]
+    fn timelines_match_the_plain_rules_and_give_the_same_status(events in arb_events()) {
+        let timelines: Timelines = fold_all(&events);
+        prop_assert_eq!(timeline_map(&timelines), timeline_oracle(&events));
+        prop_assert_eq!(as_map(&timelines.statuses()), oracle(&events));
+    }
+}
+
+/// The events repeated, shuffled and cut into batches, as runs and files would.
+fn reordered_batches<'a>(
+    events: &[Event<'a>],
+    seed: u64,
+    cuts: &[usize],
+    repeats: &[usize],
+) -> Vec<Vec<Event<'a>>> {
+    let mut shuffled = events.to_vec();
+    for r in repeats {
+        if !events.is_empty() {
+            shuffled.push(events[r % events.len()].clone());
+        }
+    }
+    let mut rng = seed;
+    for i in (1..shuffled.len()).rev() {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        shuffled.swap(i, (rng >> 33) as usize % (i + 1));
+    }
+    let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (shuffled.len() + 1)).collect();
+    bounds.push(0);
+    bounds.push(shuffled.len());
+    bounds.sort_unstable();
+    bounds
+        .windows(2)
+        .map(|w| shuffled[w[0]..w[1]].to_vec())
+        .collect()
+}
+
+/// Each batch folded alone, then the folds merged.
+fn merged<V: Observation + PartialEq + std::fmt::Debug>(batches: &[Vec<Event<'_>>]) -> Fold<V> {
+    let mut merged = Fold::default();
+    for batch in batches {
+        merged.merge(fold_all::<V>(batch));
+    }
+    merged
+}
+
+/// Per key: the earliest time of each status (by rank − 1), and the smallest
+/// code among the failures at the earliest failure time: written plainly.
+type TimelineRow = ([Option<i64>; 7], Option<i64>);
+
+fn timeline_oracle(events: &[Event<'_>]) -> BTreeMap<String, TimelineRow> {
+    let mut out: BTreeMap<String, TimelineRow> = BTreeMap::new();
+    for e in events {
+        let row = out.entry(e.key.to_string()).or_default();
+        let slot = &mut row.0[usize::from(e.status.rank() - 1)];
+        *slot = Some(slot.map_or(e.at_ms, |t| t.min(e.at_ms)));
+    }
+    for (key, row) in &mut out {
+        let first_failure = row.0[usize::from(Status::Error.rank() - 1)];
+        row.1 = events
+            .iter()
+            .filter(|e| {
+                *e.key == **key && e.status == Status::Error && Some(e.at_ms) == first_failure
+            })
+            .filter_map(|e| e.code)
+            .min();
+    }
+    out
+}
+
+fn timeline_map(t: &Timelines) -> BTreeMap<String, TimelineRow> {
+    t.iter()
+        .map(|(k, v)| {
+            let times = STATUSES.map(|(_, _, s)| v.at(s));
+            (k.to_owned(), (times, v.error_code()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_timeline_keeps_every_first_report_and_the_earliest_failures_code() {
+    let events = [
+        ev("k", Status::Read, 900, None),
+        ev("k", Status::Sent, 100, None),
+        ev("k", Status::Error, 300, Some(470)),
+        ev("k", Status::Error, 200, Some(1008)),
+        ev("k", Status::Delivered, 500, None),
+        ev("k", Status::Sent, 50, None),
+    ];
+    let t = *fold_all::<Timeline>(&events).get("k").unwrap();
+    assert_eq!(t.at(Status::Sent), Some(50));
+    assert_eq!(t.at(Status::Error), Some(200));
+    assert_eq!(t.error_code(), Some(1008));
+    assert_eq!(t.at(Status::Enqueued), None);
+    let mut line = Vec::new();
+    write_timeline_row(&mut line, "k", &t);
+    let text = String::from_utf8(line.clone()).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+    let mut want = vec!["bsp_message_id"];
+    want.extend(TIMELINE_FIELDS);
+    want.push("error_code");
+    assert_eq!(
+        v.as_object().unwrap().len(),
+        want.len(),
+        "exactly these fields"
+    );
+    let at: Vec<usize> = want
+        .iter()
+        .map(|f| text.find(&format!("\"{f}\":")).unwrap())
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "in this order: {text}");
+    assert_eq!(v["sent_at"], "1970-01-01T00:00:00.050Z");
+    assert_eq!(v["enqueued_at"], serde_json::Value::Null);
+    assert_eq!(v["error_code"], 1008);
 }
 
 /// The output row as serde_json writes it: the oracle for `write_row`.
