@@ -5,9 +5,9 @@ use std::borrow::Cow;
 
 use bsp_status_loader::callback::Event;
 use bsp_status_loader::pipeline::Batch;
-use bsp_status_loader::resolve::Resolution;
+use bsp_status_loader::resolve::{Resolution, Timelines};
 use bsp_status_loader::status::{STATUSES, Status};
-use bsp_status_loader::target::{Columns, RunContext, Sqlite, Target};
+use bsp_status_loader::target::{Columns, RunContext, Sqlite, Target, TimelineRow};
 use proptest::prelude::*;
 
 const INITIAL: [Option<&str>; 5] = [
@@ -69,21 +69,64 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 fn batch(events: &[(u8, usize, i64)]) -> Batch {
-    let mut resolution = Resolution::default();
+    let (mut resolution, mut timelines) = (Resolution::default(), Timelines::default());
     for &(k, s, t) in events {
         let status = STATUSES[s].2;
-        let code = (status == Status::Error).then_some(t);
-        resolution.add(&Event {
+        let code = (status == Status::Error).then_some(t % 2);
+        let event = Event {
             key: Cow::Owned(format!("k{k}")),
             status,
             at_ms: t * 1000,
             code,
-        });
+        };
+        resolution.add(&event);
+        timelines.add(&event);
     }
     Batch {
         resolution,
+        timelines,
         ..Batch::default()
     }
+}
+
+/// The timeline table, every column as text, by key.
+fn timeline(t: &Sqlite) -> Vec<Vec<Option<String>>> {
+    t.with_connection(|c| {
+        let mut s = c
+            .prepare("SELECT * FROM bsp_message_timeline ORDER BY bsp_message_id")
+            .unwrap();
+        let n = s.column_count();
+        s.query_map([], |r| {
+            (0..n)
+                .map(|i| {
+                    r.get::<_, rusqlite::types::Value>(i).map(|v| match v {
+                        rusqlite::types::Value::Null => None,
+                        rusqlite::types::Value::Integer(i) => Some(i.to_string()),
+                        rusqlite::types::Value::Text(t) => Some(t),
+                        other => Some(format!("{other:?}")),
+                    })
+                })
+                .collect()
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    })
+}
+
+/// The in-memory timelines of a batch as the table would hold them.
+fn timeline_rows(b: &Batch) -> Vec<Vec<Option<String>>> {
+    b.timelines
+        .sorted()
+        .into_iter()
+        .map(|(k, t)| {
+            let row = TimelineRow::new(k, &t);
+            let mut cells = vec![Some(row.key.to_owned()), Some(row.first_at)];
+            cells.extend(row.times);
+            cells.push(row.error_code.map(|c| c.to_string()));
+            cells
+        })
+        .collect()
 }
 
 fn ctx() -> RunContext {
@@ -123,6 +166,9 @@ proptest! {
             before = after;
         }
         prop_assert_eq!(table(&stepwise), table(&once));
+        // Timelines: each field a minimum, whatever the order and batching.
+        prop_assert_eq!(timeline(&stepwise), timeline(&once));
+        prop_assert_eq!(timeline(&once), timeline_rows(&batch(&all)));
         // The fold inside the database agrees with the in-memory resolution.
         let want: Vec<_> = batch(&all)
             .resolution

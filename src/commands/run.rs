@@ -76,7 +76,10 @@ async fn execute(
     let config = args.config.as_deref().map(Config::load).transpose()?;
     let source = Source::open(args.source.url(config.as_ref())?)?;
     let (destinations, routing) = match &config {
-        None => (vec![flag_destination(args)?], Routing::single()),
+        None => (
+            vec![flag_destination(args)?],
+            Routing::single().with_timelines(),
+        ),
         Some(config) => organizations(args, config)?,
     };
     let multi = config.is_some();
@@ -153,6 +156,9 @@ async fn execute(
         )
         .await?;
         run_counts += read.counts;
+        // Targets keep each message's timeline and its status, one read off the other.
+        let mut read = read;
+        read.batches.iter_mut().for_each(Batch::derive_statuses);
         let applies = opened.iter().zip(read.batches).map(|(d, batch)| {
             let ctx = &ctx;
             let skip = failed.contains(&d.name);
@@ -300,7 +306,8 @@ fn organizations(args: &RunArgs, config: &Config) -> Result<(Vec<Destination>, R
         .zip(mine)
         .map(|(o, m)| (o.apps.clone(), m))
         .collect();
-    Ok((destinations, Routing::organizations(&orgs, keep_unrouted)))
+    let routing = Routing::organizations(&orgs, keep_unrouted).with_timelines();
+    Ok((destinations, routing))
 }
 
 async fn open(d: &Destination, create_messages: bool) -> Result<Box<dyn Target>> {

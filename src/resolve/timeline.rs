@@ -24,6 +24,11 @@ impl Timeline {
         Some(self.first[slot(status)]).filter(|&t| t != NEVER)
     }
 
+    /// The earliest report of any status.
+    pub fn first_at(&self) -> i64 {
+        self.first.into_iter().min().expect("seven statuses")
+    }
+
     pub fn error_code(&self) -> Option<i64> {
         self.error_code
     }

@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 
 use crate::error::UsageError;
 use crate::pipeline::Batch;
-use crate::resolve::Resolved;
+use crate::resolve::{Resolved, TIMELINE_FIELDS, Timeline, format_ms};
+use crate::status::STATUSES;
 use crate::status::Status;
 
 pub use sqlite::Sqlite;
@@ -147,6 +148,45 @@ pub fn ident(name: &str) -> Result<&str> {
         ))
         .into())
     }
+}
+
+/// One timeline as the timeline table holds it: times as `format_ms` text.
+pub struct TimelineRow<'a> {
+    pub key: &'a str,
+    pub first_at: String,
+    /// The seven status times, in `TIMELINE_FIELDS` order.
+    pub times: [Option<String>; 7],
+    pub error_code: Option<i64>,
+}
+
+impl<'a> TimelineRow<'a> {
+    pub fn new(key: &'a str, t: &Timeline) -> Self {
+        let times = STATUSES.map(|(_, _, s)| t.at(s).map(format_ms));
+        TimelineRow {
+            key,
+            first_at: format_ms(t.first_at()),
+            times,
+            error_code: t.error_code(),
+        }
+    }
+}
+
+/// The SET list that folds row `new` into row `old` of the timeline table, each
+/// field kept at its minimum; `least` is the store's two-argument minimum. The
+/// error code follows the earliest failure (ties: the smallest code).
+pub fn timeline_fold_sql(old: &str, new: &str, least: &str) -> String {
+    let min = |c: &str| {
+        format!("{c} = {least}(COALESCE({old}.{c}, {new}.{c}), COALESCE({new}.{c}, {old}.{c}))")
+    };
+    let mut sets: Vec<String> = TIMELINE_FIELDS.iter().map(|c| min(c)).collect();
+    sets.push(min("first_at"));
+    sets.push(format!(
+        "error_code = CASE WHEN {new}.error_at IS NULL THEN {old}.error_code \
+         WHEN {old}.error_at IS NULL OR {new}.error_at < {old}.error_at THEN {new}.error_code \
+         WHEN {new}.error_at > {old}.error_at THEN {old}.error_code \
+         ELSE {least}(COALESCE({old}.error_code, {new}.error_code), COALESCE({new}.error_code, {old}.error_code)) END"
+    ));
+    sets.join(", ")
 }
 
 /// One resolution as the pending table holds it.

@@ -37,6 +37,10 @@ pub const DEAD_LETTERS: Table = Table {
     name: "bsp_loader_dead_letters",
     json: include_str!("../../schemas/dead_letters.json"),
 };
+pub const TIMELINE: Table = Table {
+    name: "bsp_message_timeline",
+    json: include_str!("../../schemas/timeline.json"),
+};
 pub const MESSAGES: Table = Table {
     name: "messages",
     json: include_str!("../../schemas/messages.json"),
@@ -46,6 +50,11 @@ impl Table {
     pub fn fields(&self) -> Vec<Field> {
         serde_json::from_str(self.json).expect("schemas/*.json are valid (tested)")
     }
+
+    /// The column names, in the schema's order.
+    pub fn field_names(&self) -> Vec<String> {
+        self.fields().into_iter().map(|f| f.name).collect()
+    }
 }
 
 #[cfg(test)]
@@ -54,12 +63,20 @@ mod tests {
 
     #[test]
     fn every_schema_parses_and_names_are_identifiers() {
-        for table in [PENDING, FILES, DEAD_LETTERS, MESSAGES] {
+        for table in [PENDING, FILES, DEAD_LETTERS, TIMELINE, MESSAGES] {
             let fields = table.fields();
             assert!(!fields.is_empty());
             for f in fields {
                 assert!(super::super::ident(&f.name).is_ok(), "{}", f.name);
             }
         }
+    }
+
+    #[test]
+    fn the_timeline_table_has_a_column_per_status_in_rank_order() {
+        let names = TIMELINE.field_names();
+        assert_eq!(names[..2], ["bsp_message_id", "first_at"]);
+        assert_eq!(names[2..9], crate::resolve::TIMELINE_FIELDS);
+        assert_eq!(names[9], "error_code");
     }
 }

@@ -9,9 +9,9 @@ use anyhow::{Context, Result};
 use async_trait::async_trait;
 use rusqlite::{Connection, TransactionBehavior, params};
 
-use super::StagedRow;
 use super::schema::{self, Field, Table};
 use super::{Applied, Columns, Done, RunContext, Target};
+use super::{StagedRow, TimelineRow, timeline_fold_sql};
 use crate::callback::Reason;
 use crate::error::UsageError;
 use crate::failpoint;
@@ -94,9 +94,10 @@ fn create_sql(name: &str, fields: &[Field], primary_key: &[&str], strict: bool) 
     )
 }
 
-fn own_tables() -> [(Table, &'static [&'static str]); 3] {
+fn own_tables() -> [(Table, &'static [&'static str]); 4] {
     [
         (schema::PENDING, &["bsp_message_id"]),
+        (schema::TIMELINE, &["bsp_message_id"]),
         (schema::FILES, &["object_name", "generation"]),
         (schema::DEAD_LETTERS, &[]),
     ]
@@ -164,6 +165,7 @@ impl Target for Sqlite {
             .context("waiting for the target (another run holds it)")?;
         let now = format_ms(ctx.now.timestamp_millis());
         fold_into_pending(&tx, batch, &now)?;
+        fold_timelines(&tx, batch)?;
         let rows_updated = update_messages(&tx, &self.columns, has_errors)?;
         failpoint::hit("after-update");
         let (pending, expired) = settle_pending(&tx, &self.columns, ctx, &now)?;
@@ -212,6 +214,34 @@ fn fold_into_pending(tx: &rusqlite::Transaction, batch: &Batch, now: &str) -> Re
         [],
     )?;
     tx.execute("DROP TABLE temp.stage", [])?;
+    Ok(())
+}
+
+/// Folds the batch's timelines into the timeline table, each field at its minimum.
+fn fold_timelines(tx: &rusqlite::Transaction, batch: &Batch) -> Result<()> {
+    let t = schema::TIMELINE.name;
+    let columns = schema::TIMELINE.field_names().join(", ");
+    let mut put = tx.prepare(&format!(
+        "INSERT INTO \"{t}\" ({columns}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (bsp_message_id) DO UPDATE SET {sets}",
+        sets = timeline_fold_sql(&format!("\"{t}\""), "excluded", "MIN")
+    ))?;
+    for (key, timeline) in batch.timelines.iter() {
+        let row = TimelineRow::new(key, timeline);
+        let [a, b, c, d, e, f, g] = &row.times;
+        put.execute(params![
+            row.key,
+            row.first_at,
+            a,
+            b,
+            c,
+            d,
+            e,
+            f,
+            g,
+            row.error_code
+        ])?;
+    }
     Ok(())
 }
 
