@@ -1063,3 +1063,72 @@ async fn every_object_name_in_a_bucket_is_read_and_marked_done() {
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(summary(&again)["files"], 0, "all marked done");
 }
+
+/// A V2 callback line: `status` of message `id` at `ts` (seconds).
+fn v2_line(id: &str, status: &str, ts: i64) -> String {
+    format!(
+        r#"{{"app":"DemoAPI","timestamp":{ms},"version":2,"type":"message-event","payload":{{"id":"{id}","type":"{status}","destination":"91XXXXXXXX10","payload":{{"ts":{ts}}}}}}}"#,
+        ms = ts * 1000
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_forty_days_after_the_first_report_updates_the_one_timeline_row() {
+    let emu = emulators();
+    let bucket = unique("timeline").replace('_', "-");
+    emu.bucket(&bucket).await;
+    let dataset = seeded(&emu, "timeline", "US").await;
+    let put = |name: &'static str, body: String| {
+        let emu = &emu;
+        let bucket = bucket.clone();
+        async move {
+            let url = format!(
+                "{}/upload/storage/v1/b/{bucket}/o?uploadType=media&name=gupshup/{name}",
+                emu.gcs
+            );
+            assert!(
+                emu.http
+                    .post(&url)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .is_success()
+            );
+        }
+    };
+    let first = 1_763_773_200; // 2025-11-22T01:00:00Z
+    put(
+        "a.ndjson",
+        format!(
+            "{}\n{}\n",
+            v2_line(&K(1), "enqueued", first),
+            v2_line(&K(1), "sent", first + 5)
+        ),
+    )
+    .await;
+    let out = bq_run(&bucket, &dataset, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    put("b.ndjson", v2_line(&K(1), "read", first + 40 * 86_400)).await;
+    let out = bq_run(&bucket, &dataset, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = emu
+        .query(&format!(
+            "SELECT COUNT(*), UNIX_SECONDS(MIN(enqueued_at)), UNIX_SECONDS(MIN(sent_at)), UNIX_SECONDS(MIN(read_at)), UNIX_SECONDS(MIN(first_at)) \
+             FROM `demo.{dataset}.bsp_message_timeline` WHERE bsp_message_id = '{}'",
+            K(1)
+        ))
+        .await;
+    let want: Vec<Option<String>> = [
+        "1",
+        &first.to_string(),
+        &(first + 5).to_string(),
+        &(first + 40 * 86_400).to_string(),
+        &first.to_string(),
+    ]
+    .iter()
+    .map(|s| Some(s.to_string()))
+    .collect();
+    assert_eq!(rows[0], want, "one row, every first report");
+}

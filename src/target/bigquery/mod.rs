@@ -212,6 +212,11 @@ impl BigQuery {
     }
 }
 
+/// How long after a message's first report a later one still finds its timeline
+/// row through the MERGE's partition bound (later ones start a second row, which
+/// `report` and the view fold by key).
+const TIMELINE_REACH: chrono::Duration = chrono::Duration::days(180);
+
 /// Rows streamed this recently may still be in BigQuery's streaming buffer.
 const STREAMING_BUFFER: chrono::Duration = chrono::Duration::minutes(90);
 
@@ -266,6 +271,14 @@ impl Target for BigQuery {
                 .create_table(self.table_json(table.name, serde_json::from_str(table.json)?))
                 .await?;
         }
+        // The timeline is read by first-report time (reports) and by key (the MERGE).
+        let mut timeline = self.table_json(
+            schema::TIMELINE.name,
+            serde_json::from_str(schema::TIMELINE.json)?,
+        );
+        timeline["timePartitioning"] = json!({ "type": "MONTH", "field": "first_at" });
+        timeline["clustering"] = json!({ "fields": ["bsp_message_id"] });
+        self.api.create_table(timeline).await?;
         Ok(())
     }
 
@@ -311,6 +324,7 @@ impl Target for BigQuery {
         }
         let stage = Stage {
             pending: format!("{run}_stage_pending"),
+            timeline: format!("{run}_stage_timeline"),
             dead_letters: format!("{run}_stage_dead_letters"),
             files: format!("{run}_stage_files"),
         };
@@ -336,6 +350,13 @@ impl Target for BigQuery {
             bounds,
             settled_before: Some(ctx.now - STREAMING_BUFFER),
             messages: keyed > 0,
+            timeline_from: batch
+                .timelines
+                .iter()
+                .map(|(_, t)| t.first_at())
+                .min()
+                .and_then(DateTime::from_timestamp_millis)
+                .map(|t| t - TIMELINE_REACH),
         };
         let script = |reach| Script {
             stage: &stage,

@@ -8,7 +8,7 @@ use chrono_tz::Tz;
 use crate::callback::Reason;
 use crate::resolve::{beats_sql, best_first_sql};
 use crate::status::{Status, rank_sql};
-use crate::target::schema;
+use crate::target::{schema, timeline_fold_sql};
 
 /// A time column of messages: the partition column (`_PARTITIONTIME` for
 /// ingestion-time partitioning) or the write-time column.
@@ -44,6 +44,7 @@ impl Names {
 #[derive(Debug, Clone)]
 pub struct Stage {
     pub pending: String,
+    pub timeline: String,
     pub dead_letters: String,
     pub files: String,
 }
@@ -66,6 +67,8 @@ pub struct Reach {
     pub settled_before: Option<DateTime<Utc>>,
     /// Whether to update messages at all (else only pending and the books).
     pub messages: bool,
+    /// Timeline rows whose first report is older are not read.
+    pub timeline_from: Option<DateTime<Utc>>,
 }
 
 /// A literal of the column's type; DATETIME and DATE columns hold local times
@@ -224,6 +227,7 @@ pub fn run_script(n: &Names, r: &Script) -> String {
     } else {
         String::new()
     };
+    let timeline = timeline_sql(n, r);
     format!(
         "DECLARE updated INT64 DEFAULT 0;
 DECLARE expired INT64 DEFAULT 0;
@@ -233,7 +237,7 @@ WHEN MATCHED AND {beats} THEN UPDATE SET bsp_status = S.bsp_status, status_at = 
   error_code = S.error_code, errors_note = S.errors_note
 WHEN NOT MATCHED THEN INSERT (bsp_message_id, bsp_status, status_at, error_code, errors_note, first_seen_at, matched_at)
   VALUES (S.bsp_message_id, S.bsp_status, S.status_at, S.error_code, S.errors_note, {now_ts}, NULL);
-{messages}SET expired = (SELECT COUNT(*) FROM {pending} WHERE matched_at IS NULL AND first_seen_at < {cutoff_ts});
+{timeline}{messages}SET expired = (SELECT COUNT(*) FROM {pending} WHERE matched_at IS NULL AND first_seen_at < {cutoff_ts});
 INSERT INTO {dead} (run_id, file, line, reason, raw, recorded_at)
   SELECT '{run_id}', '', 0, '{expired_reason}',
     TO_JSON_STRING(STRUCT(bsp_message_id, bsp_status, status_at, error_code, first_seen_at)), {now_ts}
@@ -253,6 +257,34 @@ WHEN NOT MATCHED THEN INSERT (object_name, generation, run_id, processed_at)
 COMMIT TRANSACTION;
 SELECT updated, expired, (SELECT COUNT(*) FROM {pending} WHERE matched_at IS NULL);",
         beats = beats_sql("S", "P"),
+    )
+}
+
+/// The script's part on the timeline table: each staged timeline folded into its
+/// key's row, every field at its minimum. The table is MONTH-partitioned on
+/// `first_at` and clustered by key; the MERGE reads the partitions from the
+/// batch's earliest report less `TIMELINE_REACH` on.
+fn timeline_sql(n: &Names, r: &Script) -> String {
+    let table = n.table(schema::TIMELINE.name);
+    let stage = n.table(&r.stage.timeline);
+    let columns = schema::TIMELINE.field_names().join(", ");
+    let values = schema::TIMELINE
+        .field_names()
+        .iter()
+        .map(|c| format!("S.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let bound = match r.reach.timeline_from {
+        Some(from) => format!(" AND T.first_at >= {}", timestamp(from)),
+        None => String::new(),
+    };
+    format!(
+        "MERGE {table} T USING (SELECT DISTINCT * FROM {stage}) S
+ON T.bsp_message_id = S.bsp_message_id{bound}
+WHEN MATCHED THEN UPDATE SET {sets}
+WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values});
+",
+        sets = timeline_fold_sql("T", "S", "LEAST"),
     )
 }
 
@@ -327,6 +359,7 @@ mod tests {
     fn stage() -> Stage {
         Stage {
             pending: "s_p".into(),
+            timeline: "s_t".into(),
             dead_letters: "s_d".into(),
             files: "s_f".into(),
         }
@@ -352,6 +385,7 @@ mod tests {
             bounds,
             settled_before: None,
             messages: true,
+            timeline_from: None,
         }
     }
 

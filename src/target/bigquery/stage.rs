@@ -10,6 +10,7 @@ use super::api::{Api, Cell};
 use super::sql::Stage;
 use super::{BigQuery, staging_table};
 use crate::pipeline::Batch;
+use crate::status::STATUSES;
 use crate::target::{StagedRow, schema};
 
 /// Request bodies stay well under BigQuery's 10 MB.
@@ -40,6 +41,18 @@ const DEAD: [Column; 4] = [
     col("line", "INT64", "r.line"),
     col("reason", "STRING", "r.reason"),
     col("raw", "STRING", "r.raw"),
+];
+const TIMELINE: [Column; 10] = [
+    col("bsp_message_id", "STRING", "r.bsp_message_id"),
+    col("first_at", "INT64", "TIMESTAMP_MILLIS(r.first_at)"),
+    col("enqueued_at", "INT64", "TIMESTAMP_MILLIS(r.enqueued_at)"),
+    col("sent_at", "INT64", "TIMESTAMP_MILLIS(r.sent_at)"),
+    col("error_at", "INT64", "TIMESTAMP_MILLIS(r.error_at)"),
+    col("delivered_at", "INT64", "TIMESTAMP_MILLIS(r.delivered_at)"),
+    col("read_at", "INT64", "TIMESTAMP_MILLIS(r.read_at)"),
+    col("played_at", "INT64", "TIMESTAMP_MILLIS(r.played_at)"),
+    col("deleted_at", "INT64", "TIMESTAMP_MILLIS(r.deleted_at)"),
+    col("error_code", "INT64", "r.error_code"),
 ];
 const FILES: [Column; 2] = [
     col("object_name", "STRING", "r.object_name"),
@@ -85,6 +98,22 @@ pub async fn write(
         .files
         .iter()
         .map(|f| vec![Some(f.name.clone()), Some(f.generation.clone())]);
+    let timelines = batch.timelines.iter().map(|(k, t)| {
+        let mut row = vec![Some(k.to_owned()), Some(t.first_at().to_string())];
+        row.extend(STATUSES.map(|(_, _, s)| t.at(s).map(|ms| ms.to_string())));
+        row.push(t.error_code().map(|c| c.to_string()));
+        row
+    });
+    fill(
+        api,
+        bq,
+        &stage.timeline,
+        schema::TIMELINE,
+        &TIMELINE,
+        timelines,
+        now,
+    )
+    .await?;
 
     fill(
         api,
