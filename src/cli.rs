@@ -48,6 +48,8 @@ pub enum Command {
     Resolve(ResolveArgs),
     /// Create what the target needs (the job's tables, the key column). Safe to run again.
     Init(InitArgs),
+    /// The delivery funnel of a window of days, from the timeline table.
+    Report(ReportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -214,6 +216,21 @@ pub struct ResolveArgs {
     /// are only counted.
     #[arg(long, env = "BSP_DEAD_LETTERS")]
     pub dead_letters: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// First day of the window (YYYY-MM-DD): messages first reported from that day on, in
+    /// the organization's time zone (--timezone).
+    #[arg(long, env = "BSP_FROM")]
+    pub from: NaiveDate,
+
+    /// Last day of the window, inclusive.
+    #[arg(long, env = "BSP_TO")]
+    pub to: NaiveDate,
 }
 
 #[derive(Debug, Args)]

@@ -1064,14 +1064,6 @@ async fn every_object_name_in_a_bucket_is_read_and_marked_done() {
     assert_eq!(summary(&again)["files"], 0, "all marked done");
 }
 
-/// A V2 callback line: `status` of message `id` at `ts` (seconds).
-fn v2_line(id: &str, status: &str, ts: i64) -> String {
-    format!(
-        r#"{{"app":"DemoAPI","timestamp":{ms},"version":2,"type":"message-event","payload":{{"id":"{id}","type":"{status}","destination":"91XXXXXXXX10","payload":{{"ts":{ts}}}}}}}"#,
-        ms = ts * 1000
-    )
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_read_forty_days_after_the_first_report_updates_the_one_timeline_row() {
     let emu = emulators();
@@ -1103,14 +1095,18 @@ async fn a_read_forty_days_after_the_first_report_updates_the_one_timeline_row()
         "a.ndjson",
         format!(
             "{}\n{}\n",
-            v2_line(&K(1), "enqueued", first),
-            v2_line(&K(1), "sent", first + 5)
+            v2_line(&K(1), "enqueued", first, None),
+            v2_line(&K(1), "sent", first + 5, None)
         ),
     )
     .await;
     let out = bq_run(&bucket, &dataset, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    put("b.ndjson", v2_line(&K(1), "read", first + 40 * 86_400)).await;
+    put(
+        "b.ndjson",
+        v2_line(&K(1), "read", first + 40 * 86_400, None),
+    )
+    .await;
     let out = bq_run(&bucket, &dataset, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let rows = emu
@@ -1131,4 +1127,40 @@ async fn a_read_forty_days_after_the_first_report_updates_the_one_timeline_row()
     .map(|s| Some(s.to_string()))
     .collect();
     assert_eq!(rows[0], want, "one row, every first report");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_report_of_known_timelines_is_what_was_worked_out_by_hand() {
+    let emu = emulators();
+    let bucket = unique("funnel").replace('_', "-");
+    emu.bucket(&bucket).await;
+    let url = format!(
+        "{}/upload/storage/v1/b/{bucket}/o?uploadType=media&name=gupshup/f.ndjson",
+        emu.gcs
+    );
+    let resp = emu
+        .http
+        .post(&url)
+        .body(funnel_callbacks())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let dataset = seeded(&emu, "funnel", "US").await;
+    let out = bq_run(&bucket, &dataset, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let target = format!("bigquery://demo/{dataset}/messages");
+    let args = [
+        "report",
+        "--target",
+        &target,
+        "--from",
+        "2025-11-22",
+        "--to",
+        "2025-11-22",
+    ];
+    let report = run(&args, &[]);
+    assert!(report.status.success(), "{}", stderr(&report));
+    let got: Value = serde_json::from_str(stdout(&report).trim()).unwrap();
+    assert_eq!(got, funnel_expected());
 }

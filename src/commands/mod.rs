@@ -1,10 +1,12 @@
 //! One module per subcommand; each wires source → pipeline → target.
 
 mod init;
+mod report;
 mod resolve;
 mod run;
 mod window;
 
 pub use init::init;
+pub use report::{Funnel, report};
 pub use resolve::resolve;
 pub use run::{backfill, run};

@@ -19,6 +19,18 @@ pub struct Timeline {
 }
 
 impl Timeline {
+    /// A timeline as a store holds it: each status's first report (rank order), if
+    /// any, and the earliest failure's code. None when nothing was reported.
+    pub fn from_parts(
+        times: [Option<i64>; STATUSES.len()],
+        error_code: Option<i64>,
+    ) -> Option<Self> {
+        times.iter().any(Option::is_some).then(|| Timeline {
+            first: times.map(|t| t.unwrap_or(NEVER)),
+            error_code,
+        })
+    }
+
     /// When `status` was first reported.
     pub fn at(&self, status: Status) -> Option<i64> {
         Some(self.first[slot(status)]).filter(|&t| t != NEVER)

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use crate::error::UsageError;
 use crate::pipeline::Batch;
-use crate::resolve::{Resolved, TIMELINE_FIELDS, Timeline, format_ms};
+use crate::resolve::{Resolved, TIMELINE_FIELDS, Timeline, Timelines, format_ms};
 use crate::status::STATUSES;
 use crate::status::Status;
 
@@ -89,6 +89,9 @@ pub trait Target: Send + Sync {
     /// guard, expires old keys, keeps dead letters and marks the batch's files
     /// done — all or nothing.
     async fn apply(&self, batch: &Batch, ctx: &RunContext) -> Result<Applied>;
+
+    /// The timelines of messages first reported in `[from, until)`, folded by key.
+    async fn timelines(&self, from: DateTime<Utc>, until: DateTime<Utc>) -> Result<Timelines>;
 }
 
 /// Settings only some targets use.

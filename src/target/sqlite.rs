@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::schema::{self, Field, Table};
@@ -16,7 +17,7 @@ use crate::callback::Reason;
 use crate::error::UsageError;
 use crate::failpoint;
 use crate::pipeline::Batch;
-use crate::resolve::{beats_sql, format_ms};
+use crate::resolve::{TIMELINE_FIELDS, Timeline, Timelines, beats_sql, format_ms};
 use crate::status::{Status, rank_sql};
 
 pub struct Sqlite {
@@ -179,6 +180,19 @@ impl Target for Sqlite {
             bytes_processed: 0,
         })
     }
+
+    async fn timelines(&self, from: DateTime<Utc>, until: DateTime<Utc>) -> Result<Timelines> {
+        let conn = self.conn.lock().expect("no panics while locked");
+        let ms = |t: DateTime<Utc>| format_ms(t.timestamp_millis());
+        read_timelines(&conn, &ms(from), &ms(until))
+    }
+}
+
+/// A time as the tables hold it (`format_ms` text) in epoch milliseconds.
+fn parse_ms(text: &str) -> Result<i64> {
+    Ok(chrono::DateTime::parse_from_rfc3339(text)
+        .with_context(|| format!("a stored time {text:?}"))?
+        .timestamp_millis())
 }
 
 /// Folds the batch into the pending table with the rule of `resolve::beats_sql`.
@@ -215,6 +229,32 @@ fn fold_into_pending(tx: &rusqlite::Transaction, batch: &Batch, now: &str) -> Re
     )?;
     tx.execute("DROP TABLE temp.stage", [])?;
     Ok(())
+}
+
+/// Timelines first reported in `[from, until)`.
+fn read_timelines(conn: &Connection, from: &str, until: &str) -> Result<Timelines> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT bsp_message_id, {}, error_code FROM \"{}\" WHERE first_at >= ?1 AND first_at < ?2",
+        TIMELINE_FIELDS.join(", "),
+        schema::TIMELINE.name
+    ))?;
+    let mut rows = stmt.query(params![from, until])?;
+    let mut out = Timelines::default();
+    while let Some(row) = rows.next()? {
+        let mut times = [None; 7];
+        for (i, t) in times.iter_mut().enumerate() {
+            *t = row
+                .get::<_, Option<String>>(i + 1)?
+                .as_deref()
+                .map(parse_ms)
+                .transpose()?;
+        }
+        let key: String = row.get(0)?;
+        if let Some(t) = Timeline::from_parts(times, row.get(8)?) {
+            out.insert(&key, t);
+        }
+    }
+    Ok(out)
 }
 
 /// Folds the batch's timelines into the timeline table, each field at its minimum.

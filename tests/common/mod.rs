@@ -117,3 +117,54 @@ pub const FIXTURE_FILES: [&str; 6] = [
     "2025/11/22/05/no-suffix.ndjson",
     "2025/11/22/06/bad.ndjson",
 ];
+
+/// A V2 callback line: `status` of message `id` at `ts` (seconds), with an error
+/// code for failures.
+pub fn v2_line(id: &str, status: &str, ts: i64, code: Option<i64>) -> String {
+    let code = code.map_or(String::new(), |c| format!(r#","code":{c}"#));
+    format!(
+        r#"{{"app":"DemoAPI","timestamp":{ms},"version":2,"type":"message-event","payload":{{"id":"{id}","type":"{status}","destination":"91XXXXXXXX10","payload":{{"ts":{ts}{code}}}}}}}"#,
+        ms = ts * 1000
+    )
+}
+
+/// 2025-11-22T00:00:00Z in seconds.
+pub const FUNNEL_DAY: i64 = 1_763_769_600;
+
+/// Callbacks whose funnel for 2025-11-22 (UTC) is known: six messages of ours
+/// (one only enqueued and failed), an inbound deletion, one message of the next day.
+pub fn funnel_callbacks() -> String {
+    let t = FUNNEL_DAY;
+    let lines = [
+        v2_line("m1", "sent", t, None),
+        v2_line("m1", "delivered", t + 10, None),
+        v2_line("m1", "read", t + 100, None),
+        v2_line("m2", "sent", t, None),
+        v2_line("m2", "delivered", t + 30, None),
+        v2_line("m3", "sent", t, None),
+        v2_line("m3", "failed", t + 5, Some(470)),
+        v2_line("m4", "enqueued", t, None),
+        v2_line("m4", "failed", t + 2, Some(470)),
+        v2_line("m4", "failed", t + 1, Some(131026)),
+        v2_line("m5", "deleted", t + 50, None),
+        v2_line("m6", "sent", t, None),
+        v2_line("m6", "delivered", t + 20, None),
+        v2_line("m6", "read", t + 2 * 86_400, None),
+        v2_line("m7", "sent", t + 86_400 + 3600, None),
+    ];
+    lines.join("\n") + "\n"
+}
+
+/// What `report --from 2025-11-22 --to 2025-11-22` prints for `funnel_callbacks`
+/// (UTC), worked out by hand.
+pub fn funnel_expected() -> serde_json::Value {
+    serde_json::json!({
+        "from": "2025-11-22", "to": "2025-11-22", "timezone": "UTC",
+        "messages": 5, "sent": 4,
+        "delivered_pct": 60.0, "read_pct": 40.0, "failed_pct": 40.0,
+        "sent_to_delivered_median_s": 20.0, "sent_to_delivered_p90_s": 30.0,
+        "delivered_to_read_median_s": 90.0, "delivered_to_read_p90_s": 172780.0,
+        "read_within_24h_pct": 25.0,
+        "top_error_codes": [ { "code": 470, "messages": 1 }, { "code": 131026, "messages": 1 } ],
+    })
+}

@@ -25,6 +25,7 @@ use super::{Applied, Columns, Done, Options, RunContext, Target, ident};
 use crate::error::UsageError;
 use crate::failpoint;
 use crate::pipeline::Batch;
+use crate::resolve::{Timeline, Timelines};
 
 pub use self::retry::Failure;
 
@@ -222,6 +223,26 @@ const STREAMING_BUFFER: chrono::Duration = chrono::Duration::minutes(90);
 
 #[async_trait]
 impl Target for BigQuery {
+    async fn timelines(&self, from: DateTime<Utc>, until: DateTime<Utc>) -> Result<Timelines> {
+        let names = self.names().await?;
+        let job = format!(
+            "bsp_{}_report_{}",
+            self.dataset,
+            uuid::Uuid::new_v4().simple()
+        );
+        let done = self
+            .api
+            .run(&job, &sql::timelines_sql(&names, from, until), vec![])
+            .await?;
+        let mut out = Timelines::default();
+        for row in self.api.rows(&done).await? {
+            if let Some((key, t)) = timeline_of(&row) {
+                out.insert(key, t);
+            }
+        }
+        Ok(out)
+    }
+
     async fn init(&self, create_messages: bool) -> Result<()> {
         let c = &self.columns;
         let messages = self.api.table(&self.dataset, &c.table).await?;
@@ -406,6 +427,16 @@ impl Target for BigQuery {
             bytes_processed: bytes,
         })
     }
+}
+
+/// A timeline row read back: key, seven times in epoch ms, error code.
+fn timeline_of(row: &[api::Cell]) -> Option<(&str, Timeline)> {
+    let number = |i: usize| row.get(i)?.as_deref()?.parse::<i64>().ok();
+    let times = std::array::from_fn(|i| number(i + 1));
+    Some((
+        row.first()?.as_deref()?,
+        Timeline::from_parts(times, number(8))?,
+    ))
 }
 
 /// A number in the first result row, at `column` (None for NULL or no row).

@@ -111,6 +111,22 @@ fn buffered_sql(n: &Names, r: &Reach, tz: Tz) -> Option<String> {
     }
 }
 
+/// The timelines first reported in `[from, until)`: key, each status's first
+/// report in epoch ms, error code. Reads only the window's partitions.
+pub fn timelines_sql(n: &Names, from: DateTime<Utc>, until: DateTime<Utc>) -> String {
+    let times: Vec<String> = crate::resolve::TIMELINE_FIELDS
+        .iter()
+        .map(|c| format!("UNIX_MILLIS({c})"))
+        .collect();
+    format!(
+        "SELECT bsp_message_id, {}, error_code FROM {} WHERE first_at >= {} AND first_at < {}",
+        times.join(", "),
+        n.table(schema::TIMELINE.name),
+        timestamp(from),
+        timestamp(until)
+    )
+}
+
 /// Before the MERGE: how many rows within the bounds carry a key at all (none
 /// means nobody fills the key column yet), and how many claim a write time
 /// later than `now` (a sign of a wrong time zone).
