@@ -237,6 +237,11 @@ pub struct ReportArgs {
 pub struct InitArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+
+    /// Also create (or replace) the dashboards' view `bsp_delivery_daily`: per day of first
+    /// report (--timezone) and flow_name, sent, delivered, read, failed and latency percentiles.
+    #[arg(long, env = "BSP_VIEWS")]
+    pub views: bool,
 }
 
 fn default_concurrency() -> usize {

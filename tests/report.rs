@@ -54,3 +54,42 @@ fn the_report_of_known_timelines_is_what_was_worked_out_by_hand() {
     let got: serde_json::Value = serde_json::from_str(stdout(&before).trim()).unwrap();
     assert_eq!(got["messages"], 0);
 }
+
+#[test]
+fn the_delivery_view_counts_each_glific_message_once_per_day_and_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("callbacks");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f.ndjson"), funnel_callbacks()).unwrap();
+    let db = dir.path().join("t.db");
+    let target = format!("sqlite://{}", db.display());
+    let init = run(&["init", "--target", &target, "--create-messages"], &[]);
+    assert!(init.status.success(), "{}", stderr(&init));
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(&view_seed_sql("\"messages\""))
+        .unwrap();
+    assert!(run_job(&src, &db, &[], &[]).status.success());
+    let views = run(&["init", "--target", &target, "--views"], &[]);
+    assert!(views.status.success(), "{}", stderr(&views));
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT * FROM bsp_delivery_daily ORDER BY flow_name")
+        .unwrap();
+    let rows: Vec<Vec<String>> = stmt
+        .query_map([], |r| {
+            (0..11)
+                .map(|i| {
+                    r.get::<_, rusqlite::types::Value>(i).map(|v| match v {
+                        rusqlite::types::Value::Integer(i) => i.to_string(),
+                        rusqlite::types::Value::Text(t) => t,
+                        other => format!("{other:?}"),
+                    })
+                })
+                .collect()
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows, view_expected(), "{rows:#?}");
+}

@@ -12,6 +12,9 @@ pub async fn init(args: &InitArgs) -> Result<()> {
     )
     .await?;
     target.init(args.target.create_messages).await?;
+    if args.views {
+        target.create_views(args.target.timezone).await?;
+    }
     info!(target_url = %args.target.url()?, "target ready");
     Ok(())
 }

@@ -4,6 +4,7 @@
 pub mod bigquery;
 pub mod schema;
 mod sqlite;
+pub mod views;
 
 use std::collections::HashMap;
 
@@ -89,6 +90,9 @@ pub trait Target: Send + Sync {
     /// guard, expires old keys, keeps dead letters and marks the batch's files
     /// done — all or nothing.
     async fn apply(&self, batch: &Batch, ctx: &RunContext) -> Result<Applied>;
+
+    /// Creates (or replaces) the dashboards' view, its local days in `tz`.
+    async fn create_views(&self, tz: chrono_tz::Tz) -> Result<()>;
 
     /// The timelines of messages first reported in `[from, until)`, folded by key.
     async fn timelines(&self, from: DateTime<Utc>, until: DateTime<Utc>) -> Result<Timelines>;

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::schema::{self, Field, Table};
+use super::views::{DELIVERY_DAILY, Dialect, ViewNames, delivery_daily_sql};
 use super::{Applied, Columns, Done, RunContext, Target};
 use super::{StagedRow, TimelineRow, timeline_fold_sql};
 use crate::callback::Reason;
@@ -179,6 +180,23 @@ impl Target for Sqlite {
             expired,
             bytes_processed: 0,
         })
+    }
+
+    async fn create_views(&self, tz: chrono_tz::Tz) -> Result<()> {
+        let conn = self.conn.lock().expect("no panics while locked");
+        let c = &self.columns;
+        let existing = Self::columns_of(&conn, &c.table)?;
+        let names = ViewNames {
+            messages: &c.table,
+            key: &c.key,
+            streamed_at: has_column(&existing, "bq_inserted_at").then_some("bq_inserted_at"),
+        };
+        let select = delivery_daily_sql(Dialect::Sqlite, &names, tz);
+        conn.execute_batch(&format!(
+            "DROP VIEW IF EXISTS \"{DELIVERY_DAILY}\"; CREATE VIEW \"{DELIVERY_DAILY}\" AS {select}"
+        ))
+        .context("creating the delivery view")?;
+        Ok(())
     }
 
     async fn timelines(&self, from: DateTime<Utc>, until: DateTime<Utc>) -> Result<Timelines> {

@@ -168,3 +168,60 @@ pub fn funnel_expected() -> serde_json::Value {
         "top_error_codes": [ { "code": 470, "messages": 1 }, { "code": 131026, "messages": 1 } ],
     })
 }
+
+/// Glific rows for the funnel's messages: m1 twice (a copy), m2 … m6 once,
+/// flows "welcome" (m1, m2, m3) and "survey" (m4, m6); an inbound row too.
+pub fn view_seed_sql(messages: &str) -> String {
+    let row = |id: i64, key: &str, flow_name: &str, flow: &str, at: &str| {
+        format!(
+            "INSERT INTO {messages} (id, type, flow, status, sender_phone, receiver_phone, contact_phone, bsp_message_id, flow_name, inserted_at, bq_inserted_at) \
+             VALUES ({id}, 'text', '{flow}', 'sent', 'x', 'x', 'x', '{key}', '{flow_name}', '2025-11-22T00:00:00', '{at}');"
+        )
+    };
+    [
+        row(1, "m1", "welcome", "outbound", "2025-11-22T00:00:00"),
+        row(1, "m1", "welcome", "outbound", "2025-11-22T00:05:00"),
+        row(2, "m2", "welcome", "outbound", "2025-11-22T00:00:00"),
+        row(3, "m3", "welcome", "outbound", "2025-11-22T00:00:00"),
+        row(4, "m4", "survey", "outbound", "2025-11-22T00:00:00"),
+        row(6, "m6", "survey", "outbound", "2025-11-22T00:00:00"),
+        row(9, "m5", "welcome", "inbound", "2025-11-22T00:00:00"),
+    ]
+    .concat()
+}
+
+/// The view's rows for `view_seed_sql` and `funnel_callbacks` (UTC), by
+/// flow_name, every value as text: worked out by hand.
+pub fn view_expected() -> Vec<Vec<String>> {
+    let row = |cells: &[&str]| cells.iter().map(|c| c.to_string()).collect();
+    vec![
+        // survey: m4 (enqueued, failed), m6 (sent 0, delivered 20, read 2 days later)
+        row(&[
+            "2025-11-22",
+            "survey",
+            "2",
+            "1",
+            "1",
+            "1",
+            "1",
+            "20",
+            "20",
+            "172780",
+            "172780",
+        ]),
+        // welcome: m1 (10, read 90 later), m2 (30), m3 (failed)
+        row(&[
+            "2025-11-22",
+            "welcome",
+            "3",
+            "3",
+            "2",
+            "1",
+            "1",
+            "10",
+            "30",
+            "90",
+            "90",
+        ]),
+    ]
+}

@@ -21,6 +21,7 @@ use tracing::warn;
 use self::api::Api;
 use self::sql::{Bounds, Names, Reach, Script, Stage, TimeColumn};
 use super::schema::{self, Table};
+use super::views::{DELIVERY_DAILY, Dialect, ViewNames, delivery_daily_sql};
 use super::{Applied, Columns, Done, Options, RunContext, Target, ident};
 use crate::error::UsageError;
 use crate::failpoint;
@@ -223,6 +224,31 @@ const STREAMING_BUFFER: chrono::Duration = chrono::Duration::minutes(90);
 
 #[async_trait]
 impl Target for BigQuery {
+    async fn create_views(&self, tz: chrono_tz::Tz) -> Result<()> {
+        let names = self.names().await?;
+        let view_names = ViewNames {
+            messages: &names.messages,
+            key: &names.key,
+            streamed_at: names.streamed.as_ref().map(|c| c.column.as_str()),
+        };
+        let dialect = Dialect::BigQuery {
+            project: &self.api.project,
+            dataset: &self.dataset,
+        };
+        let mut view = self.table_json(DELIVERY_DAILY, Value::Array(vec![]));
+        view.as_object_mut().expect("an object").remove("schema");
+        view["view"] = json!({
+            "query": delivery_daily_sql(dialect, &view_names, tz),
+            "useLegacySql": false,
+        });
+        // Created if missing, then given this release's query either way.
+        self.api.create_table(view.clone()).await?;
+        self.api
+            .patch_table(&self.dataset, DELIVERY_DAILY, view)
+            .await?;
+        Ok(())
+    }
+
     async fn timelines(&self, from: DateTime<Utc>, until: DateTime<Utc>) -> Result<Timelines> {
         let names = self.names().await?;
         let job = format!(
