@@ -223,6 +223,10 @@ pub struct ReportArgs {
     #[command(flatten)]
     pub target: TargetArgs,
 
+    /// Organizations file (TOML): one report per organization, each in its time zone.
+    #[arg(long, env = "BSP_CONFIG", conflicts_with = "target")]
+    pub config: Option<PathBuf>,
+
     /// First day of the window (YYYY-MM-DD): messages first reported from that day on, in
     /// the organization's time zone (--timezone).
     #[arg(long, env = "BSP_FROM")]

@@ -93,3 +93,57 @@ fn the_delivery_view_counts_each_glific_message_once_per_day_and_flow() {
         .collect();
     assert_eq!(rows, view_expected(), "{rows:#?}");
 }
+
+#[test]
+fn with_an_organizations_file_each_organization_gets_its_report_in_its_time_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("callbacks");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f.ndjson"), funnel_callbacks()).unwrap();
+    let db = dir.path().join("t.db");
+    assert!(
+        run_job(&src, &db, &["--create-messages"], &[])
+            .status
+            .success()
+    );
+    let config = dir.path().join("orgs.toml");
+    let org = |name: &str, tz: &str| {
+        format!(
+            "[[organization]]\nname = \"{name}\"\napps = [\"{name}\"]\ntarget = \"sqlite://{}\"\ntimezone = \"{tz}\"\n",
+            db.display()
+        )
+    };
+    let text = format!(
+        "unrouted_target = \"sqlite://{}\"\n{}{}",
+        dir.path().join("u.db").display(),
+        org("utc-org", "UTC"),
+        org("la-org", "America/Los_Angeles")
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = run(
+        &[
+            "report",
+            "--config",
+            config.to_str().unwrap(),
+            "--from",
+            "2025-11-22",
+            "--to",
+            "2025-11-22",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reports: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(reports.len(), 2);
+    let mut utc = reports[0].clone();
+    assert_eq!(utc["organization"], "utc-org");
+    utc.as_object_mut().unwrap().remove("organization");
+    assert_eq!(utc, funnel_expected());
+    // Los Angeles' 22nd starts at 08:00 UTC: only the next day's message is in it.
+    assert_eq!(reports[1]["organization"], "la-org");
+    assert_eq!(reports[1]["timezone"], "America/Los_Angeles");
+    assert_eq!(reports[1]["messages"], 1);
+}

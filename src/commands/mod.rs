@@ -1,5 +1,6 @@
 //! One module per subcommand; each wires source → pipeline → target.
 
+mod destination;
 mod init;
 mod report;
 mod resolve;

@@ -10,7 +10,9 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
+use super::destination::Destination;
 use crate::cli::ReportArgs;
+use crate::config::Config;
 use crate::error::UsageError;
 use crate::resolve::{Timeline, Timelines};
 use crate::status::Status;
@@ -24,6 +26,9 @@ const TOP_CODES: usize = 10;
 /// nearest-rank percentiles, null without a pair to measure.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Funnel {
+    /// With `--config`: whose funnel this is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
     pub from: NaiveDate,
     pub to: NaiveDate,
     pub timezone: String,
@@ -54,24 +59,23 @@ pub async fn report(args: &ReportArgs) -> Result<()> {
         ))
         .into());
     }
-    let tz = args.target.timezone;
-    let (from, until) = (day_start(args.from, tz), day_start(next_day(args.to)?, tz));
-    let target = target::open(
-        args.target.url()?,
-        args.target.columns(),
-        &args.target.options(),
-    )
-    .await?;
-    let funnel = Funnel::of(
-        &target.timelines(from, until).await?,
-        args.from,
-        args.to,
-        tz,
-    );
-    if std::io::stdout().is_terminal() {
-        print!("{}", funnel.table());
-    } else {
-        println!("{}", serde_json::to_string(&funnel)?);
+    let destinations = match &args.config {
+        None => vec![Destination::of_flags(&args.target)?],
+        Some(path) => Destination::of_config(&Config::load(path)?, &args.target)?,
+    };
+    let after = next_day(args.to)?;
+    for d in destinations {
+        let tz = d.options.timezone;
+        let target = target::open(&d.url, d.columns, &d.options).await?;
+        let (from, until) = (day_start(args.from, tz), day_start(after, tz));
+        let timelines = target.timelines(from, until).await?;
+        let mut funnel = Funnel::of(&timelines, args.from, args.to, tz);
+        funnel.organization = args.config.is_some().then_some(d.name);
+        if std::io::stdout().is_terminal() {
+            print!("{}", funnel.table());
+        } else {
+            println!("{}", serde_json::to_string(&funnel)?);
+        }
     }
     Ok(())
 }
@@ -157,6 +161,7 @@ impl Funnel {
         top.sort_by(|a, b| b.messages.cmp(&a.messages).then(a.code.cmp(&b.code)));
         top.truncate(TOP_CODES);
         Funnel {
+            organization: None,
             from,
             to,
             timezone: tz.name().to_owned(),
@@ -177,8 +182,12 @@ impl Funnel {
     /// The funnel as a person reads it.
     fn table(&self) -> String {
         let secs = |s: Option<f64>| s.map_or("-".to_owned(), |s| format!("{s:.0} s"));
+        let whose = self
+            .organization
+            .as_deref()
+            .map_or(String::new(), |o| format!("{o}: "));
         let mut out = format!(
-            "Delivery report {} .. {} ({})\n\
+            "{whose}Delivery report {} .. {} ({})\n\
              messages             {}\n\
              sent                 {}\n\
              delivered            {:.1} %\n\

@@ -9,14 +9,15 @@ use chrono::{NaiveDate, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing::{debug, error, info};
 
+use super::destination::Destination;
 use super::window::in_window;
-use crate::cli::{BackfillArgs, RunArgs, parse_duration, parse_timezone};
+use crate::cli::{BackfillArgs, RunArgs};
 use crate::config::{self, Config};
 use crate::error::UsageError;
 use crate::failpoint;
 use crate::pipeline::{self, Batch, Counts, Routing};
 use crate::source::{ObjectRef, Source};
-use crate::target::{self, Applied, Columns, Done, Options, RunContext, Target};
+use crate::target::{self, Applied, Done, RunContext, Target};
 
 /// The scheduled job: files not done yet.
 pub async fn run(args: &RunArgs, run_id: &str) -> Result<()> {
@@ -39,14 +40,6 @@ pub async fn backfill(args: &BackfillArgs, run_id: &str) -> Result<()> {
         args.chunk_files.max(1),
     )
     .await
-}
-
-/// Where one batch goes: the flags' target, an organization's, or the unrouted one.
-struct Destination {
-    name: String,
-    url: String,
-    columns: Columns,
-    options: Options,
 }
 
 /// A destination once opened and ready (or why it is not).
@@ -77,7 +70,7 @@ async fn execute(
     let source = Source::open(args.source.url(config.as_ref())?)?;
     let (destinations, routing) = match &config {
         None => (
-            vec![flag_destination(args)?],
+            vec![Destination::of_flags(&args.target)?],
             Routing::single().with_timelines(),
         ),
         Some(config) => organizations(args, config)?,
@@ -232,71 +225,21 @@ impl Totals {
     }
 }
 
-fn flag_destination(args: &RunArgs) -> Result<Destination> {
-    Ok(Destination {
-        name: "default".into(),
-        url: args.target.url()?.to_owned(),
-        columns: args.target.columns(),
-        options: args.target.options(),
-    })
-}
-
 /// The organizations this task handles (then the unrouted target, on task 0), and
 /// the routing of apps to them.
 fn organizations(args: &RunArgs, config: &Config) -> Result<(Vec<Destination>, Routing)> {
     let task = config::cloud_run_task()?;
     let mine = config.mine(task);
     let keep_unrouted = task.is_none_or(|(index, _)| index == 0);
-    let defaults = args.target.columns();
     let mut destinations = Vec::new();
     for (org, _) in config.organizations.iter().zip(&mine).filter(|(_, m)| **m) {
-        let lookback = match &org.lookback {
-            Some(l) => parse_duration(l)
-                .map_err(|e| UsageError::new(format!("organization {}: lookback {e}", org.name)))?,
-            None => args.target.lookback,
-        };
-        destinations.push(Destination {
-            name: org.name.clone(),
-            url: org.target.clone(),
-            columns: Columns {
-                table: org
-                    .messages_table
-                    .clone()
-                    .unwrap_or_else(|| defaults.table.clone()),
-                key: org
-                    .key_column
-                    .clone()
-                    .unwrap_or_else(|| defaults.key.clone()),
-                status: org
-                    .status_column
-                    .clone()
-                    .unwrap_or_else(|| defaults.status.clone()),
-                errors: org
-                    .errors_column
-                    .clone()
-                    .unwrap_or_else(|| defaults.errors.clone()),
-            },
-            options: Options {
-                credentials: org.credentials.clone(),
-                lookback,
-                streamed_at: org
-                    .streamed_at_column
-                    .clone()
-                    .unwrap_or_else(|| args.target.streamed_at_column.clone()),
-                timezone: match &org.timezone {
-                    Some(tz) => parse_timezone(tz).map_err(|e| {
-                        UsageError::new(format!("organization {}: timezone {e}", org.name))
-                    })?,
-                    None => args.target.timezone,
-                },
-            },
-        });
+        destinations.push(Destination::of_organization(org, &args.target)?);
     }
     if keep_unrouted {
         destinations.push(Destination {
             name: UNROUTED.into(),
             url: config.unrouted_target.clone(),
-            columns: defaults,
+            columns: args.target.columns(),
             options: args.target.options(),
         });
     }
