@@ -110,11 +110,12 @@ impl Api {
 
     /// Runs one query job to completion under the retry policy. The first try
     /// uses `job_id`; a job that failed transiently is run again as `job_id_rN`.
-    pub async fn run(&self, job_id: &str, sql: &str, params: Vec<Value>) -> Result<Done, Failure> {
-        let params: Vec<QueryParameter> = params
-            .into_iter()
-            .map(|p| serde_json::from_value(p).expect("well-formed query parameters"))
-            .collect();
+    pub async fn run(
+        &self,
+        job_id: &str,
+        sql: &str,
+        params: Vec<QueryParameter>,
+    ) -> Result<Done, Failure> {
         let done = self
             .policy
             .retry(Scope::Job, |attempt| {

@@ -4,7 +4,10 @@
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use gcp_bigquery_client::model::query_parameter::QueryParameter;
+use gcp_bigquery_client::model::query_parameter_type::QueryParameterType;
+use gcp_bigquery_client::model::query_parameter_type_struct_types::QueryParameterTypeStructTypes;
+use gcp_bigquery_client::model::query_parameter_value::QueryParameterValue;
 
 use super::api::{Api, Cell};
 use super::sql::Stage;
@@ -173,18 +176,30 @@ async fn fill(
 }
 
 /// Groups rows into chunks of at most `CHUNK_BYTES` of parameter values.
-fn chunks(columns: &[Column], rows: impl Iterator<Item = Vec<Cell>>) -> Vec<Vec<Value>> {
+fn chunks(
+    columns: &[Column],
+    rows: impl Iterator<Item = Vec<Cell>>,
+) -> Vec<Vec<QueryParameterValue>> {
     let mut out = vec![];
     let mut current = vec![];
     let mut size = 0;
     for row in rows {
-        let values: serde_json::Map<String, Value> = columns
+        let values = columns
             .iter()
             .zip(row)
-            .map(|(c, v)| (c.name.to_owned(), json!({ "value": v })))
+            .map(|(c, value)| {
+                let value = QueryParameterValue {
+                    value,
+                    ..Default::default()
+                };
+                (c.name.to_owned(), value)
+            })
             .collect();
-        let value = json!({ "structValues": values });
-        let len = value.to_string().len();
+        let value = QueryParameterValue {
+            struct_values: Some(values),
+            ..Default::default()
+        };
+        let len = serde_json::to_vec(&value).map_or(0, |v| v.len());
         if size + len > CHUNK_BYTES && !current.is_empty() {
             out.push(std::mem::take(&mut current));
             size = 0;
@@ -198,16 +213,35 @@ fn chunks(columns: &[Column], rows: impl Iterator<Item = Vec<Cell>>) -> Vec<Vec<
     out
 }
 
-fn rows_parameter(columns: &[Column], values: Vec<Value>) -> Value {
-    let types: Vec<Value> = columns
+/// The rows as one `ARRAY<STRUCT<…>>` query parameter named `rows`.
+fn rows_parameter(columns: &[Column], values: Vec<QueryParameterValue>) -> QueryParameter {
+    let scalar = |kind: &str| QueryParameterType {
+        r#type: kind.to_owned(),
+        ..Default::default()
+    };
+    let fields = columns
         .iter()
-        .map(|c| json!({ "name": c.name, "type": { "type": c.kind } }))
+        .map(|c| QueryParameterTypeStructTypes {
+            name: Some(c.name.to_owned()),
+            r#type: Some(scalar(c.kind)),
+            description: None,
+        })
         .collect();
-    json!({
-        "name": "rows",
-        "parameterType": { "type": "ARRAY", "arrayType": { "type": "STRUCT", "structTypes": types } },
-        "parameterValue": { "arrayValues": values },
-    })
+    let row = QueryParameterType {
+        struct_types: Some(fields),
+        ..scalar("STRUCT")
+    };
+    QueryParameter {
+        name: Some("rows".into()),
+        parameter_type: Some(QueryParameterType {
+            array_type: Some(Box::new(row)),
+            ..scalar("ARRAY")
+        }),
+        parameter_value: Some(QueryParameterValue {
+            array_values: Some(values),
+            ..Default::default()
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -228,16 +262,18 @@ mod tests {
         assert!(chunks.len() >= 3);
         assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 100);
         for c in &chunks {
-            assert!(rows_parameter(&DEAD, c.clone()).to_string().len() < 5 << 20);
+            let text = serde_json::to_string(&rows_parameter(&DEAD, c.clone())).unwrap();
+            assert!(text.len() < 5 << 20);
         }
     }
 
     #[test]
     fn the_parameter_is_an_array_of_structs_with_nulls() {
-        let p = rows_parameter(
+        let p = serde_json::to_value(rows_parameter(
             &FILES,
             chunks(&FILES, std::iter::once(vec![Some("a".into()), None])).remove(0),
-        );
+        ))
+        .unwrap();
         assert_eq!(
             p["parameterType"]["arrayType"]["structTypes"][1]["name"],
             "generation"
