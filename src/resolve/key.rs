@@ -9,31 +9,41 @@ use std::hash::{Hash, Hasher};
 /// heap block together would.
 const INLINE: usize = 46;
 
+/// A message id. Its representation is private: the only way in is from a
+/// `str` (`From<&str>`), which is what makes `as_str` sound.
 #[derive(Clone)]
-pub enum Key {
-    Inline { len: u8, bytes: [u8; INLINE] },
+pub struct Key(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    /// `len` ≤ `INLINE` bytes of a `str` at the start of `bytes`.
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE],
+    },
     Heap(Box<str>),
 }
 
 impl Key {
     pub fn as_str(&self) -> &str {
-        // SAFETY: a key is only made from a `str` (`From<&str>`), whose bytes it
-        // holds unchanged. (Checking again would cost a pass per hash and per row.)
+        // SAFETY: a key is only made from a `str` (`From<&str>`, the one
+        // constructor), whose bytes it holds unchanged. (Checking again would cost
+        // a pass per hash and per row.)
         unsafe { std::str::from_utf8_unchecked(self.as_bytes()) }
     }
 
     fn as_bytes(&self) -> &[u8] {
-        match self {
-            Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Key::Heap(s) => s.as_bytes(),
+        match &self.0 {
+            Repr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Repr::Heap(s) => s.as_bytes(),
         }
     }
 
     /// Bytes on the heap besides the table's slot.
     pub fn heap_bytes(&self) -> usize {
-        match self {
-            Key::Inline { .. } => 0,
-            Key::Heap(s) => s.len() + 16,
+        match &self.0 {
+            Repr::Inline { .. } => 0,
+            Repr::Heap(s) => s.len() + 16,
         }
     }
 }
@@ -43,12 +53,12 @@ impl From<&str> for Key {
         if s.len() <= INLINE {
             let mut bytes = [0; INLINE];
             bytes[..s.len()].copy_from_slice(s.as_bytes());
-            Key::Inline {
+            Key(Repr::Inline {
                 len: s.len() as u8,
                 bytes,
-            }
+            })
         } else {
-            Key::Heap(s.into())
+            Key(Repr::Heap(s.into()))
         }
     }
 }
@@ -89,8 +99,8 @@ mod tests {
     fn short_keys_are_inline_long_ones_on_the_heap_and_both_read_back() {
         let short = "wamid.HBgMOTE00001B2345BBAB555BD7B422";
         let long = "x".repeat(INLINE + 1);
-        assert!(matches!(Key::from(short), Key::Inline { .. }));
-        assert!(matches!(Key::from(&long[..]), Key::Heap(_)));
+        assert!(matches!(Key::from(short).0, Repr::Inline { .. }));
+        assert!(matches!(Key::from(&long[..]).0, Repr::Heap(_)));
         assert_eq!(Key::from(short).as_str(), short);
         assert_eq!(Key::from(&long[..]).as_str(), long);
         assert_eq!(Key::from(""), Key::from(""));
