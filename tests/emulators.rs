@@ -345,7 +345,8 @@ async fn runs_with_late_rows_and_late_files_converge_and_a_quiet_run_changes_not
     assert!(second.status.success(), "{}", stderr(&second));
     let s = summary(&second);
     assert_eq!(s["files"], 4, "only new files are read");
-    // Pending: 5 (10 and 11 without a usable row, 5, fallback key) … K10's row is older than the lookback.
+    // Still pending: K10 (its row is older than the lookback), K11 and K5 (no row),
+    // and the fallback key.
     assert_eq!(s["pending"], 4);
 
     let statuses = emu.statuses(&dataset).await;

@@ -13,7 +13,7 @@ use self::json::{Error, Once, Reader};
 
 use crate::status::Status;
 
-/// One status change of one message, as the rules of SPEC §3 read it.
+/// One status change of one message: its key, status, time and error code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event<'a> {
     pub key: Cow<'a, str>,

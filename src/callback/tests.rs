@@ -1,4 +1,4 @@
-//! One test per rule of SPEC §3 that concerns reading a line.
+//! One test per rule that concerns reading a line (README, "The rules, in a user's words").
 
 use super::*;
 

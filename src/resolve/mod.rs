@@ -1,5 +1,5 @@
 //! Events → one status per message. The rule is a max over a total order, so the
-//! answer does not depend on order, batching or repetition (SPEC §3).
+//! answer does not depend on order, batching or repetition.
 
 use std::cmp::Ordering;
 
@@ -58,7 +58,7 @@ impl Observation for Resolved {
 }
 
 impl Resolved {
-    /// `status_at` as SPEC §5 prints it: UTC, milliseconds, `Z`.
+    /// `status_at` as `resolve` prints it: UTC, milliseconds, `Z`.
     pub fn status_at(&self) -> String {
         format_ms(self.at_ms)
     }

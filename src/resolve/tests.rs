@@ -114,7 +114,7 @@ proptest! {
     }
 }
 
-/// The rules of SPEC §3 written the plain way, as an oracle.
+/// The status rule (highest rank; its earliest time; that time's smallest code) written the plain way, as an oracle.
 fn oracle(events: &[Event<'_>]) -> BTreeMap<String, (Status, i64, Option<i64>)> {
     let mut by_key: BTreeMap<String, Vec<&Event>> = BTreeMap::new();
     events
