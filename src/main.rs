@@ -28,6 +28,7 @@ fn main() -> ExitCode {
             Command::Backfill(args) => commands::backfill(args, &run_id).await,
             Command::Resolve(args) => commands::resolve(args).await,
             Command::Init(args) => commands::init(args).await,
+            Command::Status(args) => commands::status(args, cli.log_format).await,
         }
     });
     match result {

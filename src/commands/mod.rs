@@ -1,10 +1,14 @@
 //! One module per subcommand; each wires source → pipeline → target.
 
+mod destinations;
 mod init;
 mod resolve;
 mod run;
+mod status;
+mod summary;
 mod window;
 
 pub use init::init;
 pub use resolve::resolve;
 pub use run::{backfill, run};
+pub use status::status;

@@ -2,6 +2,7 @@
 //! `sqlite://PATH` (embedded) and `bigquery://PROJECT/DATASET[/TABLE]` (production).
 
 pub mod bigquery;
+pub mod health;
 pub mod schema;
 mod sqlite;
 
@@ -16,6 +17,7 @@ use crate::pipeline::Batch;
 use crate::resolve::Resolved;
 use crate::status::Status;
 
+pub use health::{Health, RunRecord};
 pub use sqlite::Sqlite;
 
 /// Names of the `messages` table and its columns (configurable, checked as identifiers).
@@ -88,6 +90,13 @@ pub trait Target: Send + Sync {
     /// guard, expires old keys, keeps dead letters and marks the batch's files
     /// done — all or nothing.
     async fn apply(&self, batch: &Batch, ctx: &RunContext) -> Result<Applied>;
+
+    /// Records one run in the runs table, outside any run's transaction (so a
+    /// failed run is recorded too).
+    async fn record_run(&self, run: &RunRecord) -> Result<()>;
+
+    /// The job's health as of `now`, read from its own tables only.
+    async fn health(&self, now: DateTime<Utc>) -> Result<Health>;
 }
 
 /// Settings only some targets use.

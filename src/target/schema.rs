@@ -37,6 +37,10 @@ pub const DEAD_LETTERS: Table = Table {
     name: "bsp_loader_dead_letters",
     json: include_str!("../../schemas/dead_letters.json"),
 };
+pub const RUNS: Table = Table {
+    name: "bsp_loader_runs",
+    json: include_str!("../../schemas/runs.json"),
+};
 pub const MESSAGES: Table = Table {
     name: "messages",
     json: include_str!("../../schemas/messages.json"),
@@ -54,7 +58,7 @@ mod tests {
 
     #[test]
     fn every_schema_parses_and_names_are_identifiers() {
-        for table in [PENDING, FILES, DEAD_LETTERS, MESSAGES] {
+        for table in [PENDING, FILES, DEAD_LETTERS, RUNS, MESSAGES] {
             let fields = table.fields();
             assert!(!fields.is_empty());
             for f in fields {
