@@ -9,8 +9,6 @@ use common::*;
 use serde_json::Value;
 
 const T0: &str = "2026-03-01T10:00:00Z";
-const V2_APP: &str = "DemoAPI";
-const V3_APP: &str = "82ed52f4-30c0-4f12-81b4-e7ad07bd41de";
 
 fn status(target: &Path, extra: &[&str], now: &str) -> (Option<i32>, Value) {
     let target = format!("sqlite://{}", target.display());
@@ -19,14 +17,6 @@ fn status(target: &Path, extra: &[&str], now: &str) -> (Option<i32>, Value) {
     let out = run(&args, &[("BSP_NOW", now)]);
     let json = serde_json::from_str(stdout(&out).trim()).unwrap_or(Value::Null);
     (out.status.code(), json)
-}
-
-fn summaries(out: &std::process::Output) -> Vec<Value> {
-    stderr(out)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["summary"] == true)
-        .collect()
 }
 
 fn runs(db: &Path) -> Vec<(String, Option<String>, Option<i64>)> {
@@ -209,33 +199,8 @@ fn organization_summaries_carry_their_own_files_lines_bytes_and_lag() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     copy_callbacks(&src, &FIXTURE_FILES[..2]);
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    std::fs::create_dir_all(&a).unwrap();
-    std::fs::create_dir_all(&b).unwrap();
-    let (a, b) = (seeded_db(&a), seeded_db(&b));
-    let config = dir.path().join("orgs.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "unrouted_target = \"sqlite://{}\"\n\
-             [[organization]]\nname = \"v2-org\"\napps = [\"{V2_APP}\"]\ntarget = \"sqlite://{}\"\n\
-             [[organization]]\nname = \"v3-org\"\napps = [\"{V3_APP}\"]\ntarget = \"sqlite://{}\"\n",
-            dir.path().join("unrouted.db").display(),
-            a.display(),
-            b.display()
-        ),
-    )
-    .unwrap();
-    let go = |now: &str| {
-        let args = [
-            "run",
-            "--source",
-            src.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-        ];
-        run(&args, &[("BSP_NOW", now)])
-    };
+    let (a, b, config) = two_organizations(dir.path());
+    let go = |now: &str| run_orgs(&src, &config, &[("BSP_NOW", now)]);
     let out = go(T0);
     assert!(out.status.success(), "{}", stderr(&out));
     let all = summaries(&out);

@@ -86,38 +86,10 @@ fn every_field_a_metric_reads_is_in_the_summaries_the_job_logs() {
     // The real binary on the fixtures, with organizations (whose records carry
     // `organization`) and the run's own record.
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    std::fs::create_dir_all(&a).unwrap();
-    std::fs::create_dir_all(&b).unwrap();
-    let (a, b) = (seeded_db(&a), seeded_db(&b));
-    let config = dir.path().join("orgs.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "unrouted_target = \"sqlite://{}\"\n\
-             [[organization]]\nname = \"v2\"\napps = [\"DemoAPI\"]\ntarget = \"sqlite://{}\"\n\
-             [[organization]]\nname = \"v3\"\napps = [\"82ed52f4-30c0-4f12-81b4-e7ad07bd41de\"]\ntarget = \"sqlite://{}\"\n",
-            dir.path().join("u.db").display(),
-            a.display(),
-            b.display()
-        ),
-    )
-    .unwrap();
-    let src = fixtures().join("callbacks");
-    let args = [
-        "run",
-        "--source",
-        src.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ];
-    let out = run(&args, &[]);
+    let (_, _, config) = two_organizations(dir.path());
+    let out = run_orgs(&fixtures().join("callbacks"), &config, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let summaries: Vec<Value> = stderr(&out)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["summary"] == true)
-        .collect();
+    let summaries = summaries(&out);
     let (orgs, runs): (Vec<&Value>, Vec<&Value>) = summaries
         .iter()
         .partition(|s| s.get("organization").is_some());
