@@ -99,6 +99,12 @@ impl Health {
         let mut h = Health::default();
         for row in rows {
             let cell = |i: usize| row.get(i).cloned().flatten();
+            let time = |i: usize| {
+                cell(i).map(|v| match v.parse::<i64>() {
+                    Ok(ms) => format_ms(ms),
+                    Err(_) => v,
+                })
+            };
             let num = |i: usize| -> Result<u64> {
                 cell(i).map_or(Ok(0), |v| v.parse().context("a count in the status query"))
             };
@@ -119,8 +125,8 @@ impl Health {
                 Some(kind @ ("last_run" | "last_success")) => {
                     let run = LastRun {
                         run_id: cell(1).unwrap_or_default(),
-                        started_at: cell(2).unwrap_or_default(),
-                        ended_at: cell(3).unwrap_or_default(),
+                        started_at: time(2).unwrap_or_default(),
+                        ended_at: time(3).unwrap_or_default(),
                         outcome: cell(4).unwrap_or_default(),
                         failed_step: cell(5),
                         backlog: cell(6).map(|v| v.parse()).transpose()?,
@@ -144,7 +150,8 @@ pub struct Dialect {
     pub table: Box<dyn Fn(&str) -> String + Send + Sync>,
     /// A time literal of our own (never a callback value).
     pub time: fn(DateTime<Utc>) -> String,
-    /// A TIMESTAMP column as `YYYY-MM-DDTHH:MM:SS.mmmZ` text.
+    /// A TIMESTAMP column as `YYYY-MM-DDTHH:MM:SS.mmmZ` text, or as epoch
+    /// milliseconds (digits), which `Health::from_rows` turns into that text.
     pub time_text: fn(&str) -> String,
     /// The text type's name.
     pub text: &'static str,
@@ -223,7 +230,7 @@ mod tests {
                 Some("last_success"),
                 Some("r1"),
                 Some("2026-01-01T00:00:00.000Z"),
-                Some("2026-01-01T00:01:00.000Z"),
+                Some("1767225660000"),
                 Some("success"),
                 None,
                 Some("0"),
@@ -238,6 +245,10 @@ mod tests {
         let ok = h.last_success.unwrap();
         assert_eq!(ok.backlog, Some(0));
         assert_eq!(ok.ended().unwrap().timestamp(), 1_767_225_660);
+        assert_eq!(
+            ok.ended_at, "2026-01-01T00:01:00.000Z",
+            "milliseconds become text"
+        );
         assert!(h.last_run.is_none());
         assert!(Health::from_rows(&[row(&[Some("what")])]).is_err());
     }

@@ -68,7 +68,9 @@ pub fn dialect(project: &str, dataset: &str) -> Dialect {
     Dialect {
         table: Box::new(move |name| format!("`{prefix}.{name}`")),
         time: |t| literal_in("TIMESTAMP", t, Tz::UTC),
-        time_text: |c| format!("FORMAT_TIMESTAMP('%Y-%m-%dT%H:%M:%E3SZ', {c}, 'UTC')"),
+        // Milliseconds (read back as text by `Health::from_rows`): the emulator
+        // knows no `%E3S`.
+        time_text: |c| format!("CAST(UNIX_MILLIS({c}) AS STRING)"),
         text: "STRING",
     }
 }
