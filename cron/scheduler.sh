@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Creates (or updates) the service account, its least-privilege roles, the Cloud Run job and a
-# Cloud Scheduler trigger every 15 minutes. Usage:
+# Creates (or updates) the service account, its least-privilege roles, the Cloud Run job, a
+# Cloud Scheduler trigger every 15 minutes, and the log-based metrics and alert policies of
+# cron/monitoring/. Usage:
 #   PROJECT_ID=my-project REGION=asia-south1 BUCKET=glific-callbacks DATASET=org_919876543210 \
 #     bash cron/scheduler.sh
+# Optional: NOTIFICATION_CHANNELS (comma-separated channel resource names the alerts go to),
+# DEAD_LETTER_SHARE (default 0.05 of lines), BYTES_BUDGET (default 50e9 bytes a day).
 set -euo pipefail
 : "${PROJECT_ID:?}" "${REGION:?}" "${BUCKET:?}" "${DATASET:?}"
 SA="bsp-status-loader@${PROJECT_ID}.iam.gserviceaccount.com"
@@ -37,3 +40,34 @@ else
 fi
 gcloud scheduler jobs "$verb" http bsp-status-loader --location "$REGION" --project "$PROJECT_ID" \
   --schedule "$SCHEDULE" --uri "$URI" --http-method POST --oauth-service-account-email "$SA"
+
+# Metrics and alerts as code: log-based metrics from the run summary records, then the
+# alert policies that read them (matched by display name, so a rerun updates them).
+MONITORING="$(dirname "$0")/monitoring"
+for file in "$MONITORING"/metrics/*.json; do
+  metric="$(basename "$file" .json)"
+  if gcloud logging metrics describe "$metric" --project "$PROJECT_ID" >/dev/null 2>&1; then
+    gcloud logging metrics update "$metric" --project "$PROJECT_ID" --config-from-file "$file" >/dev/null
+  else
+    gcloud logging metrics create "$metric" --project "$PROJECT_ID" --config-from-file "$file" >/dev/null
+  fi
+done
+channels=()
+if [ -n "${NOTIFICATION_CHANNELS:-}" ]; then
+  channels=(--notification-channels "$NOTIFICATION_CHANNELS")
+fi
+for file in "$MONITORING"/policies/*.json; do
+  sed -e "s/DEAD_LETTER_SHARE/${DEAD_LETTER_SHARE:-0.05}/g" -e "s/BYTES_BUDGET/${BYTES_BUDGET:-50e9}/g" \
+    "$file" >/tmp/bsp-status-loader-policy.json
+  name="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["displayName"])' \
+    /tmp/bsp-status-loader-policy.json)"
+  existing="$(gcloud monitoring policies list --project "$PROJECT_ID" \
+    --filter "displayName=\"$name\"" --format 'value(name)' | head -n1)"
+  if [ -n "$existing" ]; then
+    gcloud monitoring policies update "$existing" --project "$PROJECT_ID" \
+      --policy-from-file /tmp/bsp-status-loader-policy.json >/dev/null
+  else
+    gcloud monitoring policies create --project "$PROJECT_ID" "${channels[@]}" \
+      --policy-from-file /tmp/bsp-status-loader-policy.json >/dev/null
+  fi
+done

@@ -50,6 +50,9 @@ pub enum Command {
     Init(InitArgs),
     /// The delivery funnel of a window of days, from the timeline table.
     Report(ReportArgs),
+    /// Is the job keeping up? The lag since the last successful run, the backlog it left,
+    /// pending keys by age, dead letters, the last run. Exit 1 past --max-lag.
+    Status(StatusArgs),
 }
 
 #[derive(Debug, Args)]
@@ -235,6 +238,25 @@ pub struct ReportArgs {
     /// Last day of the window, inclusive.
     #[arg(long, env = "BSP_TO")]
     pub to: NaiveDate,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Organizations file (TOML): the status of every organization's target.
+    #[arg(long, env = "BSP_CONFIG", conflicts_with = "target")]
+    pub config: Option<PathBuf>,
+
+    /// Exit 1 when the last successful run ended longer ago than this (e.g. 1h, 90m).
+    /// Without it, exit 1 only when no run ever succeeded.
+    #[arg(long, env = "BSP_MAX_LAG", value_parser = parse_duration)]
+    pub max_lag: Option<chrono::Duration>,
+
+    /// Pretend it is this time (RFC 3339). For tests and replays.
+    #[arg(long, env = "BSP_NOW", hide = true)]
+    pub now: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Args)]

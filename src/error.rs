@@ -44,3 +44,51 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         EXIT_FAILURE
     }
 }
+
+/// The step of a run that failed, as the summary and the runs table name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Listing,
+    Reading,
+    /// Opening or initialising the target, or staging the batch in it.
+    Staging,
+    Merge,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Listing => "listing",
+            Step::Reading => "reading",
+            Step::Staging => "staging",
+            Step::Merge => "merge",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The step a target tagged its error with (`error.context(Step::Staging)`), if any.
+pub fn step_of(error: &anyhow::Error) -> Option<Step> {
+    error.downcast_ref::<Step>().copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn a_tagged_step_is_found_under_later_context() {
+        let e = Err::<(), _>(anyhow::anyhow!("boom"))
+            .context(Step::Staging)
+            .context("organization a")
+            .unwrap_err();
+        assert_eq!(step_of(&e), Some(Step::Staging));
+        assert_eq!(step_of(&anyhow::anyhow!("plain")), None);
+    }
+}

@@ -17,6 +17,23 @@ use tracing_subscriber::registry::LookupSpan;
 
 static RUN_ID: OnceLock<String> = OnceLock::new();
 
+/// Starts the Debug text of a `json` field (invisible on a terminal).
+const JSON_MARK: char = '\0';
+
+/// A field value carried as JSON, null included (`field = ?logging::json(&v)`):
+/// tracing itself has no null, and summaries need one (`failed_step`).
+pub fn json<T: serde::Serialize>(value: &T) -> JsonField {
+    JsonField(serde_json::to_string(value).unwrap_or_else(|_| "null".into()))
+}
+
+pub struct JsonField(String);
+
+impl fmt::Debug for JsonField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{JSON_MARK}{}", self.0)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// Text on a terminal, JSON otherwise.
@@ -110,6 +127,11 @@ impl Visit for Fields {
         self.0.insert(f.name().into(), v.into());
     }
     fn record_debug(&mut self, f: &Field, v: &dyn fmt::Debug) {
-        self.0.insert(f.name().into(), format!("{v:?}").into());
+        let text = format!("{v:?}");
+        let value = match text.strip_prefix(JSON_MARK) {
+            Some(json) => serde_json::from_str(json).unwrap_or(Value::Null),
+            None => text.into(),
+        };
+        self.0.insert(f.name().into(), value);
     }
 }

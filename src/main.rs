@@ -29,6 +29,7 @@ fn main() -> ExitCode {
             Command::Resolve(args) => commands::resolve(args).await,
             Command::Init(args) => commands::init(args).await,
             Command::Report(args) => commands::report(args).await,
+            Command::Status(args) => commands::status(args, cli.log_format).await,
         }
     });
     match result {

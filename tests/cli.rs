@@ -155,10 +155,25 @@ fn every_usage_error_is_one_json_line_and_exit_2() {
         let out = run(args, &[]);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
-        let line: serde_json::Value = serde_json::from_str(err.trim_end())
-            .unwrap_or_else(|_| panic!("{args:?}: not JSON: {err}"));
-        assert_eq!(line["severity"], "ERROR", "{args:?}: {err}");
+        let records: Vec<serde_json::Value> = err
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|_| panic!("{args:?}: not JSON: {err}"))
+            })
+            .collect();
+        // One error line; a run or backfill that started also says how it ended.
+        let (summaries, lines): (Vec<_>, Vec<_>) =
+            records.iter().partition(|r| r["summary"] == true);
+        assert_eq!(lines.len(), 1, "{args:?}: {err}");
+        assert_eq!(lines[0]["severity"], "ERROR", "{args:?}: {err}");
+        assert!(summaries.len() <= 1, "{args:?}: {err}");
+        for s in summaries {
+            assert_eq!(s["outcome"], "failed", "{args:?}: {err}");
+            assert_eq!(
+                s["rerun_safe"], false,
+                "a usage error is not fixed by a rerun"
+            );
+        }
         assert!(!missing.exists());
     }
     // The flag wins over the environment, and text is one line too.

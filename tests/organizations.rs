@@ -7,9 +7,6 @@ use std::path::Path;
 
 use common::*;
 
-const V2_APP: &str = "DemoAPI";
-const V3_APP: &str = "82ed52f4-30c0-4f12-81b4-e7ad07bd41de";
-
 fn status(db: &Path, id: i64) -> Option<String> {
     messages(db)
         .into_iter()
@@ -17,47 +14,14 @@ fn status(db: &Path, id: i64) -> Option<String> {
         .and_then(|r| r.2)
 }
 
-fn write_config(dir: &Path, orgs: &[(&str, &str, &Path)]) -> std::path::PathBuf {
-    let mut text = format!(
-        "unrouted_target = \"sqlite://{}\"\n",
-        dir.join("unrouted.db").display()
-    );
-    for (name, app, db) in orgs {
-        text += &format!(
-            "[[organization]]\nname = \"{name}\"\napps = [\"{app}\"]\ntarget = \"sqlite://{}\"\n",
-            db.display()
-        );
-    }
-    let path = dir.join("orgs.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 fn run_config(config: &Path, envs: &[(&str, &str)]) -> std::process::Output {
-    let src = fixtures().join("callbacks");
-    run(
-        &[
-            "run",
-            "--source",
-            src.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-        ],
-        envs,
-    )
+    run_orgs(&fixtures().join("callbacks"), config, envs)
 }
 
 #[test]
 fn callbacks_go_to_their_organization_and_unknown_apps_are_dead_lettered() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    std::fs::create_dir_all(&a).unwrap();
-    std::fs::create_dir_all(&b).unwrap();
-    let (a, b) = (seeded_db(&a), seeded_db(&b));
-    let config = write_config(
-        dir.path(),
-        &[("v2-org", V2_APP, &a), ("v3-org", V3_APP, &b)],
-    );
+    let (a, b, config) = two_organizations(dir.path());
     let out = run_config(&config, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
 
@@ -89,11 +53,7 @@ fn callbacks_go_to_their_organization_and_unknown_apps_are_dead_lettered() {
         ) >= 1
     );
     // A summary per organization and one for the run.
-    let summaries: Vec<serde_json::Value> = stderr(&out)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["summary"] == true)
-        .collect();
+    let summaries = summaries(&out);
     let orgs: Vec<_> = summaries
         .iter()
         .map(|s| s["organization"].as_str().unwrap_or("run").to_owned())
@@ -144,14 +104,7 @@ fn a_failing_organization_fails_alone_and_tasks_split_the_organizations() {
 
     // Task 1 of 2 handles the second organization only, and leaves unknown apps to task 0.
     let dir2 = tempfile::tempdir().unwrap();
-    let (x, y) = (dir2.path().join("x"), dir2.path().join("y"));
-    std::fs::create_dir_all(&x).unwrap();
-    std::fs::create_dir_all(&y).unwrap();
-    let (x, y) = (seeded_db(&x), seeded_db(&y));
-    let config = write_config(
-        dir2.path(),
-        &[("v2-org", V2_APP, &x), ("v3-org", V3_APP, &y)],
-    );
+    let (x, y, config) = two_organizations(dir2.path());
     let out = run_config(
         &config,
         &[("CLOUD_RUN_TASK_INDEX", "1"), ("CLOUD_RUN_TASK_COUNT", "2")],

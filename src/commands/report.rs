@@ -10,7 +10,7 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
-use super::destination::Destination;
+use super::destinations::{flag_destination, organizations};
 use crate::cli::ReportArgs;
 use crate::config::Config;
 use crate::error::UsageError;
@@ -60,8 +60,8 @@ pub async fn report(args: &ReportArgs) -> Result<()> {
         .into());
     }
     let destinations = match &args.config {
-        None => vec![Destination::of_flags(&args.target)?],
-        Some(path) => Destination::of_config(&Config::load(path)?, &args.target)?,
+        None => vec![flag_destination(&args.target)?],
+        Some(path) => organizations(&args.target, &Config::load(path)?, None, false)?.0,
     };
     let after = next_day(args.to)?;
     for d in destinations {

@@ -111,6 +111,10 @@ pub fn parse_object(
     read.counts.bytes += object.size;
     let unrouted = routing.route(None);
     let mut sink = FileSink::new(read, routing, object);
+    // A batch's files are those with a line routed to it: compare its line count
+    // before and after the file (per file, not per line, to keep the hot loop lean).
+    let lines_before: smallvec::SmallVec<[u64; 8]> =
+        sink.read.batches.iter().map(|b| b.counts.lines).collect();
     for (line_no, line) in source::lines(decoded.data) {
         sink.line_no = line_no;
         sink.line = line;
@@ -118,6 +122,15 @@ pub fn parse_object(
         sink.unknown_kept = false;
         sink.read.counts.lines += 1;
         callback::parse_line(line, &mut sink);
+        if let Some(i) = sink.route {
+            sink.read.batches[i].counts.lines += 1;
+        }
+    }
+    for (batch, before) in sink.read.batches.iter_mut().zip(lines_before) {
+        if batch.counts.lines > before {
+            batch.counts.files += 1;
+            batch.counts.bytes += object.size;
+        }
     }
     if let Some(error) = decoded.error {
         // The damage starts on the line after the last whole one.

@@ -2,6 +2,7 @@
 //! `sqlite://PATH` (embedded) and `bigquery://PROJECT/DATASET[/TABLE]` (production).
 
 pub mod bigquery;
+pub mod health;
 pub mod schema;
 mod sqlite;
 pub mod views;
@@ -18,6 +19,7 @@ use crate::resolve::{Resolved, TIMELINE_FIELDS, Timeline, Timelines, format_ms};
 use crate::status::STATUSES;
 use crate::status::Status;
 
+pub use health::{Health, RunRecord};
 pub use sqlite::Sqlite;
 
 /// Names of the `messages` table and its columns (configurable, checked as identifiers).
@@ -96,6 +98,13 @@ pub trait Target: Send + Sync {
 
     /// The timelines of messages first reported in `[from, until)`, folded by key.
     async fn timelines(&self, from: DateTime<Utc>, until: DateTime<Utc>) -> Result<Timelines>;
+
+    /// Records one run in the runs table, outside any run's transaction (so a
+    /// failed run is recorded too).
+    async fn record_run(&self, run: &RunRecord) -> Result<()>;
+
+    /// The job's health as of `now`, read from its own tables only.
+    async fn health(&self, now: DateTime<Utc>) -> Result<Health>;
 }
 
 /// Settings only some targets use.

@@ -41,6 +41,10 @@ pub const TIMELINE: Table = Table {
     name: "bsp_message_timeline",
     json: include_str!("../../schemas/timeline.json"),
 };
+pub const RUNS: Table = Table {
+    name: "bsp_loader_runs",
+    json: include_str!("../../schemas/runs.json"),
+};
 pub const MESSAGES: Table = Table {
     name: "messages",
     json: include_str!("../../schemas/messages.json"),
@@ -63,7 +67,7 @@ mod tests {
 
     #[test]
     fn every_schema_parses_and_names_are_identifiers() {
-        for table in [PENDING, FILES, DEAD_LETTERS, TIMELINE, MESSAGES] {
+        for table in [PENDING, FILES, DEAD_LETTERS, TIMELINE, RUNS, MESSAGES] {
             let fields = table.fields();
             assert!(!fields.is_empty());
             for f in fields {

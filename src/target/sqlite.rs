@@ -10,12 +10,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, TransactionBehavior, params};
 
+use super::health::{Dialect, Health, RunRecord, health_sql};
 use super::schema::{self, Field, Table};
-use super::views::{DELIVERY_DAILY, Dialect, ViewNames, delivery_daily_sql};
+use super::views::{DELIVERY_DAILY, Dialect as ViewDialect, ViewNames, delivery_daily_sql};
 use super::{Applied, Columns, Done, RunContext, Target};
 use super::{StagedRow, TimelineRow, timeline_fold_sql};
 use crate::callback::Reason;
-use crate::error::UsageError;
+use crate::error::{Step, UsageError};
 use crate::failpoint;
 use crate::pipeline::Batch;
 use crate::resolve::{TIMELINE_FIELDS, Timeline, Timelines, beats_sql, format_ms};
@@ -96,13 +97,24 @@ fn create_sql(name: &str, fields: &[Field], primary_key: &[&str], strict: bool) 
     )
 }
 
-fn own_tables() -> [(Table, &'static [&'static str]); 4] {
+fn own_tables() -> [(Table, &'static [&'static str]); 5] {
     [
         (schema::PENDING, &["bsp_message_id"]),
         (schema::TIMELINE, &["bsp_message_id"]),
         (schema::FILES, &["object_name", "generation"]),
         (schema::DEAD_LETTERS, &[]),
+        (schema::RUNS, &[]),
     ]
+}
+
+/// TIMESTAMP columns are fixed-width UTC text here, so they compare as text.
+fn dialect() -> Dialect {
+    Dialect {
+        table: Box::new(|name| format!("\"{name}\"")),
+        time: |t| format!("'{}'", format_ms(t.timestamp_millis())),
+        time_text: str::to_owned,
+        text: "TEXT",
+    }
 }
 
 #[async_trait]
@@ -166,8 +178,8 @@ impl Target for Sqlite {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .context("waiting for the target (another run holds it)")?;
         let now = format_ms(ctx.now.timestamp_millis());
-        fold_into_pending(&tx, batch, &now)?;
-        fold_timelines(&tx, batch)?;
+        fold_into_pending(&tx, batch, &now).context(Step::Staging)?;
+        fold_timelines(&tx, batch).context(Step::Staging)?;
         let rows_updated = update_messages(&tx, &self.columns, has_errors)?;
         failpoint::hit("after-update");
         let (pending, expired) = settle_pending(&tx, &self.columns, ctx, &now)?;
@@ -182,6 +194,52 @@ impl Target for Sqlite {
         })
     }
 
+    async fn record_run(&self, r: &RunRecord) -> Result<()> {
+        let conn = self.conn.lock().expect("no panics while locked");
+        let (started, ended) = r.times();
+        conn.execute(
+            &format!(
+                "INSERT INTO \"{}\" (run_id, started_at, ended_at, outcome, failed_step, backlog,
+                   files, lines, dead_lettered, rows_updated, pending, bytes_processed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                schema::RUNS.name
+            ),
+            params![
+                r.run_id,
+                started,
+                ended,
+                r.outcome,
+                r.failed_step,
+                r.backlog.map(|b| b as i64),
+                r.files as i64,
+                r.lines as i64,
+                r.dead_lettered as i64,
+                r.rows_updated as i64,
+                r.pending as i64,
+                r.bytes_processed as i64,
+            ],
+        )?;
+        Ok(())
+    }
+
+    async fn health(&self, now: chrono::DateTime<chrono::Utc>) -> Result<Health> {
+        let conn = self.conn.lock().expect("no panics while locked");
+        let mut stmt = conn
+            .prepare(&health_sql(&dialect(), now))
+            .with_context(|| {
+                format!(
+                    "sqlite://{}: reading the job's tables (run init first)",
+                    self.path
+                )
+            })?;
+        let rows = stmt.query_map([], |row| {
+            (0..8)
+                .map(|i| row.get::<_, Option<String>>(i))
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        Health::from_rows(&rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
     async fn create_views(&self, tz: chrono_tz::Tz) -> Result<()> {
         let conn = self.conn.lock().expect("no panics while locked");
         let c = &self.columns;
@@ -191,7 +249,7 @@ impl Target for Sqlite {
             key: &c.key,
             streamed_at: has_column(&existing, "bq_inserted_at").then_some("bq_inserted_at"),
         };
-        let select = delivery_daily_sql(Dialect::Sqlite, &names, tz);
+        let select = delivery_daily_sql(ViewDialect::Sqlite, &names, tz);
         conn.execute_batch(&format!(
             "DROP VIEW IF EXISTS \"{DELIVERY_DAILY}\"; CREATE VIEW \"{DELIVERY_DAILY}\" AS {select}"
         ))

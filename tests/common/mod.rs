@@ -225,3 +225,56 @@ pub fn view_expected() -> Vec<Vec<String>> {
         ]),
     ]
 }
+
+/// An organizations file in `dir`: (name, app, SQLite target) each, unrouted.db beside it.
+pub fn write_config(dir: &Path, orgs: &[(&str, &str, &Path)]) -> std::path::PathBuf {
+    let mut text = format!(
+        "unrouted_target = \"sqlite://{}\"\n",
+        dir.join("unrouted.db").display()
+    );
+    for (name, app, db) in orgs {
+        text += &format!(
+            "[[organization]]\nname = \"{name}\"\napps = [\"{app}\"]\ntarget = \"sqlite://{}\"\n",
+            db.display()
+        );
+    }
+    let path = dir.join("orgs.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Every summary record a run logged, in order.
+pub fn summaries(out: &Output) -> Vec<serde_json::Value> {
+    stderr(out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["summary"] == true)
+        .collect()
+}
+
+/// The V2 and V3 apps of the fixtures.
+pub const V2_APP: &str = "DemoAPI";
+pub const V3_APP: &str = "82ed52f4-30c0-4f12-81b4-e7ad07bd41de";
+
+/// Two seeded SQLite organizations in `dir`, "v2-org" and "v3-org" (one per
+/// fixture app), and their organizations file: (v2's db, v3's db, config).
+pub fn two_organizations(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let (a, b) = (seeded_db(&a), seeded_db(&b));
+    let config = write_config(dir, &[("v2-org", V2_APP, &a), ("v3-org", V3_APP, &b)]);
+    (a, b, config)
+}
+
+/// `run` from `src` for the organizations of `config`.
+pub fn run_orgs(src: &Path, config: &Path, envs: &[(&str, &str)]) -> Output {
+    let args = [
+        "run",
+        "--source",
+        src.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    run(&args, envs)
+}

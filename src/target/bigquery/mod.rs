@@ -7,6 +7,7 @@
 
 mod api;
 mod retry;
+mod runs;
 mod sql;
 mod stage;
 
@@ -21,9 +22,9 @@ use tracing::warn;
 use self::api::Api;
 use self::sql::{Bounds, Names, Reach, Script, Stage, TimeColumn};
 use super::schema::{self, Table};
-use super::views::{DELIVERY_DAILY, Dialect, ViewNames, delivery_daily_sql};
-use super::{Applied, Columns, Done, Options, RunContext, Target, ident};
-use crate::error::UsageError;
+use super::views::{DELIVERY_DAILY, Dialect as ViewDialect, ViewNames, delivery_daily_sql};
+use super::{Applied, Columns, Done, Health, Options, RunContext, RunRecord, Target, ident};
+use crate::error::{Step, UsageError};
 use crate::failpoint;
 use crate::pipeline::Batch;
 use crate::resolve::{Timeline, Timelines};
@@ -231,7 +232,7 @@ impl Target for BigQuery {
             key: &names.key,
             streamed_at: names.streamed.as_ref().map(|c| c.column.as_str()),
         };
-        let dialect = Dialect::BigQuery {
+        let dialect = ViewDialect::BigQuery {
             project: &self.api.project,
             dataset: &self.dataset,
         };
@@ -313,7 +314,13 @@ impl Target for BigQuery {
                 )
                 .await?;
         }
-        for table in [schema::PENDING, schema::FILES, schema::DEAD_LETTERS] {
+        // The runs table came later: targets made before it get it here too.
+        for table in [
+            schema::PENDING,
+            schema::FILES,
+            schema::DEAD_LETTERS,
+            schema::RUNS,
+        ] {
             self.api
                 .create_table(self.table_json(table.name, serde_json::from_str(table.json)?))
                 .await?;
@@ -376,7 +383,9 @@ impl Target for BigQuery {
             files: format!("{run}_stage_files"),
         };
         let bytes_before = self.api.bytes_processed.load(Ordering::Relaxed);
-        stage::write(&self.api, self, &stage, batch, ctx.now).await?;
+        stage::write(&self.api, self, &stage, batch, ctx.now)
+            .await
+            .context(Step::Staging)?;
         failpoint::hit("after-stage");
 
         let from = match names.partitioning {
@@ -452,6 +461,23 @@ impl Target for BigQuery {
             pending: count(2),
             bytes_processed: bytes,
         })
+    }
+
+    async fn record_run(&self, r: &RunRecord) -> Result<()> {
+        let (sql, params) = runs::insert(&self.api.project, &self.dataset, r);
+        let job = format!("{}_record", self.job_prefix(&r.run_id));
+        self.api.run(&job, &sql, params).await?;
+        Ok(())
+    }
+
+    async fn health(&self, now: DateTime<Utc>) -> Result<Health> {
+        let sql = super::health::health_sql(&runs::dialect(&self.api.project, &self.dataset), now);
+        let id = format!("status_{}", uuid::Uuid::new_v4().simple());
+        let job = format!("{}_status", self.job_prefix(&id));
+        let done = self.api.run(&job, &sql, vec![]).await?;
+        let mut health = Health::from_rows(&self.api.rows(&done).await?)?;
+        health.bytes_processed = done.bytes_processed;
+        Ok(health)
     }
 }
 

@@ -22,13 +22,13 @@ const CHUNK_BYTES: usize = 4 << 20;
 const MAX_RAW_BYTES: usize = 1 << 20;
 
 /// A staged column: its name, the parameter's type and how the INSERT reads it.
-struct Column {
-    name: &'static str,
-    kind: &'static str,
-    select: &'static str,
+pub(super) struct Column {
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub select: &'static str,
 }
 
-const fn col(name: &'static str, kind: &'static str, select: &'static str) -> Column {
+pub(super) const fn col(name: &'static str, kind: &'static str, select: &'static str) -> Column {
     Column { name, kind, select }
 }
 
