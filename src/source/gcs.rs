@@ -200,9 +200,9 @@ impl Item {
         let last_modified = chrono::DateTime::parse_from_rfc3339(&self.updated)
             .with_context(context)?
             .to_utc();
-        let generation = match self.md5_hash.as_deref().map(|b| base64_md5(b)) {
-            Some(Some(md5)) => format!("\"{md5}\""),
-            _ => self.generation.clone(),
+        let generation = match self.md5_hash.as_deref().and_then(base64_md5) {
+            Some(md5) => format!("\"{md5}\""),
+            None => self.generation.clone(),
         };
         Ok(ObjectRef {
             name: self.name,
