@@ -536,8 +536,8 @@ async fn injected_5xx_are_retried_and_a_service_dying_mid_run_then_a_rerun_conve
     let emu = emulators();
     let (bucket, want, _) = bucket_and_reference(&emu, "faults").await;
 
-    // BigQuery answers 503 to its first connections: the run retries and succeeds. (GCS's
-    // retries are object_store's; fake-gcs-server only answers reads at its own address.)
+    // BigQuery answers 503 to its first connections: the run retries and succeeds (GCS's
+    // own faults: `gcs_5xx_are_retried`).
     let bq = FaultyProxy::start(&emu.bq, 3).await;
     let dataset = unique("faulty");
     emu.dataset(&dataset).await;
@@ -986,25 +986,43 @@ async fn write_times_in_the_future_warn_of_a_wrong_time_zone() {
 }
 
 /// Object names a webhook receiver might write into a bucket: spaces, `#`, `?`,
-/// `%`, backslashes, non-ASCII, in nested folders. Generated, so each run of the
-/// suite tries the same varied set (a fixed seed) without hand-picking.
+/// `%`, backslashes, non-ASCII, control characters, empty, `.` and `..`
+/// segments (`a//b`, `./x`, a trailing `/`), in nested folders: every UTF-8
+/// name GCS accepts (no CR or LF, at most 1024 bytes). Generated, so each run
+/// of the suite tries the same varied set (a fixed seed) without hand-picking.
 fn hostile_names(count: usize) -> Vec<String> {
     use proptest::strategy::{Strategy, ValueTree};
-    let segment = proptest::string::string_regex(r"[a-zA-Z0-9 #?%\\éñ日_.+=@&'()\[\]{}~-]{1,12}")
-        .unwrap()
-        .prop_filter("not . or ..", |s| s != "." && s != "..");
+    let segment = proptest::prop_oneof![
+        proptest::string::string_regex(
+            r"[a-zA-Z0-9 #?%\\éñ日_.+=@&'()\[\]{}~\t\x01\x1f\x7f\u{80}-]{0,12}"
+        )
+        .unwrap(),
+        proptest::strategy::Just(".".to_owned()),
+        proptest::strategy::Just("..".to_owned()),
+    ];
     let name = proptest::collection::vec(segment, 1..4).prop_map(|parts| parts.join("/"));
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let mut names = std::collections::BTreeSet::new();
     while names.len() < count {
         names.insert(name.new_tree(&mut runner).unwrap().current());
     }
-    // The ones that broke reads before, always among them.
+    // The ones that broke reads or the listing before, always among them
+    // ("" is the object `in/` itself).
     for fixed in [
         "café 1#2?.ndjson",
         "100%/a\\b.ndjson",
         "x#17",
         "日本/ä ö.ndjson",
+        "a//b.ndjson",
+        "./x",
+        "../y",
+        "c/./d",
+        "..",
+        "tab\there\u{1}",
+        "e/",
+        "/lead",
+        "",
+        &"日".repeat(340),
     ] {
         names.insert(fixed.to_owned());
     }
@@ -1016,7 +1034,7 @@ async fn every_object_name_in_a_bucket_is_read_and_marked_done() {
     let emu = emulators();
     let bucket = unique("names").replace('_', "-");
     emu.bucket(&bucket).await;
-    let names = hostile_names(40);
+    let names = hostile_names(60);
     for (i, name) in names.iter().enumerate() {
         let line = format!(
             r#"{{"app":"DemoAPI","timestamp":1763773200000,"version":2,"type":"message-event","payload":{{"id":"name-{i}","type":"delivered","destination":"91XXXXXXXX10","payload":{{"ts":1763773200}}}}}}"#
@@ -1211,4 +1229,79 @@ async fn the_delivery_views_select_counts_each_glific_message_once_per_day_and_f
         .map(|r| r.into_iter().map(|c| c.unwrap_or_default()).collect())
         .collect();
     assert_eq!(rows, view_expected());
+}
+
+/// Between listing and reading, one object is deleted and another rewritten:
+/// neither listed generation can be read any more, so each is `Unreadable` (a
+/// dead letter, marked done), whatever its name; the new generation is listed
+/// by the next run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bucket_object_gone_since_the_listing_is_unreadable() {
+    use bsp_status_loader::source::{Fetched, Source};
+    let emu = emulators();
+    let bucket = unique("gone").replace('_', "-");
+    emu.bucket(&bucket).await;
+    let put = |name: &'static str, body: &'static str| {
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/upload/storage/v1/b/{bucket}/o", emu.gcs),
+            [("uploadType", "media"), ("name", name)],
+        )
+        .unwrap();
+        let request = emu.http.post(url).body(body);
+        async move { assert!(request.send().await.unwrap().status().is_success()) }
+    };
+    put("in/a//deleted", "1").await;
+    put("in/./rewritten", "1").await;
+    put("in/kept", "1").await;
+    let source = Source::open(&format!("gs://{bucket}/in")).unwrap();
+    let listed = source.list().await.unwrap();
+    assert_eq!(listed.len(), 3);
+
+    let mut url = reqwest::Url::parse(&format!("{}/storage/v1/b/{bucket}/o", emu.gcs)).unwrap();
+    url.path_segments_mut().unwrap().push("in/a//deleted");
+    assert!(
+        emu.http
+            .delete(url)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    put("in/./rewritten", "2").await;
+
+    for object in &listed {
+        let fetched = source.fetch(object).await.unwrap();
+        match object.name.as_str() {
+            "in/kept" => assert!(matches!(fetched, Fetched::Body(b) if &b[..] == b"1")),
+            _ => assert!(matches!(fetched, Fetched::Unreadable(_)), "{object:?}"),
+        }
+    }
+    let again = source.list().await.unwrap();
+    assert_eq!(again.len(), 2);
+    let rewritten = again.iter().find(|o| o.name == "in/./rewritten").unwrap();
+    assert!(!listed.contains(rewritten), "a new generation");
+    assert!(matches!(source.fetch(rewritten).await.unwrap(), Fetched::Body(b) if &b[..] == b"2"));
+}
+
+/// GCS answers 503 to its first connections: listing and reading retry, and the
+/// result is the one without faults.
+#[tokio::test(flavor = "multi_thread")]
+async fn gcs_5xx_are_retried() {
+    let emu = emulators();
+    let bucket = unique("gcs-faults").replace('_', "-");
+    emu.bucket(&bucket).await;
+    emu.upload(&bucket, &FIXTURE_FILES).await;
+    let source = format!("gs://{bucket}/gupshup");
+    let clean = run(&["resolve", "--source", &source], &[]);
+    assert!(clean.status.success(), "{}", stderr(&clean));
+
+    let gcs = FaultyProxy::start(&emu.gcs, 3).await;
+    let faulty = run(
+        &["resolve", "--source", &source],
+        &[("STORAGE_EMULATOR_HOST", gcs.addr.as_str())],
+    );
+    assert!(faulty.status.success(), "{}", stderr(&faulty));
+    assert!(stderr(&faulty).contains("GCS call failed; retrying"));
+    assert_eq!(stdout(&faulty), stdout(&clean));
 }

@@ -188,8 +188,8 @@ pub async fn read(
     // Work goes to the workers in hand-overs: a bucket's objects are fetched on
     // the async side, `concurrency` requests in flight, and handed over one body
     // at a time; a local folder's are handed over as names, a few at a time, and
-    // read by the workers themselves (outside the runtime object_store reads
-    // inline): a hand-over per file costs more in thread wake-ups than the read.
+    // read by the workers themselves (outside the runtime, whose thread reads
+    // bucket bodies): a hand-over per file costs more in thread wake-ups than the read.
     let (tx, rx) =
         tokio::sync::mpsc::channel::<Vec<(ObjectRef, Option<Fetched>)>>(concurrency.max(1));
     let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
