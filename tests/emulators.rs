@@ -72,13 +72,28 @@ impl Emulators {
     async fn upload(&self, bucket: &str, files: &[&str]) {
         for f in files {
             let data = std::fs::read(fixtures().join("callbacks").join(f)).unwrap();
-            let url = format!(
-                "{}/upload/storage/v1/b/{bucket}/o?uploadType=media&name=gupshup/{f}",
-                self.gcs
-            );
-            let resp = self.http.post(&url).body(data).send().await.unwrap();
-            assert!(resp.status().is_success());
+            self.put(bucket, &format!("gupshup/{f}"), data).await;
         }
+    }
+
+    /// Writes one object, whatever its name (the JSON API, as a receiver would).
+    async fn put(&self, bucket: &str, name: &str, body: impl Into<reqwest::Body>) {
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/upload/storage/v1/b/{bucket}/o", self.gcs),
+            [("uploadType", "media"), ("name", name)],
+        )
+        .unwrap();
+        let resp = self.http.post(url).body(body).send().await.unwrap();
+        assert!(resp.status().is_success(), "{name:?}: {}", resp.status());
+    }
+
+    /// A new bucket holding the callbacks whose funnel is worked out by hand.
+    async fn funnel_bucket(&self) -> String {
+        let bucket = unique("funnel").replace('_', "-");
+        self.bucket(&bucket).await;
+        self.put(&bucket, "gupshup/f.ndjson", funnel_callbacks())
+            .await;
+        bucket
     }
 
     fn bq_url(&self, path: &str) -> String {
@@ -171,6 +186,13 @@ impl Emulators {
         let mut body = rules;
         body["dataset"] = dataset.into();
         self.post(format!("{}/_double/rules", self.bq), body).await;
+    }
+
+    /// The jobs the double saw for a dataset whose query holds `text`.
+    async fn jobs_with(&self, dataset: &str, text: &str) -> Vec<Value> {
+        let mut jobs = self.jobs(dataset).await;
+        jobs.retain(|j| j["query"].as_str().unwrap_or("").contains(text));
+        jobs
     }
 
     /// The jobs the double saw for a dataset, with their outcomes.
@@ -638,17 +660,7 @@ async fn a_backfill_of_several_chunks_applies_every_chunk() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(emu.statuses(&dataset).await, want);
     assert_eq!(emu.bookkeeping(&dataset).await, want_counts);
-    let merges = emu
-        .jobs(&dataset)
-        .await
-        .into_iter()
-        .filter(|j| {
-            j["query"]
-                .as_str()
-                .unwrap_or("")
-                .contains("BEGIN TRANSACTION")
-        })
-        .collect::<Vec<_>>();
+    let merges = emu.jobs_with(&dataset, "BEGIN TRANSACTION").await;
     assert_eq!(merges.len(), 3, "one script per chunk: {merges:#?}");
     assert!(merges.iter().all(|j| j["outcome"] == "ran"), "{merges:#?}");
 }
@@ -920,16 +932,9 @@ async fn rows_without_keys_skip_the_merge_with_one_warning() {
         "{warned:#?}"
     );
     let merges = emu
-        .jobs(&dataset)
+        .jobs_with(&dataset, &format!("MERGE `demo.{dataset}.messages`"))
         .await
-        .into_iter()
-        .filter(|j| {
-            j["query"]
-                .as_str()
-                .unwrap_or("")
-                .contains(&format!("MERGE `demo.{dataset}.messages`"))
-        })
-        .count();
+        .len();
     assert_eq!(merges, 0, "no MERGE that can match nothing");
     assert_eq!(
         emu.bookkeeping(&dataset).await[0][0].as_deref(),
@@ -1036,16 +1041,8 @@ async fn every_object_name_in_a_bucket_is_read_and_marked_done() {
     emu.bucket(&bucket).await;
     let names = hostile_names(60);
     for (i, name) in names.iter().enumerate() {
-        let line = format!(
-            r#"{{"app":"DemoAPI","timestamp":1763773200000,"version":2,"type":"message-event","payload":{{"id":"name-{i}","type":"delivered","destination":"91XXXXXXXX10","payload":{{"ts":1763773200}}}}}}"#
-        );
-        let url = reqwest::Url::parse_with_params(
-            &format!("{}/upload/storage/v1/b/{bucket}/o", emu.gcs),
-            [("uploadType", "media"), ("name", &format!("in/{name}"))],
-        )
-        .unwrap();
-        let resp = emu.http.post(url).body(line).send().await.unwrap();
-        assert!(resp.status().is_success(), "{name:?}: {}", resp.status());
+        let line = v2_line(&format!("name-{i}"), "delivered", 1_763_773_200, None);
+        emu.put(&bucket, &format!("in/{name}"), line).await;
     }
     let source = format!("gs://{bucket}/in");
     let resolved = run(&["resolve", "--source", &source], &[]);
@@ -1089,29 +1086,10 @@ async fn a_read_forty_days_after_the_first_report_updates_the_one_timeline_row()
     let bucket = unique("timeline").replace('_', "-");
     emu.bucket(&bucket).await;
     let dataset = seeded(&emu, "timeline", "US").await;
-    let put = |name: &'static str, body: String| {
-        let emu = &emu;
-        let bucket = bucket.clone();
-        async move {
-            let url = format!(
-                "{}/upload/storage/v1/b/{bucket}/o?uploadType=media&name=gupshup/{name}",
-                emu.gcs
-            );
-            assert!(
-                emu.http
-                    .post(&url)
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .is_success()
-            );
-        }
-    };
     let first = 1_763_773_200; // 2025-11-22T01:00:00Z
-    put(
-        "a.ndjson",
+    emu.put(
+        &bucket,
+        "gupshup/a.ndjson",
         format!(
             "{}\n{}\n",
             v2_line(&K(1), "enqueued", first, None),
@@ -1121,8 +1099,9 @@ async fn a_read_forty_days_after_the_first_report_updates_the_one_timeline_row()
     .await;
     let out = bq_run(&bucket, &dataset, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    put(
-        "b.ndjson",
+    emu.put(
+        &bucket,
+        "gupshup/b.ndjson",
         v2_line(&K(1), "read", first + 40 * 86_400, None),
     )
     .await;
@@ -1151,34 +1130,15 @@ async fn a_read_forty_days_after_the_first_report_updates_the_one_timeline_row()
 #[tokio::test(flavor = "multi_thread")]
 async fn the_report_of_known_timelines_is_what_was_worked_out_by_hand() {
     let emu = emulators();
-    let bucket = unique("funnel").replace('_', "-");
-    emu.bucket(&bucket).await;
-    let url = format!(
-        "{}/upload/storage/v1/b/{bucket}/o?uploadType=media&name=gupshup/f.ndjson",
-        emu.gcs
-    );
-    let resp = emu
-        .http
-        .post(&url)
-        .body(funnel_callbacks())
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
+    let bucket = emu.funnel_bucket().await;
     let dataset = seeded(&emu, "funnel", "US").await;
     let out = bq_run(&bucket, &dataset, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let target = format!("bigquery://demo/{dataset}/messages");
-    let args = [
-        "report",
-        "--target",
-        &target,
-        "--from",
+    let report = report_of_day(
+        &format!("bigquery://demo/{dataset}/messages"),
         "2025-11-22",
-        "--to",
-        "2025-11-22",
-    ];
-    let report = run(&args, &[]);
+        &[],
+    );
     assert!(report.status.success(), "{}", stderr(&report));
     let got: Value = serde_json::from_str(stdout(&report).trim()).unwrap();
     assert_eq!(got, funnel_expected());
@@ -1188,22 +1148,7 @@ async fn the_report_of_known_timelines_is_what_was_worked_out_by_hand() {
 async fn the_delivery_views_select_counts_each_glific_message_once_per_day_and_flow() {
     use bsp_status_loader::target::views::{Dialect, ViewNames, delivery_daily_sql};
     let emu = emulators();
-    let bucket = unique("view").replace('_', "-");
-    emu.bucket(&bucket).await;
-    let url = format!(
-        "{}/upload/storage/v1/b/{bucket}/o?uploadType=media&name=gupshup/f.ndjson",
-        emu.gcs
-    );
-    assert!(
-        emu.http
-            .post(&url)
-            .body(funnel_callbacks())
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
+    let bucket = emu.funnel_bucket().await;
     let dataset = unique("view");
     emu.dataset(&dataset).await;
     emu.query(&view_seed_sql(&format!("`demo.{dataset}.messages`")))
@@ -1241,15 +1186,7 @@ async fn a_bucket_object_gone_since_the_listing_is_unreadable() {
     let emu = emulators();
     let bucket = unique("gone").replace('_', "-");
     emu.bucket(&bucket).await;
-    let put = |name: &'static str, body: &'static str| {
-        let url = reqwest::Url::parse_with_params(
-            &format!("{}/upload/storage/v1/b/{bucket}/o", emu.gcs),
-            [("uploadType", "media"), ("name", name)],
-        )
-        .unwrap();
-        let request = emu.http.post(url).body(body);
-        async move { assert!(request.send().await.unwrap().status().is_success()) }
-    };
+    let put = |name: &'static str, body: &'static str| emu.put(&bucket, name, body);
     put("in/a//deleted", "1").await;
     put("in/./rewritten", "1").await;
     put("in/kept", "1").await;

@@ -14,20 +14,7 @@ fn the_report_of_known_timelines_is_what_was_worked_out_by_hand() {
     let out = run_job(&src, &db, &["--create-messages"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let target = format!("sqlite://{}", db.display());
-    let report = |tz: &str| {
-        run(
-            &[
-                "report",
-                "--target",
-                &target,
-                "--from",
-                "2025-11-22",
-                "--to",
-                "2025-11-22",
-            ],
-            &[("BSP_TIMEZONE", tz)],
-        )
-    };
+    let report = |tz: &str| report_of_day(&target, "2025-11-22", &[("BSP_TIMEZONE", tz)]);
     let utc = report("UTC");
     assert!(utc.status.success(), "{}", stderr(&utc));
     let got: serde_json::Value = serde_json::from_str(stdout(&utc).trim()).unwrap();
@@ -39,18 +26,7 @@ fn the_report_of_known_timelines_is_what_was_worked_out_by_hand() {
     assert_eq!(got["messages"], 5);
     assert_eq!(got["timezone"], "Asia/Kolkata");
     // And the window is its days: the 21st has nothing.
-    let before = run(
-        &[
-            "report",
-            "--target",
-            &target,
-            "--from",
-            "2025-11-21",
-            "--to",
-            "2025-11-21",
-        ],
-        &[],
-    );
+    let before = report_of_day(&target, "2025-11-21", &[]);
     let got: serde_json::Value = serde_json::from_str(stdout(&before).trim()).unwrap();
     assert_eq!(got["messages"], 0);
 }

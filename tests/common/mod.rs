@@ -278,3 +278,9 @@ pub fn run_orgs(src: &Path, config: &Path, envs: &[(&str, &str)]) -> Output {
     ];
     run(&args, envs)
 }
+
+/// `report` of one day for a target.
+pub fn report_of_day(target: &str, day: &str, envs: &[(&str, &str)]) -> Output {
+    let args = ["report", "--target", target, "--from", day, "--to", day];
+    run(&args, envs)
+}
