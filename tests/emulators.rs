@@ -1242,3 +1242,39 @@ async fn gcs_5xx_are_retried() {
     assert!(stderr(&faulty).contains("GCS call failed; retrying"));
     assert_eq!(stdout(&faulty), stdout(&clean));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_on_bigquery_reads_the_runs_the_job_recorded_and_alerts_past_the_max_lag() {
+    let emu = emulators();
+    let bucket = unique("status").replace('_', "-");
+    emu.bucket(&bucket).await;
+    emu.upload(&bucket, &FIXTURE_FILES).await;
+    let dataset = seeded(&emu, "status", "asia-south1").await;
+    let ok = bq_run(&bucket, &dataset, &[("BSP_NOW", "2025-11-22T12:00:00Z")]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let target = format!("bigquery://demo/{dataset}/messages");
+    let status = |now: &str, extra: &[&str]| {
+        let mut args = vec!["status", "--target", &target];
+        args.extend_from_slice(extra);
+        let out = run(&args, &[("BSP_NOW", now)]);
+        let json: Value = serde_json::from_str(stdout(&out).trim())
+            .unwrap_or_else(|e| panic!("{e}: {} {}", stdout(&out), stderr(&out)));
+        (out.status.code(), json)
+    };
+    let (code, fresh) = status("2025-11-22T12:10:00Z", &["--max-lag", "1h"]);
+    assert_eq!(code, Some(0), "{fresh}");
+    assert_eq!(fresh["last_run"]["outcome"], "success", "{fresh}");
+    assert!(fresh["pending"]["total"].as_u64().unwrap() > 0, "{fresh}");
+    let (code, stale) = status("2025-11-22T15:00:00Z", &["--max-lag", "1h"]);
+    assert_eq!(code, Some(1), "{stale}");
+    assert!(stale["lag_seconds"].as_f64().unwrap() > 3600.0, "{stale}");
+    // The runs INSERT went in as its own job, with values as parameters only.
+    let records = emu.jobs_with(&dataset, "INSERT INTO `demo").await;
+    assert!(
+        records
+            .iter()
+            .any(|j| j["query"].as_str().unwrap().contains("bsp_loader_runs")
+                && j["outcome"] == "ran"),
+        "{records:#?}"
+    );
+}

@@ -42,7 +42,7 @@ fn break_merge(db: &Path) {
 }
 
 #[test]
-fn a_target_of_the_previous_release_gains_the_runs_table_from_init_and_run() {
+fn a_target_of_the_previous_release_gains_the_runs_and_timeline_tables_from_init_and_run() {
     let dir = tempfile::tempdir().unwrap();
     let db = seeded_db(dir.path());
     let target = format!("sqlite://{}", db.display());
@@ -50,14 +50,14 @@ fn a_target_of_the_previous_release_gains_the_runs_table_from_init_and_run() {
         assert!(run(&["init", "--target", &target], &[]).status.success());
         rusqlite::Connection::open(db)
             .unwrap()
-            .execute_batch("DROP TABLE bsp_loader_runs")
+            .execute_batch("DROP TABLE bsp_loader_runs; DROP TABLE bsp_message_timeline")
             .unwrap();
     };
     let has_runs = |db: &Path| {
         count(
             db,
-            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'bsp_loader_runs'",
-        ) == 1
+            "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('bsp_loader_runs', 'bsp_message_timeline')",
+        ) == 2
     };
     previous(&db);
     assert!(!has_runs(&db));
@@ -72,6 +72,7 @@ fn a_target_of_the_previous_release_gains_the_runs_table_from_init_and_run() {
         [("success".into(), None, Some(0))],
         "run creates and fills it"
     );
+    assert!(count(&db, "SELECT COUNT(*) FROM bsp_message_timeline") > 0);
 }
 
 #[test]
