@@ -2,6 +2,10 @@
 
 use std::borrow::Cow;
 
+/// Earliest accepted time, 2010-01-01T00:00:00Z: no Gupshup callback is older, so an
+/// earlier one (a `ts` of "0", a replayed test file) is unusable, never a status time
+/// (which would also stretch every partition bound computed from it).
+const MIN_MS: u64 = 1_262_304_000_000;
 /// Largest accepted time, 9999-12-31T23:59:59.999Z, so output keeps four-digit years.
 const MAX_MS: u64 = 253_402_300_799_999;
 /// Values at or above this are milliseconds; smaller ones are seconds.
@@ -47,7 +51,7 @@ pub fn epoch_ms(raw: &str) -> Option<i64> {
     } else {
         value * 1000
     };
-    (ms <= MAX_MS).then_some(ms as i64)
+    (MIN_MS..=MAX_MS).contains(&ms).then_some(ms as i64)
 }
 
 /// An integer error code, as a JSON integer or a string of digits.

@@ -72,24 +72,29 @@ fn v2_key_is_gs_id_else_id_trimmed() {
 fn v3_key_is_gs_id_else_id() {
     assert_eq!(
         one_event(&v3(
-            r#"{"gs_id":"g","id":"w","status":"sent","timestamp":"1"}"#
+            r#"{"gs_id":"g","id":"w","status":"sent","timestamp":"1763773200"}"#
         ))
         .0,
         "g"
     );
     assert_eq!(
         one_event(&v3(
-            r#"{"gs_id":"","id":"w","status":"sent","timestamp":"1"}"#
+            r#"{"gs_id":"","id":"w","status":"sent","timestamp":"1763773200"}"#
         ))
         .0,
         "w"
     );
     assert_eq!(
-        one_event(&v3(r#"{"id":" w ","status":"sent","timestamp":"1"}"#)).0,
+        one_event(&v3(
+            r#"{"id":" w ","status":"sent","timestamp":"1763773200"}"#
+        ))
+        .0,
         "w"
     );
     assert_eq!(
-        dead_reason(&v3(r#"{"gs_id":7,"status":"sent","timestamp":"1"}"#)),
+        dead_reason(&v3(
+            r#"{"gs_id":7,"status":"sent","timestamp":"1763773200"}"#
+        )),
         Reason::MissingKey
     );
 }
@@ -99,16 +104,18 @@ fn every_status_word_maps_case_insensitively() {
     for (word, _, status) in crate::status::STATUSES {
         let upper = word.to_uppercase();
         let line = v3(&format!(
-            r#"{{"gs_id":"k","status":"{upper}","timestamp":"1"}}"#
+            r#"{{"gs_id":"k","status":"{upper}","timestamp":"1763773200"}}"#
         ));
         assert_eq!(one_event(&line).1, status);
     }
     assert_eq!(
-        dead_reason(&v3(r#"{"gs_id":"k","status":"warning","timestamp":"1"}"#)),
+        dead_reason(&v3(
+            r#"{"gs_id":"k","status":"warning","timestamp":"1763773200"}"#
+        )),
         Reason::UnknownStatus
     );
     assert_eq!(
-        dead_reason(&v3(r#"{"gs_id":"k","timestamp":"1"}"#)),
+        dead_reason(&v3(r#"{"gs_id":"k","timestamp":"1763773200"}"#)),
         Reason::UnknownStatus
     );
 }
@@ -126,7 +133,12 @@ fn times_are_seconds_below_1e11_and_milliseconds_above() {
     assert_eq!(at("1710941393420"), 1_710_941_393_420);
     assert_eq!(at(r#""1710941393420""#), 1_710_941_393_420);
     assert_eq!(at("99999999999"), 99_999_999_999_000);
-    assert_eq!(at("100000000000"), 100_000_000_000);
+    assert_eq!(at("1262304000"), 1_262_304_000_000, "2010-01-01 in seconds");
+    assert_eq!(
+        at("1262304000000"),
+        1_262_304_000_000,
+        "and in milliseconds"
+    );
     for bad in [
         r#""soon""#,
         "1.5",
@@ -135,6 +147,12 @@ fn times_are_seconds_below_1e11_and_milliseconds_above() {
         "null",
         r#""12 ""#,
         "99999999999999999999",
+        // Before 2010-01-01: no Gupshup callback is that old.
+        "0",
+        r#""0""#,
+        "1262303999",
+        "100000000000",
+        "1262303999999",
     ] {
         let line = v3(&format!(
             r#"{{"gs_id":"k","status":"sent","timestamp":{bad}}}"#
@@ -158,14 +176,14 @@ fn error_codes_are_read_from_each_place_and_only_for_failures() {
     let v2_failed = v2(r#"{"id":"k","type":"failed","payload":{"code":1008,"reason":"r"}}"#);
     assert_eq!(one_event(&v2_failed).3, Some(1008));
     let v3_errors = v3(
-        r#"{"gs_id":"k","status":"failed","timestamp":"1","errors":[{"code":131047},{"code":1}]}"#,
+        r#"{"gs_id":"k","status":"failed","timestamp":"1763773200","errors":[{"code":131047},{"code":1}]}"#,
     );
     assert_eq!(one_event(&v3_errors).3, Some(131047));
-    let v3_flat = v3(r#"{"gs_id":"k","status":"failed","timestamp":"1","code":1002}"#);
+    let v3_flat = v3(r#"{"gs_id":"k","status":"failed","timestamp":"1763773200","code":1002}"#);
     assert_eq!(one_event(&v3_flat).3, Some(1002));
-    let v3_none = v3(r#"{"gs_id":"k","status":"failed","timestamp":"1"}"#);
+    let v3_none = v3(r#"{"gs_id":"k","status":"failed","timestamp":"1763773200"}"#);
     assert_eq!(one_event(&v3_none).3, None);
-    let not_failed = v3(r#"{"gs_id":"k","status":"sent","timestamp":"1","code":5}"#);
+    let not_failed = v3(r#"{"gs_id":"k","status":"sent","timestamp":"1763773200","code":5}"#);
     assert_eq!(one_event(&not_failed).3, None);
 }
 
@@ -173,7 +191,7 @@ fn error_codes_are_read_from_each_place_and_only_for_failures() {
 fn non_statuses_are_skipped() {
     for kind in ["message", "user-event", "billing-event", "system-event"] {
         let c = parse(&format!(
-            r#"{{"app":"a","timestamp":1,"version":2,"type":"{kind}","payload":{{}}}}"#
+            r#"{{"app":"a","timestamp":1763773200,"version":2,"type":"{kind}","payload":{{}}}}"#
         ));
         assert_eq!(
             (c.skipped, c.events.len(), c.dead.len()),
@@ -245,10 +263,10 @@ fn bad_lines_are_dead_lettered_with_a_reason() {
 #[test]
 fn one_bad_v3_entry_does_not_spoil_its_siblings() {
     let line = v3(concat!(
-        r#"{"gs_id":"a","status":"sent","timestamp":"1"},"#,
-        r#"{"gs_id":"b","status":"warning","timestamp":"1"},"#,
+        r#"{"gs_id":"a","status":"sent","timestamp":"1763773200"},"#,
+        r#"{"gs_id":"b","status":"warning","timestamp":"1763773200"},"#,
         r#"{"gs_id":"c","status":"read","timestamp":"nope"},"#,
-        r#"{"gs_id":"d","status":"read","timestamp":"2"}"#
+        r#"{"gs_id":"d","status":"read","timestamp":"1763773201"}"#
     ));
     let c = parse(&line);
     let keys: Vec<_> = c.events.iter().map(|e| e.0.as_str()).collect();
@@ -284,9 +302,9 @@ mod hostile {
     /// Fragments of real callbacks, so random joins reach deep into the parser.
     const PIECES: [&str; 16] = [
         r#"{"entry":[{"changes":[{"field":"messages","value":{"statuses":["#,
-        r#"{"gs_id":"k","status":"read","timestamp":"1"}"#,
+        r#"{"gs_id":"k","status":"read","timestamp":"1763773200"}"#,
         r#"]}}]}]}"#,
-        r#"{"app":"a","timestamp":1,"type":"message-event","payload":{"id":"k","type":"sent","payload":{"ts":1}}}"#,
+        r#"{"app":"a","timestamp":1763773200,"type":"message-event","payload":{"id":"k","type":"sent","payload":{"ts":1763773200}}}"#,
         r#"{"received_at":"x","body":"#,
         "\"",
         "\\",
@@ -345,7 +363,7 @@ mod round_trip {
             any::<bool>(),
             0..crate::status::STATUSES.len(),
             any::<bool>(),
-            1_000_000_000u64..4_000_000_000,
+            1_262_304_000u64..4_000_000_000,
             proptest::option::of(0u64..1000),
             any::<bool>(),
             proptest::option::of(0i64..200_000),
@@ -407,7 +425,7 @@ mod round_trip {
         let body = match p.format {
             // V2 with gsId, the time in payload.payload.ts
             0 => format!(
-                r#"{{"app":"A","timestamp":1,"version":2,"type":"message-event","payload":{{"id":"wa","gsId":"{key}","type":"{word}","destination":"91XX","payload":{{"ts":{time}{code}}}}}}}"#
+                r#"{{"app":"A","timestamp":1763773200,"version":2,"type":"message-event","payload":{{"id":"wa","gsId":"{key}","type":"{word}","destination":"91XX","payload":{{"ts":{time}{code}}}}}}}"#
             ),
             // V2 keyed by payload.id, the time in the envelope
             1 => format!(
@@ -454,7 +472,7 @@ mod round_trip {
 
 #[test]
 fn a_malformed_v3_container_is_dead_lettered_alone_and_its_siblings_count() {
-    let good = |k: &str| format!(r#"{{"gs_id":"{k}","status":"sent","timestamp":"1"}}"#);
+    let good = |k: &str| format!(r#"{{"gs_id":"{k}","status":"sent","timestamp":"1763773200"}}"#);
     let change =
         |statuses: &str| format!(r#"{{"field":"messages","value":{{"statuses":{statuses}}}}}"#);
     let envelope =
