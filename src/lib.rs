@@ -1,8 +1,10 @@
 //! bsp-status-loader: a callback line's trip is
 //! `source` (list, fetch, decode) → `callback` (parse V2/V3 into events) →
 //! `resolve` (one status per message) → `target` (guarded write, bookkeeping).
-//! `pipeline` drives the first three; `commands` wire each subcommand.
+//! `pipeline` drives the first three into a `batch`, which a target keeps;
+//! `commands` wire each subcommand.
 
+pub mod batch;
 pub mod callback;
 pub mod cli;
 pub mod commands;

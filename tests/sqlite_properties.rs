@@ -3,8 +3,8 @@
 
 use std::borrow::Cow;
 
+use bsp_status_loader::batch::Batch;
 use bsp_status_loader::callback::Event;
-use bsp_status_loader::pipeline::Batch;
 use bsp_status_loader::resolve::{Resolution, Timelines};
 use bsp_status_loader::status::{STATUSES, Status};
 use bsp_status_loader::target::{Columns, RunContext, Sqlite, Target, TimelineRow};

@@ -35,14 +35,6 @@ pub enum Reason {
     UnknownStatus,
     MissingKey,
     BadTimestamp,
-    /// The file itself could not be read to the end (corrupt gzip and the like).
-    UnreadableFile,
-    /// The object could not be read at all (gone, a dangling link, no permission).
-    UnreadableObject,
-    /// A pending key found no row before its time-to-live ended.
-    PendingExpired,
-    /// The callback's app belongs to no configured organization.
-    UnknownApp,
 }
 
 impl Reason {
@@ -55,10 +47,6 @@ impl Reason {
             Reason::UnknownStatus => "unknown or missing status",
             Reason::MissingKey => "missing message id",
             Reason::BadTimestamp => "missing or unusable timestamp",
-            Reason::UnreadableFile => "file unreadable past this line",
-            Reason::UnreadableObject => "file could not be read",
-            Reason::PendingExpired => "no message row matched before the time-to-live ended",
-            Reason::UnknownApp => "no organization is configured for this app",
         }
     }
 }

@@ -14,11 +14,12 @@ use tracing::{debug, error, info, warn};
 use super::destinations::{Destination, UNROUTED, flag_destination, organizations};
 use super::summary::{Outcome, Totals, log_summary};
 use super::window::in_window;
+use crate::batch::{Batch, Counts};
 use crate::cli::{BackfillArgs, RunArgs};
 use crate::config::{self, Config};
 use crate::error::{self, Step, UsageError, step_of};
 use crate::failpoint;
-use crate::pipeline::{self, Batch, Counts, Routing};
+use crate::pipeline::{self, Routing};
 use crate::source::{ObjectRef, Source};
 use crate::target::{self, Done, RunContext, RunRecord, Target};
 

@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use tracing::info;
 
+use crate::batch::{Batch, Counts};
 use crate::error::Step;
 use crate::logging::json;
-use crate::pipeline::{Batch, Counts};
 use crate::target::Applied;
 
 /// What one destination got over the chunks of a run.

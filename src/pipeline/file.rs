@@ -1,6 +1,7 @@
 //! One object → its events folded per message, counters and dead letters.
 
-use super::{DeadLetter, Read, Routing};
+use super::{Read, Routing};
+use crate::batch::{DeadLetter, Reason as Lost};
 use crate::callback::{self, Event, Reason, Sink};
 use crate::source::{self, ObjectRef};
 
@@ -31,7 +32,8 @@ impl<'a> FileSink<'a> {
         }
     }
 
-    fn keep(&mut self, reason: Reason, raw: String) {
+    /// Keeps a dead letter for `reason` (a line's or the pipeline's own, as text).
+    fn keep(&mut self, reason: &'static str, raw: String) {
         self.read.counts.dead_lettered += 1;
         let Some(batch) = self.route.map(|i| &mut self.read.batches[i]) else {
             return;
@@ -40,7 +42,7 @@ impl<'a> FileSink<'a> {
         batch.dead_letters.push(DeadLetter {
             file: self.file.to_owned(),
             line: self.line_no,
-            reason: reason.as_str(),
+            reason,
             raw,
         });
     }
@@ -49,7 +51,7 @@ impl<'a> FileSink<'a> {
     fn keep_unknown_app(&mut self) {
         if !std::mem::replace(&mut self.unknown_kept, true) {
             let raw = self.line_text();
-            self.keep(Reason::UnknownApp, raw);
+            self.keep(Lost::UnknownApp.as_str(), raw);
         }
     }
 
@@ -92,7 +94,7 @@ impl Sink for FileSink<'_> {
             Some(entry) => entry.to_owned(),
             None => self.line_text(),
         };
-        self.keep(reason, raw);
+        self.keep(reason.as_str(), raw);
     }
 }
 
@@ -136,7 +138,7 @@ pub fn parse_object(
         // The damage starts on the line after the last whole one.
         sink.line_no = memchr::memchr_iter(b'\n', decoded.data).count() as u64 + 1;
         sink.route = unrouted;
-        sink.keep(Reason::UnreadableFile, error);
+        sink.keep(Lost::UnreadableFile.as_str(), error);
     }
 }
 
@@ -144,5 +146,5 @@ pub fn parse_object(
 /// its text), counted as a file, so it is marked done and never blocks a run.
 pub fn unreadable_object(read: &mut Read, routing: &Routing, object: &ObjectRef, why: String) {
     read.counts.files += 1;
-    FileSink::new(read, routing, object).keep(Reason::UnreadableObject, why);
+    FileSink::new(read, routing, object).keep(Lost::UnreadableObject.as_str(), why);
 }

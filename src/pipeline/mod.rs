@@ -9,73 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
 use futures::StreamExt;
-use serde::Serialize;
 
+use crate::batch::{Batch, Counts};
 use crate::resolve::spill::Spill;
-use crate::resolve::{Resolution, Timelines};
 use crate::source::{Fetched, ObjectRef, Source};
 
 pub use file::{parse_object, unreadable_object};
-
-/// A record that could not be used, kept with where it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeadLetter {
-    pub file: String,
-    pub line: u64,
-    pub reason: &'static str,
-    pub raw: String,
-}
-
-/// Counters of one run, as the summary reports them.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Counts {
-    pub files: u64,
-    pub bytes: u64,
-    pub lines: u64,
-    pub events: u64,
-    pub skipped: u64,
-    pub dead_lettered: u64,
-}
-
-impl std::ops::AddAssign for Counts {
-    fn add_assign(&mut self, o: Counts) {
-        self.files += o.files;
-        self.bytes += o.bytes;
-        self.lines += o.lines;
-        self.events += o.events;
-        self.skipped += o.skipped;
-        self.dead_lettered += o.dead_lettered;
-    }
-}
-
-/// What one organization (or the single target) gets from a set of objects.
-#[derive(Debug, Default)]
-pub struct Batch {
-    pub resolution: Resolution,
-    /// Each message's timeline, when the routing keeps them (then `resolution`
-    /// stays empty until `derive_statuses`).
-    pub timelines: Timelines,
-    /// Events, skips and dead letters routed here.
-    pub counts: Counts,
-    pub dead_letters: Vec<DeadLetter>,
-    /// Every object read, so each target marks them done.
-    pub files: Vec<ObjectRef>,
-}
-
-impl Batch {
-    /// The status of each message, read off the timelines kept.
-    pub fn derive_statuses(&mut self) {
-        self.resolution = self.timelines.statuses();
-    }
-
-    fn absorb(&mut self, other: Batch) {
-        self.resolution.merge(other.resolution);
-        self.timelines.merge(other.timelines);
-        self.counts += other.counts;
-        self.dead_letters.extend(other.dead_letters);
-        self.files.extend(other.files);
-    }
-}
 
 /// Which batch a callback goes to, by its app.
 #[derive(Debug, Clone)]
@@ -346,7 +285,7 @@ mod tests {
         let unreadable: Vec<_> = batch
             .dead_letters
             .iter()
-            .filter(|d| d.reason == crate::callback::Reason::UnreadableObject.as_str())
+            .filter(|d| d.reason == crate::batch::Reason::UnreadableObject.as_str())
             .map(|d| (d.file.as_str(), d.line))
             .collect();
         assert_eq!(

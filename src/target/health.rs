@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::schema;
-use crate::callback::Reason;
+use crate::batch::Reason;
 use crate::resolve::format_ms;
 
 /// One run as the runs table keeps it; written outside the run's transaction,

@@ -13,8 +13,8 @@ use anyhow::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::batch::Batch;
 use crate::error::UsageError;
-use crate::pipeline::Batch;
 use crate::resolve::{Resolved, TIMELINE_FIELDS, Timeline, Timelines, format_ms};
 use crate::status::STATUSES;
 use crate::status::Status;

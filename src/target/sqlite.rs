@@ -15,10 +15,10 @@ use super::schema::{self, Field, Table};
 use super::views::{DELIVERY_DAILY, Dialect as ViewDialect, ViewNames, delivery_daily_sql};
 use super::{Applied, Columns, Done, RunContext, Target};
 use super::{StagedRow, TimelineRow, timeline_fold_sql};
-use crate::callback::Reason;
+use crate::batch::Batch;
+use crate::batch::Reason;
 use crate::error::{Step, UsageError};
 use crate::failpoint;
-use crate::pipeline::Batch;
 use crate::resolve::{TIMELINE_FIELDS, Timeline, Timelines, beats_sql, format_ms};
 use crate::status::{Status, rank_sql};
 

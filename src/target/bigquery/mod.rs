@@ -24,9 +24,9 @@ use self::sql::{Bounds, Names, Reach, Script, Stage, TimeColumn};
 use super::schema::{self, Table};
 use super::views::{DELIVERY_DAILY, Dialect as ViewDialect, ViewNames, delivery_daily_sql};
 use super::{Applied, Columns, Done, Health, Options, RunContext, RunRecord, Target, ident};
+use crate::batch::Batch;
 use crate::error::{Step, UsageError};
 use crate::failpoint;
-use crate::pipeline::Batch;
 use crate::resolve::{Timeline, Timelines};
 
 pub use self::retry::Failure;

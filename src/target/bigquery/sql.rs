@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-use crate::callback::Reason;
+use crate::batch::Reason;
 use crate::resolve::{beats_sql, best_first_sql};
 use crate::status::{Status, rank_sql};
 use crate::target::{schema, timeline_fold_sql};

@@ -12,7 +12,7 @@ use gcp_bigquery_client::model::query_parameter_value::QueryParameterValue;
 use super::api::{Api, Cell};
 use super::sql::Stage;
 use super::{BigQuery, staging_table};
-use crate::pipeline::Batch;
+use crate::batch::Batch;
 use crate::status::STATUSES;
 use crate::target::{StagedRow, schema};
 

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::api::Api;
 use super::retry::{Failure, Policy};
 use super::*;
-use crate::pipeline::Batch;
+use crate::batch::Batch;
 use crate::target::RunContext;
 
 /// (method, path, body, query string) of a request the server saw.
