@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use chrono::{DateTime, Datelike, Timelike};
 
 use crate::callback::Event;
-use crate::status::{Status, rank_sql};
+use crate::status::Status;
 
 /// What a message resolves to: the highest status, the earliest time of it, and
 /// (for `error`) that event's code.
@@ -64,29 +64,25 @@ impl Resolved {
     }
 }
 
-/// SQL predicate: the resolution in row `new` beats the one in row `old` (both with
-/// the pending table's columns `bsp_status`, `status_at`, `error_code`). The same
-/// rule as `Resolved::absorb`, for targets that fold inside the database; the
-/// SQLite property tests check the two agree.
-pub fn beats_sql(new: &str, old: &str) -> String {
-    let (rn, ro) = (
-        rank_sql(&format!("{new}.bsp_status")),
-        rank_sql(&format!("{old}.bsp_status")),
-    );
-    format!(
-        "({rn} > {ro} OR ({rn} = {ro} AND ({new}.status_at < {old}.status_at OR \
-         ({new}.status_at = {old}.status_at AND {new}.error_code IS NOT NULL \
-         AND ({old}.error_code IS NULL OR {new}.error_code < {old}.error_code)))))"
-    )
+/// The order `Resolved::absorb` keeps, best first, as data for stores that fold
+/// inside the database (they write it in their SQL; the SQLite property tests
+/// check the two agree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Criterion {
+    /// The higher status rank wins.
+    RankDescending,
+    /// Then the earlier time.
+    TimeAscending,
+    /// Then the smaller error code; a code beats none.
+    CodeAscendingNullsLast,
 }
 
-/// `beats_sql` as an ORDER BY list over one table's columns: the winner first.
-pub fn best_first_sql() -> String {
-    format!(
-        "{} DESC, status_at ASC, error_code ASC NULLS LAST",
-        rank_sql("bsp_status")
-    )
-}
+/// Compared in this order: the first that differs decides.
+pub const BEST_FIRST: [Criterion; 3] = [
+    Criterion::RankDescending,
+    Criterion::TimeAscending,
+    Criterion::CodeAscendingNullsLast,
+];
 
 /// An epoch time in milliseconds as RFC 3339 UTC with milliseconds and `Z`;
 /// fixed width for years 1970..=9999, so such texts sort as times.

@@ -3,6 +3,7 @@
 
 pub mod bigquery;
 pub mod health;
+mod order;
 pub mod schema;
 mod sqlite;
 pub mod views;

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::health::{Dialect, Health, RunRecord, health_sql};
+use super::order::beats_sql;
 use super::schema::{self, Field, Table};
 use super::views::{DELIVERY_DAILY, Dialect as ViewDialect, ViewNames, delivery_daily_sql};
 use super::{Applied, Columns, Done, RunContext, Target};
@@ -19,7 +20,7 @@ use crate::batch::Batch;
 use crate::batch::Reason;
 use crate::error::{Step, UsageError};
 use crate::failpoint;
-use crate::resolve::{TIMELINE_FIELDS, Timeline, Timelines, beats_sql, format_ms};
+use crate::resolve::{TIMELINE_FIELDS, Timeline, Timelines, format_ms};
 use crate::status::{Status, rank_sql};
 
 pub struct Sqlite {
@@ -271,7 +272,7 @@ fn parse_ms(text: &str) -> Result<i64> {
         .timestamp_millis())
 }
 
-/// Folds the batch into the pending table with the rule of `resolve::beats_sql`.
+/// Folds the batch into the pending table with the resolution order (`order::beats_sql`).
 fn fold_into_pending(tx: &rusqlite::Transaction, batch: &Batch, now: &str) -> Result<()> {
     let p = schema::PENDING.name;
     tx.execute_batch(&format!(

@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use crate::batch::Reason;
-use crate::resolve::{beats_sql, best_first_sql};
 use crate::status::{Status, rank_sql};
+use crate::target::order::{beats_sql, best_first_sql};
 use crate::target::{schema, timeline_fold_sql};
 
 /// A time column of messages: the partition column (`_PARTITIONTIME` for
