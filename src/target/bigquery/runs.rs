@@ -8,24 +8,9 @@ use gcp_bigquery_client::model::query_parameter_value::QueryParameterValue;
 
 use super::api::Cell;
 use super::sql::literal_in;
-use super::stage::{Column, col};
+use super::stage::columns;
 use crate::target::health::{Dialect, RunRecord};
 use crate::target::schema;
-
-const RUN: [Column; 12] = [
-    col("run_id", "STRING", "@run_id"),
-    col("started_at", "INT64", "TIMESTAMP_MILLIS(@started_at)"),
-    col("ended_at", "INT64", "TIMESTAMP_MILLIS(@ended_at)"),
-    col("outcome", "STRING", "@outcome"),
-    col("failed_step", "STRING", "@failed_step"),
-    col("backlog", "INT64", "@backlog"),
-    col("files", "INT64", "@files"),
-    col("lines", "INT64", "@lines"),
-    col("dead_lettered", "INT64", "@dead_lettered"),
-    col("rows_updated", "INT64", "@rows_updated"),
-    col("pending", "INT64", "@pending"),
-    col("bytes_processed", "INT64", "@bytes_processed"),
-];
 
 /// The INSERT of one run into `project.dataset`'s runs table, and its parameters.
 pub fn insert(project: &str, dataset: &str, r: &RunRecord) -> (String, Vec<QueryParameter>) {
@@ -44,17 +29,23 @@ pub fn insert(project: &str, dataset: &str, r: &RunRecord) -> (String, Vec<Query
         n(r.pending),
         n(r.bytes_processed),
     ];
+    let names = schema::RUNS.field_names();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let run = columns(schema::RUNS, &names, "@");
     let sql = format!(
         "INSERT INTO `{project}.{dataset}.{}` ({}) VALUES ({})",
         schema::RUNS.name,
-        RUN.map(|c| c.name).join(", "),
-        RUN.map(|c| c.select).join(", "),
+        names.join(", "),
+        run.iter()
+            .map(|c| c.select.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
     );
-    let params = RUN
+    let params = run
         .iter()
         .zip(values)
         .map(|(c, value)| QueryParameter {
-            name: Some(c.name.to_owned()),
+            name: Some(c.name.clone()),
             parameter_type: Some(QueryParameterType {
                 r#type: c.kind.to_owned(),
                 ..Default::default()

@@ -16,6 +16,10 @@ use crate::batch::Batch;
 use crate::status::STATUSES;
 use crate::target::{StagedRow, schema};
 
+/// The staged columns of the dead letters and the files read.
+const DEAD: [&str; 4] = ["file", "line", "reason", "raw"];
+const FILES: [&str; 2] = ["object_name", "generation"];
+
 /// Request bodies stay well under BigQuery's 10 MB.
 const CHUNK_BYTES: usize = 4 << 20;
 /// Longer raw dead-letter texts are cut (SQLite keeps them whole).
@@ -23,44 +27,44 @@ const MAX_RAW_BYTES: usize = 1 << 20;
 
 /// A staged column: its name, the parameter's type and how the INSERT reads it.
 pub(super) struct Column {
-    pub name: &'static str,
+    pub name: String,
     pub kind: &'static str,
-    pub select: &'static str,
+    pub select: String,
 }
 
-pub(super) const fn col(name: &'static str, kind: &'static str, select: &'static str) -> Column {
-    Column { name, kind, select }
+/// The columns `names` of `table` as its schema types them, read from `source`
+/// (`r.` for a staged row's fields, `@` for scalar parameters). Times travel as
+/// epoch milliseconds.
+pub(super) fn columns(table: schema::Table, names: &[&str], source: &str) -> Vec<Column> {
+    let fields = table.fields();
+    names
+        .iter()
+        .map(|name| {
+            let field = fields
+                .iter()
+                .find(|f| f.name == *name)
+                .unwrap_or_else(|| panic!("{} has a column {name}", table.name));
+            let value = format!("{source}{name}");
+            let (kind, select) = match field.kind.as_str() {
+                "TIMESTAMP" => ("INT64", format!("TIMESTAMP_MILLIS({value})")),
+                "INTEGER" | "INT64" => ("INT64", value),
+                _ => ("STRING", value),
+            };
+            Column {
+                name: (*name).to_owned(),
+                kind,
+                select,
+            }
+        })
+        .collect()
 }
 
-const PENDING: [Column; 5] = [
-    col("bsp_message_id", "STRING", "r.bsp_message_id"),
-    col("bsp_status", "STRING", "r.bsp_status"),
-    col("status_at", "INT64", "TIMESTAMP_MILLIS(r.status_at)"),
-    col("error_code", "INT64", "r.error_code"),
-    col("errors_note", "STRING", "r.errors_note"),
-];
-const DEAD: [Column; 4] = [
-    col("file", "STRING", "r.file"),
-    col("line", "INT64", "r.line"),
-    col("reason", "STRING", "r.reason"),
-    col("raw", "STRING", "r.raw"),
-];
-const TIMELINE: [Column; 10] = [
-    col("bsp_message_id", "STRING", "r.bsp_message_id"),
-    col("first_at", "INT64", "TIMESTAMP_MILLIS(r.first_at)"),
-    col("enqueued_at", "INT64", "TIMESTAMP_MILLIS(r.enqueued_at)"),
-    col("sent_at", "INT64", "TIMESTAMP_MILLIS(r.sent_at)"),
-    col("error_at", "INT64", "TIMESTAMP_MILLIS(r.error_at)"),
-    col("delivered_at", "INT64", "TIMESTAMP_MILLIS(r.delivered_at)"),
-    col("read_at", "INT64", "TIMESTAMP_MILLIS(r.read_at)"),
-    col("played_at", "INT64", "TIMESTAMP_MILLIS(r.played_at)"),
-    col("deleted_at", "INT64", "TIMESTAMP_MILLIS(r.deleted_at)"),
-    col("error_code", "INT64", "r.error_code"),
-];
-const FILES: [Column; 2] = [
-    col("object_name", "STRING", "r.object_name"),
-    col("generation", "STRING", "r.generation"),
-];
+/// A table's staged columns: the named ones, or all.
+fn staged(table: schema::Table, names: Option<&[&str]>) -> Vec<Column> {
+    let all = table.field_names();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    columns(table, names.unwrap_or(&all), "r.")
+}
 
 /// Creates and fills the three staging tables.
 pub async fn write(
@@ -112,7 +116,7 @@ pub async fn write(
         bq,
         &stage.timeline,
         schema::TIMELINE,
-        &TIMELINE,
+        &staged(schema::TIMELINE, None),
         timelines,
         now,
     )
@@ -123,7 +127,16 @@ pub async fn write(
         bq,
         &stage.pending,
         schema::PENDING,
-        &PENDING,
+        &staged(
+            schema::PENDING,
+            Some(&[
+                "bsp_message_id",
+                "bsp_status",
+                "status_at",
+                "error_code",
+                "errors_note",
+            ]),
+        ),
         pending,
         now,
     )
@@ -133,12 +146,22 @@ pub async fn write(
         bq,
         &stage.dead_letters,
         schema::DEAD_LETTERS,
-        &DEAD,
+        &staged(schema::DEAD_LETTERS, Some(&DEAD)),
         dead,
         now,
     )
     .await?;
-    fill(api, bq, &stage.files, schema::FILES, &FILES, files, now).await
+    let file_columns = staged(schema::FILES, Some(&FILES));
+    fill(
+        api,
+        bq,
+        &stage.files,
+        schema::FILES,
+        &file_columns,
+        files,
+        now,
+    )
+    .await
 }
 
 async fn fill(
@@ -150,7 +173,7 @@ async fn fill(
     rows: impl Iterator<Item = Vec<Cell>>,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let names: Vec<&str> = columns.iter().map(|c| c.name).collect();
+    let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
     api.create_table(staging_table(bq, table, schema, &names, now))
         .await?;
     let sql = format!(
@@ -160,7 +183,7 @@ async fn fill(
         names.join(", "),
         columns
             .iter()
-            .map(|c| c.select)
+            .map(|c| c.select.as_str())
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -258,11 +281,12 @@ mod tests {
                 Some("x".repeat(100_000)),
             ]
         };
-        let chunks = chunks(&DEAD, (0..100).map(row));
+        let dead = staged(schema::DEAD_LETTERS, Some(&DEAD));
+        let chunks = chunks(&dead, (0..100).map(row));
         assert!(chunks.len() >= 3);
         assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 100);
         for c in &chunks {
-            let text = serde_json::to_string(&rows_parameter(&DEAD, c.clone())).unwrap();
+            let text = serde_json::to_string(&rows_parameter(&dead, c.clone())).unwrap();
             assert!(text.len() < 5 << 20);
         }
     }
@@ -270,8 +294,12 @@ mod tests {
     #[test]
     fn the_parameter_is_an_array_of_structs_with_nulls() {
         let p = serde_json::to_value(rows_parameter(
-            &FILES,
-            chunks(&FILES, std::iter::once(vec![Some("a".into()), None])).remove(0),
+            &staged(schema::FILES, Some(&FILES)),
+            chunks(
+                &staged(schema::FILES, Some(&FILES)),
+                std::iter::once(vec![Some("a".into()), None]),
+            )
+            .remove(0),
         ))
         .unwrap();
         assert_eq!(
