@@ -393,6 +393,21 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def region(self, project, datasets, locations, asked, entry):
+        """Rule 2: a job runs where its datasets are (or where it asks, if they agree).
+        Returns its location, and whether a dataset is elsewhere (then the 404 is sent)."""
+        located = [d for d in datasets if d in locations]
+        location = asked or (locations[located[0]] if located else "US")
+        entry["location"] = location
+        wrong = next((d for d in located if locations[d].lower() != location.lower()), None)
+        if not wrong:
+            return location, False
+        entry["outcome"] = "wrong_location"
+        self.state.log(datasets, entry)
+        self.send(*not_found(
+            f"Not found: Dataset {project}:{wrong} was not found in location {location}"))
+        return location, True
+
     def forward(self):
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
         if self.body or self.command in ("POST", "PUT", "PATCH"):
@@ -569,15 +584,10 @@ class Handler(BaseHTTPRequestHandler):
             st.log(datasets, entry)
             return self.send(409, error_body(409, "ALREADY_EXISTS", "duplicate", msg))
         # Rule 2: the job's region.
-        located = [d for d in datasets if d in locations]
-        location = ref.get("location") or (locations[located[0]] if located else "US")
-        entry["location"] = st.jobs[(project, job_id)]["location"] = location
-        wrong = next((d for d in located if locations[d].lower() != location.lower()), None)
-        if wrong:
-            entry["outcome"] = "wrong_location"
-            st.log(datasets, entry)
-            return self.send(*not_found(
-                f"Not found: Dataset {project}:{wrong} was not found in location {location}"))
+        location, refused = self.region(project, datasets, locations, ref.get("location"), entry)
+        st.jobs[(project, job_id)]["location"] = location
+        if refused:
+            return None
         with st.locked(datasets):
             status, answer = self.run_job(project, job_id, location, config, text, datasets, entry)
         if st.take(datasets, "lose_insert_answers"):
@@ -682,16 +692,11 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(status, raw, headers)
         datasets, locations = st.referenced(
             project, text, [dict_or_empty(req.get("defaultDataset")).get("datasetId")])
-        located = [d for d in datasets if d in locations]
-        location = req.get("location") or (locations[located[0]] if located else "US")
-        entry = {"job_id": None, "location": location, "query": text, "outcome": "ran",
+        entry = {"job_id": None, "location": None, "query": text, "outcome": "ran",
                  "answer_lost": False, "error": None, "time": now_ms(), "kind": "jobs.query"}
-        wrong = next((d for d in located if locations[d].lower() != location.lower()), None)
-        if wrong:
-            entry["outcome"] = "wrong_location"
-            st.log(datasets, entry)
-            return self.send(*not_found(
-                f"Not found: Dataset {project}:{wrong} was not found in location {location}"))
+        location, refused = self.region(project, datasets, locations, req.get("location"), entry)
+        if refused:
+            return None
         with st.locked(datasets):
             if MUTATING.search(text) and any(st.rule(d, "streaming_buffer") for d in datasets):
                 config = {"query": {k: req[k] for k in ("query", "useLegacySql", "queryParameters",
