@@ -172,6 +172,13 @@ pub struct RunArgs {
     #[arg(long, env = "BSP_CONFIG", conflicts_with = "target")]
     pub config: Option<PathBuf>,
 
+    /// `run` lists from where the last run safely ended, less this window for files a
+    /// receiver writes late under an earlier name (e.g. 2h, 90m); the whole source is
+    /// listed once a day anyway. Names that do not grow with time need a window as long
+    /// as the lateness (a huge one lists everything every run).
+    #[arg(long, env = "BSP_LIST_GRACE", default_value = "2h", value_parser = parse_duration)]
+    pub list_grace: chrono::Duration,
+
     /// Pretend the run starts at this time (RFC 3339). For tests and replays.
     #[arg(long, env = "BSP_NOW", hide = true)]
     pub now: Option<DateTime<Utc>>,

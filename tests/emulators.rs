@@ -1278,3 +1278,79 @@ async fn status_on_bigquery_reads_the_runs_the_job_recorded_and_alerts_past_the_
         "{records:#?}"
     );
 }
+
+// Listing from a watermark, and backfills split across tasks (cost issue).
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quiet_run_on_a_bucket_lists_only_from_the_watermark() {
+    let emu = emulators();
+    let (bucket, want, _) = bucket_and_reference(&emu, "mark").await;
+    let dataset = seeded(&emu, "marked", "US").await;
+    // Hours later, every object is older than the grace window.
+    let later = (chrono::Utc::now() + chrono::Duration::hours(3)).to_rfc3339();
+    let first = bq_run(&bucket, &dataset, &[("BSP_NOW", &later)]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(emu.statuses(&dataset).await, want);
+    let listed = |out: &std::process::Output| {
+        stderr(out)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["message"] == "reading files")
+            .map(|v| (v["listed"].clone(), v["to_read"].clone()))
+            .unwrap_or_else(|| panic!("{}", stderr(out)))
+    };
+    assert_eq!(listed(&first), (json!(6), json!(6)));
+
+    let quiet = bq_run(&bucket, &dataset, &[("BSP_NOW", &later)]);
+    assert!(quiet.status.success(), "{}", stderr(&quiet));
+    assert_eq!(listed(&quiet), (json!(1), json!(0)), "only the last name");
+    let reads = emu.jobs_with(&dataset, "object_name >= @from").await;
+    assert_eq!(reads.len(), 2, "{reads:#?}");
+    assert_eq!(emu.statuses(&dataset).await, want);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_backfill_tasks_at_once_give_the_table_of_one_backfill() {
+    let emu = emulators();
+    let (bucket, want, want_counts) = bucket_and_reference(&emu, "tasks").await;
+    let dataset = seeded(&emu, "tasks", "US").await;
+    let source = format!("gs://{bucket}/gupshup");
+    let target = format!("bigquery://demo/{dataset}/messages");
+    let args = [
+        "backfill",
+        "--source",
+        &source,
+        "--target",
+        &target,
+        "--from",
+        "2025-11-22",
+        "--to",
+        "2025-11-22",
+    ];
+    let tasks: Vec<std::process::Child> = (0..3)
+        .map(|i| {
+            std::process::Command::new(BIN)
+                .args(args)
+                .env("BSP_LOG_FORMAT", "json")
+                .env("CLOUD_RUN_TASK_INDEX", i.to_string())
+                .env("CLOUD_RUN_TASK_COUNT", "3")
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut read = 0;
+    for task in tasks {
+        let out = task.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let record = stderr(&out)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["message"] == "reading files")
+            .unwrap();
+        read += record["to_read"].as_u64().unwrap();
+    }
+    assert_eq!(read, 6, "every file read by exactly one task");
+    assert_eq!(emu.statuses(&dataset).await, want);
+    assert_eq!(emu.bookkeeping(&dataset).await, want_counts);
+}

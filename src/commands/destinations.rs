@@ -9,11 +9,15 @@ use crate::error::UsageError;
 use crate::pipeline::Routing;
 use crate::target::{Columns, Options};
 
+/// The unrouted target's name in logs and summaries.
 pub const UNROUTED: &str = "(unrouted)";
 
 /// One target, named: "default", an organization, or the unrouted one.
 pub struct Destination {
     pub name: String,
+    /// The target of callbacks whose app no organization claims: it gets a
+    /// `messages` table of its own when it has none.
+    pub unrouted: bool,
     pub url: String,
     pub columns: Columns,
     pub options: Options,
@@ -30,6 +34,7 @@ impl Destination {
         };
         Ok(Destination {
             name: org.name.clone(),
+            unrouted: false,
             url: org.target.clone(),
             columns: Columns {
                 table: setting(&org.messages_table, &defaults.table),
@@ -56,6 +61,7 @@ impl Destination {
 pub fn flag_destination(args: &TargetArgs) -> Result<Destination> {
     Ok(Destination {
         name: "default".into(),
+        unrouted: false,
         url: args.url()?.to_owned(),
         columns: args.columns(),
         options: args.options(),
@@ -80,6 +86,7 @@ pub fn organizations(
     if keep_unrouted {
         destinations.push(Destination {
             name: UNROUTED.into(),
+            unrouted: true,
             url: config.unrouted_target.clone(),
             columns: defaults,
             options: args.options(),

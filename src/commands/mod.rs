@@ -2,6 +2,7 @@
 
 mod destinations;
 mod init;
+mod listing;
 mod report;
 mod resolve;
 mod run;

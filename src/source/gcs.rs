@@ -98,12 +98,16 @@ impl Bucket {
         })
     }
 
-    /// Every object whose name starts with the prefix, page by page.
-    pub async fn list(&self) -> Result<Vec<ObjectRef>> {
+    /// Every object whose name starts with the prefix and is not before
+    /// `start` (a full name; GCS compares names as bytes, as `str` does), page by page.
+    pub async fn list(&self, start: &str) -> Result<Vec<ObjectRef>> {
         let mut objects = Vec::new();
         let mut token: Option<String> = None;
         loop {
             let mut query = vec![("prefix", self.prefix.as_str()), ("fields", FIELDS)];
+            if !start.is_empty() {
+                query.push(("startOffset", start));
+            }
             if let Some(token) = &token {
                 query.push(("pageToken", token.as_str()));
             }
@@ -355,6 +359,20 @@ mod tests {
         r#"{"name":"in/NAME","generation":"7","size":"1","updated":"2025-11-22T01:00:00Z"}"#;
 
     #[tokio::test]
+    async fn a_listing_from_a_watermark_asks_gcs_to_start_there() {
+        let page = format!(r#"{{"items":[{}]}}"#, ITEM.replace("NAME", "2026/11/23/x"));
+        let (base, seen) = server(vec![(200, page.leak())]);
+        let listed = bucket(&base).list("in/2026/11/23/").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        let seen = seen.join().unwrap();
+        assert!(
+            seen[0].contains("startOffset=in%2F2026%2F11%2F23%2F"),
+            "{}",
+            seen[0]
+        );
+    }
+
+    #[tokio::test]
     async fn every_page_is_listed_and_a_503_is_retried() {
         let page1 = format!(
             r#"{{"items":[{}],"nextPageToken":"t/1"}}"#,
@@ -363,7 +381,7 @@ mod tests {
         let page2 = format!(r#"{{"items":[{}]}}"#, ITEM.replace("NAME", "./x"));
         let (base, seen) = server(vec![(503, "{}"), (200, page1.leak()), (200, page2.leak())]);
         let names: Vec<_> = bucket(&base)
-            .list()
+            .list("")
             .await
             .unwrap()
             .into_iter()

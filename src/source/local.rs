@@ -14,53 +14,78 @@ use bytes::Bytes;
 
 use super::{Fetched, Location, ObjectRef};
 
-/// Every file below `root` (following links; a dangling link is listed too, and
-/// read as unreadable), or only `root/only`. Names are relative, `/`-separated;
-/// a name that is not UTF-8 is recorded lossily but read by its real path.
-pub fn list(root: &Path, only: Option<&Path>) -> Result<Vec<ObjectRef>> {
+/// Every file below `root` whose name is not before `start` (following links; a
+/// dangling link is listed too, and read as unreadable), or only `root/only`.
+/// Names are relative, `/`-separated; a name that is not UTF-8 is recorded
+/// lossily but read by its real path.
+pub fn list(root: &Path, only: Option<&Path>, start: &str) -> Result<Vec<ObjectRef>> {
     let mut objects = Vec::new();
     match only {
         Some(file) => objects.push(object(root.join(file), file.to_string_lossy().into_owned())),
         None => {
-            let mut seen = HashSet::new();
-            walk(root, root, &mut seen, &mut objects)?;
+            let mut walk = Walk {
+                root,
+                start,
+                seen: HashSet::new(),
+                out: &mut objects,
+            };
+            walk.folder(root)?;
         }
     }
+    objects.retain(|o| o.name.as_str() >= start);
     Ok(objects)
 }
 
-/// `seen` holds the folders visited (by real path), so a link loop ends.
-fn walk(
-    root: &Path,
-    dir: &Path,
-    seen: &mut HashSet<PathBuf>,
-    out: &mut Vec<ObjectRef>,
-) -> Result<()> {
-    let real = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
-    if !seen.insert(real) {
-        return Ok(());
-    }
-    // A folder that cannot be listed fails the run: its files are unknown, so
-    // nothing can be dead-lettered for them, and a rerun after the fix reads them.
-    let entries = std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
-    for entry in entries {
-        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
-        let path = entry.path();
-        // Follows links; a dangling one is a file that cannot be read.
-        if std::fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
-            walk(root, &path, seen, out)?;
-            continue;
-        }
-        let name = path
-            .strip_prefix(root)
-            .unwrap_or(&path)
+struct Walk<'a> {
+    root: &'a Path,
+    /// Folders whose every name sorts before it are not entered: with date
+    /// folders, a listing from a watermark opens O(new) folders.
+    start: &'a str,
+    /// The folders visited (by real path), so a link loop ends.
+    seen: HashSet<PathBuf>,
+    out: &'a mut Vec<ObjectRef>,
+}
+
+impl Walk<'_> {
+    fn name(&self, path: &Path) -> String {
+        path.strip_prefix(self.root)
+            .unwrap_or(path)
             .components()
             .map(|c| c.as_os_str().to_string_lossy())
             .collect::<Vec<_>>()
-            .join("/");
-        out.push(object(path, name));
+            .join("/")
     }
-    Ok(())
+
+    /// Every name below `folder/` sorts before `start`.
+    fn all_before_start(&self, folder: &str) -> bool {
+        let inside = format!("{folder}/");
+        inside.as_str() < self.start && !self.start.starts_with(&inside)
+    }
+
+    fn folder(&mut self, dir: &Path) -> Result<()> {
+        let real = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+        if !self.seen.insert(real) {
+            return Ok(());
+        }
+        // A folder that cannot be listed fails the run: its files are unknown, so
+        // nothing can be dead-lettered for them, and a rerun after the fix reads them.
+        let entries =
+            std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+            let path = entry.path();
+            let name = self.name(&path);
+            // Follows links; a dangling one is a file that cannot be read.
+            if std::fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
+                if !self.all_before_start(&name) {
+                    self.folder(&path)?;
+                }
+            } else if name.as_str() >= self.start {
+                self.out.push(object(path, name));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The listed file; its generation is object_store's ETag scheme (inode, time,

@@ -109,11 +109,18 @@ impl Source {
 
     /// Every object below the prefix, sorted by name.
     pub async fn list(&self) -> Result<Vec<ObjectRef>> {
+        self.list_from("").await
+    }
+
+    /// Every object below the prefix whose name is not before `start`, sorted
+    /// by name: only those are asked for (GCS `startOffset`; a folder skips the
+    /// subfolders that sort before it).
+    pub async fn list_from(&self, start: &str) -> Result<Vec<ObjectRef>> {
         let mut objects = match &self.store {
-            Store::Folder { root, only } => local::list(root, only.as_deref())
+            Store::Folder { root, only } => local::list(root, only.as_deref(), start)
                 .with_context(|| format!("listing {}", self.url))?,
             Store::Bucket(bucket) => bucket
-                .list()
+                .list(start)
                 .await
                 .with_context(|| format!("listing {}", self.url))?,
         };

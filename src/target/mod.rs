@@ -46,7 +46,20 @@ impl Default for Columns {
 }
 
 /// Finished objects: (name, generation) → the label of the run or backfill that did them.
-pub type Done = HashMap<(String, String), String>;
+pub type DoneFiles = HashMap<(String, String), String>;
+
+/// Where a source's next listing resumes, kept by each target for its own
+/// files, so that a quiet run lists and reads O(new) names and rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watermark {
+    /// The next listing starts at this name: every object before it was done.
+    pub start: String,
+    /// When a run last listed the whole source.
+    pub full_listed_at: DateTime<Utc>,
+    /// Files done before this are forgotten: objects last modified before it
+    /// count as done.
+    pub forgotten_before: Option<DateTime<Utc>>,
+}
 
 /// What one run hands a target besides the batch.
 #[derive(Debug, Clone)]
@@ -86,8 +99,16 @@ pub trait Target: Send + Sync {
     /// also creates a `messages` table when there is none. Safe to repeat.
     async fn init(&self, create_messages: bool) -> Result<()>;
 
-    /// Objects already done, as (name, generation), with the label that did them.
-    async fn done(&self) -> Result<Done>;
+    /// Objects already done whose names are not before `from` ("" for all), as
+    /// (name, generation), with the label that did them.
+    async fn done(&self, from: &str) -> Result<DoneFiles>;
+
+    /// The watermark of `source`, if a run recorded one.
+    async fn watermark(&self, source: &str) -> Result<Option<Watermark>>;
+
+    /// Records the watermark of `source` after a successful run, and forgets
+    /// the files done before its `forgotten_before`.
+    async fn set_watermark(&self, source: &str, w: &Watermark, now: DateTime<Utc>) -> Result<()>;
 
     /// Folds the batch into the pending keys, updates `messages` under the rank
     /// guard, expires old keys, keeps dead letters and marks the batch's files

@@ -45,6 +45,10 @@ pub const RUNS: Table = Table {
     name: "bsp_loader_runs",
     json: include_str!("../../schemas/runs.json"),
 };
+pub const WATERMARKS: Table = Table {
+    name: "bsp_loader_watermarks",
+    json: include_str!("../../schemas/watermarks.json"),
+};
 pub const MESSAGES: Table = Table {
     name: "messages",
     json: include_str!("../../schemas/messages.json"),
@@ -67,7 +71,15 @@ mod tests {
 
     #[test]
     fn every_schema_parses_and_names_are_identifiers() {
-        for table in [PENDING, FILES, DEAD_LETTERS, TIMELINE, RUNS, MESSAGES] {
+        for table in [
+            PENDING,
+            FILES,
+            DEAD_LETTERS,
+            TIMELINE,
+            RUNS,
+            WATERMARKS,
+            MESSAGES,
+        ] {
             let fields = table.fields();
             assert!(!fields.is_empty());
             for f in fields {

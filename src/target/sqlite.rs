@@ -8,13 +8,13 @@ use std::sync::Mutex;
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::health::{Dialect, Health, RunRecord, health_sql};
 use super::order::beats_sql;
 use super::schema::{self, Field, Table};
 use super::views::{DELIVERY_DAILY, Dialect as ViewDialect, ViewNames, delivery_daily_sql};
-use super::{Applied, Columns, Done, RunContext, Target};
+use super::{Applied, Columns, DoneFiles, RunContext, Target, Watermark};
 use super::{StagedRow, TimelineRow, timeline_fold_sql};
 use crate::batch::Batch;
 use crate::batch::Reason;
@@ -98,8 +98,9 @@ fn create_sql(name: &str, fields: &[Field], primary_key: &[&str], strict: bool) 
     )
 }
 
-fn own_tables() -> [(Table, &'static [&'static str]); 5] {
+fn own_tables() -> [(Table, &'static [&'static str]); 6] {
     [
+        (schema::WATERMARKS, &["source"]),
         (schema::PENDING, &["bsp_message_id"]),
         (schema::TIMELINE, &["bsp_message_id"]),
         (schema::FILES, &["object_name", "generation"]),
@@ -159,14 +160,77 @@ impl Target for Sqlite {
         Ok(())
     }
 
-    async fn done(&self) -> Result<Done> {
+    async fn done(&self, from: &str) -> Result<DoneFiles> {
         let conn = self.conn.lock().expect("no panics while locked");
+        // The primary key's index makes this a range scan.
         let mut stmt = conn.prepare(&format!(
-            "SELECT object_name, generation, run_id FROM \"{}\"",
+            "SELECT object_name, generation, run_id FROM \"{}\" WHERE object_name >= ?1",
             schema::FILES.name
         ))?;
-        let rows = stmt.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?;
+        let rows = stmt.query_map([from], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn watermark(&self, source: &str) -> Result<Option<Watermark>> {
+        let conn = self.conn.lock().expect("no panics while locked");
+        let row = conn
+            .query_row(
+                &format!(
+                    "SELECT start, full_listed_at, forgotten_before FROM \"{}\" WHERE source = ?1",
+                    schema::WATERMARKS.name
+                ),
+                [source],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((start, full, forgotten)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(Watermark {
+            start,
+            full_listed_at: parse_time(&full)?,
+            forgotten_before: forgotten.as_deref().map(parse_time).transpose()?,
+        }))
+    }
+
+    async fn set_watermark(&self, source: &str, w: &Watermark, now: DateTime<Utc>) -> Result<()> {
+        let mut conn = self.conn.lock().expect("no panics while locked");
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let time = |t: DateTime<Utc>| format_ms(t.timestamp_millis());
+        tx.execute(
+            &format!(
+                "INSERT INTO \"{}\" (source, start, full_listed_at, forgotten_before, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (source) DO UPDATE SET start = excluded.start,
+                   full_listed_at = excluded.full_listed_at,
+                   forgotten_before = excluded.forgotten_before, updated_at = excluded.updated_at",
+                schema::WATERMARKS.name
+            ),
+            params![
+                source,
+                w.start,
+                time(w.full_listed_at),
+                w.forgotten_before.map(time),
+                time(now)
+            ],
+        )?;
+        if let Some(before) = w.forgotten_before {
+            tx.execute(
+                &format!(
+                    "DELETE FROM \"{}\" WHERE processed_at < ?1",
+                    schema::FILES.name
+                ),
+                [time(before)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     async fn apply(&self, batch: &Batch, ctx: &RunContext) -> Result<Applied> {
@@ -267,9 +331,13 @@ impl Target for Sqlite {
 
 /// A time as the tables hold it (`format_ms` text) in epoch milliseconds.
 fn parse_ms(text: &str) -> Result<i64> {
+    Ok(parse_time(text)?.timestamp_millis())
+}
+
+fn parse_time(text: &str) -> Result<DateTime<Utc>> {
     Ok(chrono::DateTime::parse_from_rfc3339(text)
         .with_context(|| format!("a stored time {text:?}"))?
-        .timestamp_millis())
+        .to_utc())
 }
 
 /// Folds the batch into the pending table with the resolution order (`order::beats_sql`).

@@ -10,6 +10,7 @@ mod retry;
 mod runs;
 mod sql;
 mod stage;
+mod watermark;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -23,7 +24,9 @@ use self::api::Api;
 use self::sql::{Bounds, Names, Reach, Script, Stage, TimeColumn};
 use super::schema::{self, Table};
 use super::views::{DELIVERY_DAILY, Dialect as ViewDialect, ViewNames, delivery_daily_sql};
-use super::{Applied, Columns, Done, Health, Options, RunContext, RunRecord, Target, ident};
+use super::{
+    Applied, Columns, DoneFiles, Health, Options, RunContext, RunRecord, Target, Watermark, ident,
+};
 use crate::batch::Batch;
 use crate::error::{Step, UsageError};
 use crate::failpoint;
@@ -170,6 +173,22 @@ impl BigQuery {
             partitioning,
             streamed,
         })
+    }
+
+    /// The rows of one read of the job's own tables, under a fresh job id.
+    async fn read(
+        &self,
+        what: &str,
+        sql: &str,
+        params: Vec<gcp_bigquery_client::model::query_parameter::QueryParameter>,
+    ) -> Result<Vec<Vec<api::Cell>>> {
+        let id = format!(
+            "bsp_{}_{what}_{}",
+            self.dataset,
+            uuid::Uuid::new_v4().simple()
+        );
+        let done = self.api.run(&id, sql, params).await?;
+        Ok(self.api.rows(&done).await?)
     }
 
     /// Rows within the bounds that carry a key, and rows written in the future.
@@ -320,6 +339,7 @@ impl Target for BigQuery {
             schema::FILES,
             schema::DEAD_LETTERS,
             schema::RUNS,
+            schema::WATERMARKS,
         ] {
             self.api
                 .create_table(self.table_json(table.name, serde_json::from_str(table.json)?))
@@ -336,18 +356,15 @@ impl Target for BigQuery {
         Ok(())
     }
 
-    async fn done(&self) -> Result<Done> {
+    async fn done(&self, from: &str) -> Result<DoneFiles> {
         let names = self.names().await?;
-        let run = format!(
-            "bsp_{}_done_{}",
-            self.dataset,
-            uuid::Uuid::new_v4().simple()
-        );
-        let done = self
-            .api
-            .run(&run, &sql::done_files_sql(&names), vec![])
+        let rows = self
+            .read(
+                "done",
+                &watermark::done_files_sql(&names),
+                vec![watermark::text("from", from)],
+            )
             .await?;
-        let rows = self.api.rows(&done).await?;
         Ok(rows
             .into_iter()
             .filter_map(|r| match &r[..] {
@@ -357,6 +374,42 @@ impl Target for BigQuery {
                 _ => None,
             })
             .collect())
+    }
+
+    async fn watermark(&self, source: &str) -> Result<Option<Watermark>> {
+        let names = self.names().await?;
+        let rows = self
+            .read(
+                "watermark",
+                &watermark::read_sql(&names),
+                vec![watermark::text("source", source)],
+            )
+            .await?;
+        Ok(rows.first().and_then(|r| watermark::from_row(r)))
+    }
+
+    async fn set_watermark(&self, source: &str, w: &Watermark, now: DateTime<Utc>) -> Result<()> {
+        let names = self.names().await?;
+        let run = format!(
+            "bsp_{}_watermark_{}",
+            self.dataset,
+            uuid::Uuid::new_v4().simple()
+        );
+        let params = watermark::write_params(source, w, now);
+        self.api
+            .run(&format!("{run}_set"), &watermark::write_sql(&names), params)
+            .await?;
+        if let Some(before) = w.forgotten_before {
+            let params = vec![watermark::millis("before", Some(before))];
+            self.api
+                .run(
+                    &format!("{run}_forget"),
+                    &watermark::forget_sql(&names),
+                    params,
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     async fn apply(&self, batch: &Batch, ctx: &RunContext) -> Result<Applied> {

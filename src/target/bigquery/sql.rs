@@ -190,13 +190,6 @@ pub fn min_pending_sql(n: &Names) -> String {
     )
 }
 
-pub fn done_files_sql(n: &Names) -> String {
-    format!(
-        "SELECT object_name, generation, run_id FROM {}",
-        n.table(schema::FILES.name)
-    )
-}
-
 /// One row per key, the best by the rank rule: a MERGE may match each target
 /// row with one source row only, so no staged or pending duplicate (a re-sent
 /// insert, an overlapping run) can ever stick the target.
