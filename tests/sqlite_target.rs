@@ -126,41 +126,6 @@ fn later_runs_read_only_new_files_and_match_late_rows_and_a_quiet_run_changes_no
 }
 
 #[test]
-fn a_crash_at_any_step_then_a_rerun_gives_the_uninterrupted_table() {
-    let src = fixtures().join("callbacks");
-    let clean = tempfile::tempdir().unwrap();
-    let clean_db = seeded_db(clean.path());
-    assert!(run_job(&src, &clean_db, &[], &[]).status.success());
-
-    for failpoint in ["after-update", "before-commit"] {
-        let dir = tempfile::tempdir().unwrap();
-        let db = seeded_db(dir.path());
-        let crashed = run_job(&src, &db, &[], &[("BSP_FAILPOINT", failpoint)]);
-        assert!(!crashed.status.success(), "{failpoint} must kill the run");
-        assert_eq!(
-            count(&db, "SELECT COUNT(*) FROM bsp_loader_files"),
-            0,
-            "{failpoint}: nothing half-done"
-        );
-        let rerun = run_job(&src, &db, &[], &[]);
-        assert!(rerun.status.success(), "{}", stderr(&rerun));
-        assert_eq!(messages(&db), messages(&clean_db), "{failpoint}");
-        for table in [
-            "bsp_loader_files",
-            "bsp_loader_pending",
-            "bsp_loader_dead_letters",
-        ] {
-            let sql = format!("SELECT COUNT(*) FROM {table}");
-            assert_eq!(
-                count(&db, &sql),
-                count(&clean_db, &sql),
-                "{failpoint}: {table}"
-            );
-        }
-    }
-}
-
-#[test]
 fn pending_keys_expire_after_their_time_to_live_counted_from_first_sight() {
     let dir = tempfile::tempdir().unwrap();
     let db = seeded_db(dir.path());

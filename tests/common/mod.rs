@@ -2,6 +2,9 @@
 //! and reading a SQLite target back.
 #![allow(dead_code)]
 
+#[cfg(feature = "emulator-tests")]
+pub mod emulators;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
