@@ -88,6 +88,7 @@ fn a_quiet_run_lists_from_the_watermark_and_a_daily_full_listing_finds_late_file
     // From 03 (the last name older than the 2 h grace): 03, 04, 05, 06.
     assert_eq!(field(&listing, "listed_from"), "p/2026/11/20/03/a.ndjson");
     assert_eq!(field(&listing, "listed"), 4);
+    assert_eq!(field(&listing, "bookkeeping_rows"), 3, "03, 04 and 05 only");
     assert_eq!(field(&listing, "to_read"), 1);
     assert!(seen(&db, "m06"));
     assert!(

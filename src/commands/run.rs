@@ -175,8 +175,10 @@ impl Run {
         self.step = Some(Step::Listing);
         let listed = source.list_from(&listing.start).await?;
         let todo = self.select(&listed, &listing, mode, task);
+        let bookkeeping: usize = self.standing().map(|d| d.done.len()).sum();
         info!(
             listed = listed.len(),
+            bookkeeping_rows = bookkeeping,
             listed_from = listing.start,
             full_listing = listing.full,
             to_read = todo.len(),

@@ -55,13 +55,8 @@ impl Bucket {
     /// GCS through Application Default Credentials, or the emulator named by
     /// `STORAGE_EMULATOR_HOST` without auth.
     pub fn open(bucket: &str, prefix: &str) -> Result<Bucket> {
-        let (base, builder) = match std::env::var("STORAGE_EMULATOR_HOST") {
-            Ok(host) if !host.is_empty() => {
-                let base = if host.contains("://") {
-                    host
-                } else {
-                    format!("http://{host}")
-                };
+        let (base, builder) = match crate::emulator::base_url("STORAGE_EMULATOR_HOST") {
+            Some(base) => {
                 let key = serde_json::json!({
                     "disable_oauth": true,
                     "client_email": "",
@@ -70,9 +65,9 @@ impl Bucket {
                 });
                 let builder =
                     GoogleCloudStorageBuilder::new().with_service_account_key(key.to_string());
-                (base.trim_end_matches('/').to_owned(), builder)
+                (base, builder)
             }
-            _ => (GCS.to_owned(), GoogleCloudStorageBuilder::from_env()),
+            None => (GCS.to_owned(), GoogleCloudStorageBuilder::from_env()),
         };
         let credentials = builder
             .with_bucket_name(bucket)

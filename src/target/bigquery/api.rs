@@ -59,14 +59,7 @@ impl Api {
     /// The emulator named by `BIGQUERY_EMULATOR_HOST` (no auth), else the key
     /// file given, else Application Default Credentials.
     pub async fn connect(project: &str, credentials: Option<&str>) -> Result<Api> {
-        if let Ok(host) = std::env::var("BIGQUERY_EMULATOR_HOST")
-            && !host.is_empty()
-        {
-            let base = if host.contains("://") {
-                host
-            } else {
-                format!("http://{host}")
-            };
+        if let Some(base) = crate::emulator::base_url("BIGQUERY_EMULATOR_HOST") {
             return Api::unauthenticated(&base, project).await;
         }
         let client = match credentials {
