@@ -54,15 +54,7 @@ fn folder(files: &[(&str, Vec<String>)]) -> (tempfile::TempDir, PathBuf) {
 }
 
 fn run_on(store: &impl Store, src: &Path, envs: &[(&str, &str)]) -> Output {
-    let target = store.target();
-    let args = [
-        "run",
-        "--source",
-        src.to_str().unwrap(),
-        "--target",
-        &target,
-    ];
-    run(&args, envs)
+    run_into(src, &store.target(), &[], envs)
 }
 
 fn ok(out: Output) -> Output {

@@ -28,14 +28,12 @@ pub fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
 
 /// `run` from `src` into the SQLite database `db`, with `extra` arguments.
 pub fn run_job(src: &Path, db: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Output {
-    let target = format!("sqlite://{}", db.display());
-    let mut args = vec![
-        "run",
-        "--source",
-        src.to_str().unwrap(),
-        "--target",
-        &target,
-    ];
+    run_into(src, &format!("sqlite://{}", db.display()), extra, envs)
+}
+
+/// `run` from `src` into the target URL `target`, with `extra` arguments.
+pub fn run_into(src: &Path, target: &str, extra: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut args = vec!["run", "--source", src.to_str().unwrap(), "--target", target];
     args.extend_from_slice(extra);
     run(&args, envs)
 }
