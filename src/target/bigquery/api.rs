@@ -210,11 +210,31 @@ impl Api {
                 };
                 async move { self.run_once(id, insert).await }
             })
-            .await?;
+            .await
+            .map_err(|f| self.said_over_the_cap(f))?;
         self.bytes_processed
             .fetch_add(done.bytes_processed, Ordering::Relaxed);
         info!(job_id = %done.job_id, bytes_processed = done.bytes_processed, "BigQuery job done");
         Ok(done)
+    }
+
+    /// A job BigQuery refused for `maximumBytesBilled` says so, in one line.
+    fn said_over_the_cap(&self, f: Failure) -> Failure {
+        match f {
+            Failure::Job {
+                job_id,
+                reason,
+                message,
+            } if reason == "bytesBilledLimitExceeded" => Failure::Job {
+                message: format!(
+                    "refused: it would bill more than --max-bytes-billed ({} bytes): {message}",
+                    self.max_bytes_billed.unwrap_or_default()
+                ),
+                job_id,
+                reason,
+            },
+            other => other,
+        }
     }
 
     /// Inserts the job and follows it to DONE. A 409 means the id exists: an

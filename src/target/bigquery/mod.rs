@@ -73,6 +73,7 @@ impl BigQuery {
         }
         ident(dataset)?;
         let mut api = Api::connect(project, options.credentials.as_deref()).await?;
+        api.max_bytes_billed = options.max_bytes_billed;
         match api.locate(dataset).await {
             Err(Failure::Http { code: 404, .. }) => {
                 return Err(UsageError::new(format!(

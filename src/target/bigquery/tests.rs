@@ -524,3 +524,43 @@ async fn a_run_with_nothing_to_do_skips_the_merge() {
         assert_eq!(merged, merges, "due {due}, pending {unmatched}");
     }
 }
+
+/// `--max-bytes-billed` caps every query job; a job BigQuery refuses for it
+/// fails the run with one line that says so.
+#[tokio::test]
+async fn a_job_over_the_bytes_cap_is_refused_and_says_so_in_one_line() {
+    let (base, log) = serve(|method, _, body, _| match method {
+        "POST" => (200, job(&job_id_of(body), "RUNNING", None)),
+        _ => (
+            200,
+            job(
+                "x",
+                "DONE",
+                Some((
+                    "bytesBilledLimitExceeded",
+                    "Query exceeded limit for bytes billed: 1000000. 10485760 or higher required.",
+                )),
+            ),
+        ),
+    })
+    .await;
+    let mut api = api(&base).await;
+    api.max_bytes_billed = Some(1_000_000);
+    let err = api
+        .run("j", "SELECT 1", vec![])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains('\n'), "{err}");
+    assert!(
+        err.contains("refused: it would bill more than --max-bytes-billed (1000000 bytes)"),
+        "{err}"
+    );
+    let inserts = inserted(&log);
+    assert_eq!(inserts.len(), 1, "not retried");
+    let body: Value = serde_json::from_str(&log.lock().unwrap()[0].2).unwrap();
+    assert_eq!(
+        body["configuration"]["query"]["maximumBytesBilled"],
+        "1000000"
+    );
+}
