@@ -1,7 +1,8 @@
 //! Bringing the job's own tables, as earlier releases made them, to this
-//! release's shape: renamed columns by DDL (`ALTER TABLE … RENAME COLUMN`, no
-//! bytes billed), new columns by a schema patch (NULLABLE, so old rows read
-//! NULL). Safe to repeat: a table already in shape costs one `tables.get`.
+//! release's shape by DDL (no bytes billed): `RENAME COLUMN`, then `ADD COLUMN
+//! IF NOT EXISTS` (NULLABLE, so old rows read NULL); then the schema is patched
+//! to what the DDL made (a no-op on BigQuery; bqemulator's metadata needs it).
+//! Safe to repeat: a table already in shape costs one `tables.get`.
 
 use anyhow::Result;
 use serde_json::{Value, json};
@@ -15,6 +16,8 @@ use crate::target::schema::Table;
 #[derive(Debug, PartialEq)]
 pub struct Plan {
     pub renames: Vec<(&'static str, &'static str)>,
+    /// New columns: (name, type).
+    pub added: Vec<(String, String)>,
     pub fields: Option<Vec<Value>>,
 }
 
@@ -44,9 +47,19 @@ pub fn plan(table: Table, fields: &[Value]) -> Plan {
         .map(|f| json!({ "name": f.name, "type": f.kind, "mode": "NULLABLE" }))
         .collect();
     let changed = !renames.is_empty() || !missing.is_empty();
+    let added = missing
+        .iter()
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap_or_default().to_owned(),
+                f["type"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
     after.extend(missing);
     Plan {
         renames,
+        added,
         fields: changed.then_some(after),
     }
 }
@@ -58,20 +71,30 @@ pub async fn upgrade(api: &Api, dataset: &str, table: Table, meta: &Value) -> Re
         .cloned()
         .unwrap_or_default();
     let plan = plan(table, &fields);
-    for (old, new) in &plan.renames {
+    let target = format!("`{}.{dataset}.{}`", api.project, table.name);
+    let renames = plan.renames.iter().map(|(old, new)| {
+        (
+            format!("rename_{old}"),
+            format!("RENAME COLUMN {old} TO {new}"),
+        )
+    });
+    let adds = plan.added.iter().map(|(name, kind)| {
+        (
+            format!("add_{name}"),
+            format!("ADD COLUMN IF NOT EXISTS {name} {kind}"),
+        )
+    });
+    // One change a statement: bqemulator takes no lists of them.
+    for (step, change) in renames.chain(adds) {
         let job = format!(
-            "bsp_{dataset}_init_{}_rename_{old}",
+            "bsp_{dataset}_init_{}_{step}",
             uuid::Uuid::new_v4().simple()
         );
-        let ddl = format!(
-            "ALTER TABLE `{}.{dataset}.{}` RENAME COLUMN {old} TO {new}",
-            api.project, table.name
-        );
-        api.run(&job, &ddl, vec![]).await?;
+        api.run(&job, &format!("ALTER TABLE {target} {change}"), vec![])
+            .await?;
     }
     if let Some(fields) = plan.fields {
-        // After a rename this restates the schema BigQuery already has (the
-        // emulator's metadata needs it); new columns are added.
+        // Restates the schema the DDL made (bqemulator's metadata lags its DDL).
         let resource = json!({
             "tableReference": { "projectId": api.project, "datasetId": dataset, "tableId": table.name },
             "schema": { "fields": fields },
@@ -123,6 +146,13 @@ mod tests {
         assert_eq!(fields[old.len()]["name"], "partition_at");
         assert_eq!(fields[old.len() + 1]["name"], "last_tried_at");
         assert!(fields[old.len()..].iter().all(|f| f["mode"] == "NULLABLE"));
+        assert_eq!(
+            p.added,
+            [
+                ("partition_at".to_owned(), "TIMESTAMP".to_owned()),
+                ("last_tried_at".to_owned(), "TIMESTAMP".to_owned())
+            ]
+        );
     }
 
     #[test]
@@ -133,6 +163,7 @@ mod tests {
                 plan(table, &now),
                 Plan {
                     renames: vec![],
+                    added: vec![],
                     fields: None
                 }
             );

@@ -253,6 +253,11 @@ pub fn run_script(n: &Names, r: &Script) -> String {
         String::new()
     };
     let timeline = timeline_sql(n, r);
+    // Looked for now (found or not, or no row has a key yet): not again this hour.
+    let tried = format!(
+        "UPDATE {pending} P SET last_tried_at = {now_ts} WHERE P.matched_at IS NULL AND {};\n",
+        chosen_sql(r)
+    );
     format!(
         "DECLARE updated INT64 DEFAULT 0;
 DECLARE expired INT64 DEFAULT 0;
@@ -262,7 +267,7 @@ WHEN MATCHED AND {beats} THEN UPDATE SET bsp_status = S.bsp_status, status_at = 
   error_code = S.error_code, errors_note = S.errors_note
 WHEN NOT MATCHED THEN INSERT (bsp_message_id, bsp_status, status_at, error_code, errors_note, first_seen_at, matched_at)
   VALUES (S.bsp_message_id, S.bsp_status, S.status_at, S.error_code, S.errors_note, {now_ts}, NULL);
-{timeline}{messages}SET expired = (SELECT COUNT(*) FROM {pending} WHERE matched_at IS NULL AND first_seen_at < {cutoff_ts});
+{timeline}{messages}{tried}SET expired = (SELECT COUNT(*) FROM {pending} WHERE matched_at IS NULL AND first_seen_at < {cutoff_ts});
 INSERT INTO {dead} (run_id, file, line, reason, raw, recorded_at)
   SELECT '{run_id}', '', 0, '{expired_reason}',
     TO_JSON_STRING(STRUCT(bsp_message_id, bsp_status, status_at, error_code, first_seen_at)), {now_ts}
@@ -313,17 +318,22 @@ WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values});
     )
 }
 
+/// SQL predicate over pending row `P`: the keys this run merges, the batch's
+/// and the due pending ones (as `bounds::candidates_sql` counts them).
+fn chosen_sql(r: &Script) -> String {
+    format!(
+        "({} OR P.bsp_message_id IN (SELECT bsp_message_id FROM {}))",
+        due_sql(r.now),
+        r.stage.pending
+    )
+}
+
 /// The script's part on messages: count, MERGE every settled copy under the
 /// guard, mark keys found whose rows within the bounds are all settled.
 fn messages_sql(n: &Names, r: &Script) -> String {
     let pending = n.table(schema::PENDING.name);
     let messages = n.table(&n.messages);
-    // The keys merged: the batch's and the due pending ones (bounds::candidates_sql).
-    let chosen = format!(
-        "({} OR P.bsp_message_id IN (SELECT bsp_message_id FROM {}))",
-        due_sql(r.now),
-        r.stage.pending
-    );
+    let chosen = chosen_sql(r);
     let merged = best_per_key(
         &format!("(SELECT * FROM {pending} P WHERE {chosen})"),
         "bsp_message_id, bsp_status, status_at, error_code, errors_note",
@@ -390,8 +400,7 @@ fn messages_sql(n: &Names, r: &Script) -> String {
 MERGE {messages} T USING {merged} S
 ON T.{key} = S.bsp_message_id{bounds}{settled}
 WHEN MATCHED AND {guard} THEN UPDATE SET {status} = S.bsp_status{errors};
-{found}UPDATE {pending} P SET last_tried_at = {now_ts} WHERE P.matched_at IS NULL AND {chosen};
-"
+{found}"
     )
 }
 
@@ -585,6 +594,35 @@ mod tests {
         // Counted, merged and marked found only when settled.
         assert_eq!(sql.matches(settled).count(), 3, "{sql}");
         assert!(sql.contains("NOT IN (SELECT T.bsp_message_id FROM `demo.org1.messages` T WHERE T.bsp_message_id IS NOT NULL AND T.bq_inserted_at >= DATETIME '2025-11-22 05:00:00')"), "{sql}");
+    }
+
+    #[test]
+    fn only_the_batchs_and_the_due_keys_are_merged_and_marked_tried() {
+        let sql = script(None, all(Bounds::default()), Tz::UTC);
+        let due = "(P.matched_at IS NOT NULL OR P.first_seen_at >= TIMESTAMP '2025-11-21 01:00:00.000+00' \
+                   OR P.last_tried_at IS NULL OR P.last_tried_at < TIMESTAMP '2025-11-22 01:00:00.000+00')";
+        let chosen = format!(
+            "({due} OR P.bsp_message_id IN (SELECT bsp_message_id FROM `demo.org1_bsp_staging.s_p`))"
+        );
+        // The count and the MERGE read the chosen keys only; they are marked tried.
+        assert_eq!(
+            sql.matches(&format!("P WHERE {chosen}")).count(),
+            2,
+            "{sql}"
+        );
+        assert!(sql.contains(&format!(
+            "SET last_tried_at = TIMESTAMP '2025-11-22 01:00:00.000+00' WHERE P.matched_at IS NULL AND {chosen}"
+        )));
+        // Even when messages is not touched (no keyed rows yet).
+        let books = script(
+            None,
+            Reach {
+                messages: false,
+                ..all(Bounds::default())
+            },
+            Tz::UTC,
+        );
+        assert!(books.contains("SET last_tried_at"));
     }
 
     #[test]

@@ -279,6 +279,15 @@ mod tests {
     }
 
     #[test]
+    fn three_million_messages_stage_in_a_handful_of_loads() {
+        // A pending row is ~120 bytes of NDJSON, a timeline ~250: each table of a
+        // 3-million-message chunk takes at most 3 parts.
+        for row_bytes in [120, 250] {
+            assert!(3_000_000 * row_bytes / PART_BYTES < 3);
+        }
+    }
+
+    #[test]
     fn a_row_is_one_json_line_numbers_as_numbers_nulls_left_out() {
         let pending = columns(schema::PENDING, &PENDING, "");
         let row = vec![

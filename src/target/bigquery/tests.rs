@@ -478,11 +478,21 @@ async fn a_streaming_buffer_refusal_keeps_the_keys_pending_and_the_run_succeeds(
             .iter()
             .all(|r| r.2.contains(r#""datasetId":"d_bsp_staging""#))
     );
-    assert!(
-        log.iter()
-            .filter(|r| r.0 == "POST" && r.1.ends_with("/tables"))
-            .all(|r| r.1 == "/projects/p/datasets/d_bsp_staging/tables")
-    );
+    let created: Vec<&Request> = log
+        .iter()
+        .filter(|r| r.0 == "POST" && r.1.ends_with("/tables"))
+        .collect();
+    assert_eq!(created.len(), 4);
+    for r in created {
+        assert_eq!(r.1, "/projects/p/datasets/d_bsp_staging/tables");
+        let table: Value = serde_json::from_str(&r.2).unwrap();
+        let expires: i64 = table["expirationTime"].as_str().unwrap().parse().unwrap();
+        assert_eq!(
+            expires,
+            (now + chrono::Duration::days(1)).timestamp_millis(),
+            "gone after a day"
+        );
+    }
 }
 
 /// With nothing new and nothing pending, a run reads only the pending table's
