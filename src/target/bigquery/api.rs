@@ -156,6 +156,18 @@ impl Api {
         Ok(())
     }
 
+    /// A dataset's location, or None when there is no such dataset.
+    pub async fn dataset_location(&self, dataset: &str) -> Result<Option<String>, Failure> {
+        match self
+            .call(|| self.client.dataset().get(&self.project, dataset))
+            .await
+        {
+            Ok(found) => Ok(Some(found.location.unwrap_or_else(|| "US".into()))),
+            Err(Failure::Http { code: 404, .. }) => Ok(None),
+            Err(f) => Err(f),
+        }
+    }
+
     /// Runs one query job to completion under the retry policy. The first try
     /// uses `job_id`; a job that failed transiently is run again as `job_id_rN`.
     pub async fn run(

@@ -182,9 +182,21 @@ impl BigQuery {
     }
 
     /// The job's staging dataset, beside the organization's and in its location;
-    /// its tables expire by default.
+    /// its tables expire by default. One made beforehand (by an administrator:
+    /// the job then needs no right to create datasets) is only checked.
     async fn create_staging(&self) -> Result<()> {
         let name = stage::staging_dataset(&self.dataset);
+        let here = self.api.location().unwrap_or("US");
+        if let Some(there) = self.api.dataset_location(&name).await? {
+            if !there.eq_ignore_ascii_case(here) {
+                return Err(UsageError::new(format!(
+                    "bigquery://{}/{name} is in {there}, the dataset in {here}: a run's script reads both, so they must share a location",
+                    self.api.project
+                ))
+                .into());
+            }
+            return Ok(());
+        }
         let dataset = json!({
             "datasetReference": { "projectId": self.api.project, "datasetId": name },
             "location": self.api.location(),

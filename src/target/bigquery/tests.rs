@@ -574,3 +574,33 @@ async fn a_job_over_the_bytes_cap_is_refused_and_says_so_in_one_line() {
         "1000000"
     );
 }
+
+/// A staging dataset made beforehand is used as it is; one in another
+/// location than the organization's dataset is refused in one line (the
+/// run's script reads both).
+#[tokio::test]
+async fn a_staging_dataset_made_beforehand_is_checked_not_created() {
+    for (staging_location, ok) in [("asia-south1", true), ("US", false)] {
+        let (base, log) = serve(move |method, path, _, _| match (method, path) {
+            ("GET", "/projects/p/datasets/d") => (200, json!({ "datasetReference": { "projectId": "p", "datasetId": "d" }, "location": "asia-south1" })),
+            ("GET", "/projects/p/datasets/d_bsp_staging") => (200, json!({ "datasetReference": { "projectId": "p", "datasetId": "d_bsp_staging" }, "location": staging_location })),
+            _ => http_error(403, "accessDenied", "no right to create datasets"),
+        })
+        .await;
+        let mut bq = target(&base).await;
+        bq.api.locate("d").await.unwrap();
+        let made = bq.create_staging().await;
+        assert_eq!(made.is_ok(), ok, "{made:?}");
+        if let Err(e) = made {
+            let e = e.to_string();
+            assert!(
+                e.contains("must share a location") && !e.contains('\n'),
+                "{e}"
+            );
+        }
+        assert!(
+            log.lock().unwrap().iter().all(|r| r.0 == "GET"),
+            "nothing created"
+        );
+    }
+}
