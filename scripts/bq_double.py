@@ -12,7 +12,9 @@ Rules ("references D": the query text names dataset D as a whole word, or the jo
 destinationTable / defaultDataset / load destination names D; matched against the datasets
 the emulator lists plus every dataset named in rules or buffers):
  1. Job ids are unique per project, forever (always on). jobs.insert (also a multipart or
-    resumable load upload) with an id any earlier insert through the double used answers 409
+    resumable load upload: bqemulator names an uploaded load job itself, the double keeps the
+    id the client chose, as BigQuery does, and maps job reads of it to the emulator's job)
+    with an id any earlier insert through the double used answers 409
     {"error":{"code":409,"message":"Already Exists: Job P:LOC.ID","errors":[{"message":...,
     "domain":"global","reason":"duplicate"}],"status":"ALREADY_EXISTS"}}; nothing runs.
  2. Jobs live in a region (always on). datasets.insert records `location` (default "US");
@@ -278,6 +280,7 @@ class State:
         self.locations = {}     # dataset -> location, from datasets.insert
         self.jobs = {}          # (project, job id) -> {"location", "datasets"}
         self.synthetic = {}     # (project, job id) -> (job resource, error message)
+        self.aliases = {}       # (project, job id) -> the emulator's own id for that job
         self.rules = {}         # dataset -> dict
         self.job_log = collections.defaultdict(list)
         self.request_log = collections.defaultdict(list)
@@ -624,6 +627,11 @@ class Handler(BaseHTTPRequestHandler):
             if err:
                 entry.update(outcome="failed", error=err.get("message"))
             if status == 200:
+                own = (obj.get("jobReference") or {}).get("jobId")
+                if own and own != job_id:  # the emulator names uploaded loads itself
+                    with st.lock:
+                        st.aliases[(project, job_id)] = own
+                    obj["jobReference"]["jobId"] = job_id
                 obj.setdefault("jobReference", {})["location"] = location
                 obj["id"] = f"{project}:{location}.{job_id}"
                 raw = json.dumps(obj).encode()
@@ -654,6 +662,7 @@ class Handler(BaseHTTPRequestHandler):
         with st.lock:
             known = st.jobs.get((project, job_id))
             synthetic = st.synthetic.get((project, job_id))
+            alias = st.aliases.get((project, job_id))
         for d in (known or {}).get("datasets", []):
             self.note(d, None)
         if known and known["location"]:
@@ -668,6 +677,9 @@ class Handler(BaseHTTPRequestHandler):
             if self.path.split("?")[0].endswith("/cancel"):
                 return self.send(200, {"kind": "bigquery#jobCancelResponse", "job": done})
             return self.send(200, done if self.command == "GET" else b"")
+        if alias:  # read the emulator's job under the id the client chose
+            self.path = self.path.replace(f"/jobs/{urllib.parse.quote(job_id, safe='')}", f"/jobs/{alias}", 1)
+            self.path = self.path.replace(f"/queries/{urllib.parse.quote(job_id, safe='')}", f"/queries/{alias}", 1)
         status, headers, raw, obj = self.forward_json()
         if results and status == 404 and known:
             # The emulator has no results for a failed job; BigQuery answers its error, 400.
@@ -679,6 +691,9 @@ class Handler(BaseHTTPRequestHandler):
         if status == 200 and known and isinstance(obj, dict):
             target = obj.get("job", obj)
             target.setdefault("jobReference", {})["location"] = known["location"]
+            if alias:
+                target["jobReference"]["jobId"] = job_id
+                target["id"] = f"{project}:{known['location']}.{job_id}"
             raw = json.dumps(obj).encode()
         self.send(status, raw, headers)
 

@@ -392,26 +392,55 @@ class ControlAndPassThrough(unittest.TestCase):
         self.assertEqual(call("DELETE", f"/_double/rules?dataset={ds}"), (200, {"dataset": ds}))
         self.assertEqual(call("GET", f"/_double/rules?dataset={ds}"), (200, {"dataset": ds}))
 
-    def test_a_multipart_load_job_passes_and_its_id_is_unique(self):
-        ds = dataset("load")
-        run_ok(f"CREATE TABLE `{PROJECT}.{ds}.t` (x INT64, s STRING)")
-        job_id = unique("load")
-        meta = {"jobReference": {"projectId": PROJECT, "jobId": job_id}, "configuration": {"load": {
+    def load(self, ds, job_id, lines, location=None):
+        """A multipart load upload of NDJSON `lines` into ds.t: (status, answer)."""
+        ref = {"projectId": PROJECT, "jobId": job_id}
+        if location:
+            ref["location"] = location
+        meta = {"jobReference": ref, "configuration": {"load": {
             "destinationTable": {"projectId": PROJECT, "datasetId": ds, "tableId": "t"},
             "sourceFormat": "NEWLINE_DELIMITED_JSON", "writeDisposition": "WRITE_APPEND"}}}
         b = "bq_double_boundary"
         body = (f"--{b}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{json.dumps(meta)}\r\n"
-                f"--{b}\r\nContent-Type: application/octet-stream\r\n\r\n"
-                + "".join(f'{{"x": {i}, "s": "{"a" * 90}"}}\n' for i in range(30000))
-                + f"\r\n--{b}--\r\n").encode()  # ~3 MB
+                f"--{b}\r\nContent-Type: application/octet-stream\r\n\r\n" + "".join(lines)
+                + f"\r\n--{b}--\r\n").encode()
         path = f"/upload/bigquery/v2/projects/{PROJECT}/jobs?uploadType=multipart"
-        headers = {"content-type": f"multipart/related; boundary={b}"}
-        status, answer = call("POST", path, raw=body, headers=headers)
+        return call("POST", path, raw=body, headers={"content-type": f"multipart/related; boundary={b}"})
+
+    def test_a_multipart_load_job_passes_and_its_id_is_unique(self):
+        ds = dataset("load")
+        run_ok(f"CREATE TABLE `{PROJECT}.{ds}.t` (x INT64, s STRING)")
+        job_id = unique("load")
+        lines = [f'{{"x": {i}, "s": "{"a" * 90}"}}\n' for i in range(30000)]  # ~3 MB
+        status, answer = self.load(ds, job_id, lines)
         self.assertEqual(status, 200, answer)
+        self.assertEqual(answer["jobReference"]["jobId"], job_id, "the client's id, as BigQuery keeps it")
         self.assertEqual(rows(f"SELECT COUNT(*) FROM `{PROJECT}.{ds}.t`"), [["30000"]])
-        self.assertEqual(call("POST", path, raw=body, headers=headers)[0], 409)
+        status, job = call("GET", f"{P}/jobs/{job_id}")
+        self.assertEqual((status, job["jobReference"]["jobId"], job["status"]["state"]),
+                         (200, job_id, "DONE"))
+        self.assertEqual(job["configuration"]["load"]["destinationTable"]["tableId"], "t")
+        self.assertEqual(self.load(ds, job_id, lines)[0], 409)
         self.assertEqual(rows(f"SELECT COUNT(*) FROM `{PROJECT}.{ds}.t`"), [["30000"]])
         self.assertEqual([j["kind"] for j in jobs(ds)][-2:], ["load", "load"])
+
+    def test_load_jobs_get_the_rules_too_lost_answers_and_regions(self):
+        ds = dataset("loadrules", "asia-south1")
+        run_ok(f"CREATE TABLE `{PROJECT}.{ds}.t` (x INT64, s STRING)", "asia-south1")
+        rules(ds, lose_insert_answers=1)
+        job_id = unique("load")
+        status, _ = self.load(ds, job_id, ['{"x": 1}\n'], "asia-south1")
+        self.assertEqual(status, 503, "the answer is lost, the load ran")
+        self.assertEqual(rows(f"SELECT COUNT(*) FROM `{PROJECT}.{ds}.t`"), [["1"]])
+        self.assertEqual(self.load(ds, job_id, ['{"x": 1}\n'], "asia-south1")[0], 409)
+        self.assertEqual(call("GET", f"{P}/jobs/{job_id}")[0], 404, "regional: location needed")
+        status, job = call("GET", f"{P}/jobs/{job_id}?location=asia-south1")
+        self.assertEqual((status, job["status"]["state"]), (200, "DONE"))
+        self.assertEqual(rows(f"SELECT COUNT(*) FROM `{PROJECT}.{ds}.t`"), [["1"]], "ran once")
+        status, _ = self.load(ds, unique("load"), ['{"x": 2}\n'], "US")
+        self.assertEqual(status, 404, "a load sent to another region does not find the dataset")
+        self.assertEqual([j["outcome"] for j in jobs(ds)],
+                         ["ran", "lost_answer", "duplicate", "wrong_location"])  # the CREATE first
 
     def test_results_of_a_failed_job_answer_its_error(self):
         ds = dataset("failed")

@@ -116,6 +116,12 @@ pub struct TargetArgs {
     /// write-time column, which Glific fills in local time.
     #[arg(long, env = "BSP_TIMEZONE", default_value = "UTC", value_parser = parse_timezone)]
     pub timezone: chrono_tz::Tz,
+
+    /// BigQuery: the most bytes any one query job may bill (`maximumBytesBilled`). BigQuery
+    /// refuses a job that would bill more, and the run fails saying so; a guard against a
+    /// MERGE reading far more partitions than expected. Unset: no cap.
+    #[arg(long, env = "BSP_MAX_BYTES_BILLED")]
+    pub max_bytes_billed: Option<u64>,
 }
 
 impl SourceArgs {
@@ -142,6 +148,7 @@ impl TargetArgs {
             lookback: self.lookback,
             streamed_at: self.streamed_at_column.clone(),
             timezone: self.timezone,
+            max_bytes_billed: self.max_bytes_billed,
         }
     }
 

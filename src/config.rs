@@ -12,6 +12,7 @@
 //! credentials = "/secrets/org1.json"                  # optional; else ADC
 //! lookback = "31d"                                    # optional
 //! timezone = "Asia/Kolkata"                           # optional; bq_inserted_at's zone
+//! max_bytes_billed = 50000000000                      # optional; BigQuery's per-job cap
 //! key_column = "bsp_message_id"                       # optional, and so are
 //! # messages_table, status_column, errors_column, streamed_at_column
 //! ```
@@ -48,6 +49,8 @@ pub struct Organization {
     pub errors_column: Option<String>,
     pub streamed_at_column: Option<String>,
     pub timezone: Option<String>,
+    /// BigQuery: `maximumBytesBilled` of this organization's query jobs (bytes).
+    pub max_bytes_billed: Option<u64>,
 }
 
 impl Config {
@@ -123,6 +126,7 @@ mod tests {
         apps = ["B1"]
         target = "bigquery://p/b/messages"
         lookback = "10d"
+        max_bytes_billed = 20000000000
         [[organization]]
         name = "c"
         apps = ["C1"]
@@ -134,6 +138,8 @@ mod tests {
         let c: Config = toml::from_str(GOOD).unwrap();
         c.check().unwrap();
         assert_eq!(c.organizations[1].lookback.as_deref(), Some("10d"));
+        assert_eq!(c.organizations[1].max_bytes_billed, Some(20_000_000_000));
+        assert_eq!(c.organizations[0].max_bytes_billed, None);
         assert_eq!(c.mine(None), [true, true, true]);
         assert_eq!(c.mine(Some((0, 2))), [true, false, true]);
         assert_eq!(c.mine(Some((1, 2))), [false, true, false]);

@@ -1084,3 +1084,333 @@ async fn three_backfill_tasks_at_once_give_the_table_of_one_backfill() {
     assert_eq!(emu.statuses(&dataset).await, want);
     assert_eq!(emu.bookkeeping(&dataset).await, want_counts);
 }
+
+// ---- Cost (issue 13): staging by load jobs, MERGE bounds from the keys merged,
+// the hourly retry of old keys, and init upgrading the previous release's tables.
+
+impl Emulators {
+    /// A GET on the BigQuery API (through the double).
+    async fn bq_get(&self, path: &str) -> Value {
+        let resp = self.http.get(self.bq_url(path)).send().await.unwrap();
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        resp.json().await.unwrap()
+    }
+
+    /// A table's column names, as its metadata lists them.
+    async fn column_names(&self, dataset: &str, table: &str) -> Vec<String> {
+        let t = self
+            .bq_get(&format!("/datasets/{dataset}/tables/{table}"))
+            .await;
+        t["schema"]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// The texts of the run scripts the double saw for a dataset, in order.
+    async fn scripts(&self, dataset: &str) -> Vec<String> {
+        self.jobs_with(dataset, "BEGIN TRANSACTION")
+            .await
+            .iter()
+            .map(|j| j["query"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// Column names of a schema file.
+fn schema_names(path: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(fixtures().join("..").join(path)).unwrap();
+    let fields: Vec<Value> = serde_json::from_str(&text).unwrap();
+    fields
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Every `T.inserted_at >= DATETIME '…'` lower bound a script names, sorted, unique.
+fn lower_bounds(script: &str) -> Vec<String> {
+    let mut found: Vec<String> = script
+        .split("T.inserted_at >= DATETIME '")
+        .skip(1)
+        .map(|rest| rest[..19].to_owned())
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn init_upgrades_the_previous_releases_bigquery_tables_and_runs_go_on() {
+    let emu = emulators();
+    let (bucket, want, _) = bucket_and_reference(&emu, "upgrade").await;
+    let dataset = seeded(&emu, "previous", "US").await;
+    for (table, file) in [
+        ("bsp_loader_pending", "pending"),
+        ("bsp_loader_files", "files"),
+    ] {
+        let fields: Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                fixtures().join(format!("../tests/previous_release/{file}.json")),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        emu.post(
+            emu.bq_url(&format!("/datasets/{dataset}/tables")),
+            json!({
+                "tableReference": { "projectId": "demo", "datasetId": dataset, "tableId": table },
+                "schema": { "fields": fields },
+            }),
+        )
+        .await;
+    }
+    emu.query(&format!(
+        "INSERT INTO `demo.{dataset}.bsp_loader_files` (object_name, generation, run_id, processed_at) \
+         VALUES ('old/object', 'g1', 'backfill_20250101_20250102', TIMESTAMP '2025-01-03 00:00:00+00')"
+    ))
+    .await;
+    bq_init(&dataset);
+    bq_init(&dataset);
+    assert_eq!(
+        emu.column_names(&dataset, "bsp_loader_files").await,
+        schema_names("schemas/files.json")
+    );
+    assert_eq!(
+        emu.column_names(&dataset, "bsp_loader_pending").await,
+        schema_names("schemas/pending.json")
+    );
+    assert_eq!(
+        emu.query(&format!(
+            "SELECT done_by FROM `demo.{dataset}.bsp_loader_files` WHERE object_name = 'old/object'"
+        ))
+        .await,
+        [[some("backfill_20250101_20250102")]],
+        "the label kept under its new name"
+    );
+    let out = bq_run(&bucket, &dataset, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(emu.statuses(&dataset).await, want);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_stages_by_a_few_load_jobs_in_its_own_dataset_and_leaves_nothing_in_the_organizations()
+ {
+    let emu = emulators();
+    let (bucket, want, want_counts) = bucket_and_reference(&emu, "loads").await;
+    let dataset = seeded(&emu, "loaded", "US").await;
+    let out = bq_run(&bucket, &dataset, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(emu.statuses(&dataset).await, want);
+    assert_eq!(emu.bookkeeping(&dataset).await, want_counts);
+
+    let staging = format!("{dataset}_bsp_staging");
+    let mut loads = emu.jobs(&staging).await;
+    loads.retain(|j| j["kind"] == "load");
+    assert!(
+        !loads.is_empty() && loads.len() <= 4,
+        "one load per staged table at most: {loads:#?}"
+    );
+    assert!(loads.iter().all(|j| j["outcome"] == "ran"));
+    let queries = emu.jobs(&dataset).await;
+    assert!(
+        queries
+            .iter()
+            .all(|j| !j["query"].as_str().unwrap_or("").contains("UNNEST(@rows)")),
+        "no DML staging: {queries:#?}"
+    );
+    // The run's query jobs on the batch: the bounds, the rows check, the script.
+    let steps: Vec<&str> = queries
+        .iter()
+        .filter_map(|j| {
+            j["job_id"]
+                .as_str()?
+                .rsplit_once("_0_")
+                .map(|(_, step)| step)
+        })
+        .filter(|step| !step.starts_with("stage_"))
+        .collect();
+    assert_eq!(steps, ["bounds", "rows", "merge"], "{queries:#?}");
+
+    let tables = emu.bq_get(&format!("/datasets/{dataset}/tables")).await;
+    let names: Vec<&str> = tables["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tableReference"]["tableId"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.iter().all(|n| *n == "messages"
+            || n.starts_with("bsp_loader_")
+            || *n == "bsp_message_timeline"),
+        "only messages and the job's own tables: {names:?}"
+    );
+    // (bqemulator keeps no expirationTime: the recorded-answer test checks it.)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_load_answers_in_asia_south1_still_stage_once() {
+    let emu = emulators();
+    let (bucket, want, want_counts) = bucket_and_reference(&emu, "lostloads").await;
+    let dataset = seeded(&emu, "mumbai_loads", "asia-south1").await;
+    bq_init(&dataset);
+    let staging = format!("{dataset}_bsp_staging");
+    let made = emu.bq_get(&format!("/datasets/{staging}")).await;
+    assert_eq!(
+        made["location"], "asia-south1",
+        "init made it beside the dataset"
+    );
+    emu.rules(&staging, json!({ "lose_insert_answers": "first" }))
+        .await;
+    let out = bq_run(&bucket, &dataset, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(emu.statuses(&dataset).await, want);
+    assert_eq!(emu.bookkeeping(&dataset).await, want_counts);
+    let mut loads = emu.jobs(&staging).await;
+    loads.retain(|j| j["kind"] == "load");
+    let outcomes: Vec<&str> = loads
+        .iter()
+        .map(|j| j["outcome"].as_str().unwrap())
+        .collect();
+    assert!(
+        outcomes
+            .chunks(2)
+            .all(|p| p == ["lost_answer", "duplicate"]),
+        "each load ran once, its retry answered 409 and was followed: {loads:#?}"
+    );
+    assert!(loads.iter().all(|j| j["location"] == "asia-south1"));
+}
+
+/// June rows, then statuses in June; later a read in September and one odd
+/// status time from 2011: the second MERGE reads June (where the rows were
+/// found) and the odd key's own months, nothing in between and nothing after.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_matched_key_later_reads_only_its_rows_partition_and_an_odd_time_only_its_own() {
+    let emu = emulators();
+    let bucket = unique("bounds").replace('_', "-");
+    emu.bucket(&bucket).await;
+    let dataset = unique("bounds");
+    emu.dataset(&dataset).await;
+    let june = "2025-06-10T10:00:00";
+    emu.rows(
+        &dataset,
+        &[(1, Some(K(1)), None, june), (2, Some(K(2)), None, june)],
+    )
+    .await;
+    let june_ts = 1_749_549_900; // 2025-06-10T10:05:00Z
+    emu.put(
+        &bucket,
+        "gupshup/2025/06/10/a.ndjson",
+        format!(
+            "{}\n{}\n",
+            v2_line(&K(1), "sent", june_ts, None),
+            v2_line(&K(2), "delivered", june_ts, None)
+        ),
+    )
+    .await;
+    let out = bq_run(&bucket, &dataset, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let found = emu
+        .query(&format!(
+            "SELECT bsp_message_id, UNIX_MILLIS(partition_at) FROM `demo.{dataset}.bsp_loader_pending` ORDER BY 1"
+        ))
+        .await;
+    let june_ms = Some("1749549600000".to_owned()); // 2025-06-10T10:00:00 (the row's inserted_at)
+    assert_eq!(
+        found,
+        [[some(&K(1)), june_ms.clone()], [some(&K(2)), june_ms]],
+        "matched keys remember their row's partition value"
+    );
+
+    let september_ts = 1_756_717_200; // 2025-09-01T09:00:00Z
+    let odd_ts = 1_305_000_000; // 2011-05-10T04:00:00Z
+    emu.put(
+        &bucket,
+        "gupshup/2025/09/01/b.ndjson",
+        format!(
+            "{}\n{}\n",
+            v2_line(&K(1), "read", september_ts, None),
+            v2_line("no-row-key", "sent", odd_ts, None)
+        ),
+    )
+    .await;
+    let out = bq_run(&bucket, &dataset, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        emu.statuses(&dataset).await,
+        [("1".into(), some("read")), ("2".into(), some("delivered"))]
+    );
+    let scripts = emu.scripts(&dataset).await;
+    let last = scripts.last().unwrap();
+    assert_eq!(
+        lower_bounds(last),
+        ["2011-04-01 00:00:00", "2025-06-01 00:00:00"],
+        "{last}"
+    );
+    assert!(last.contains(
+        "T.inserted_at >= DATETIME '2025-06-01 00:00:00' AND T.inserted_at < DATETIME '2025-07-01 00:00:00'"
+    ));
+    assert!(last.contains(
+        "T.inserted_at >= DATETIME '2011-04-01 00:00:00' AND T.inserted_at < DATETIME '2011-06-01 00:00:00'"
+    ));
+    let logged = stderr(&out);
+    assert!(
+        logged.contains("2011-04-01..2011-06-01, 2025-06-01..2025-07-01"),
+        "the partitions read are logged: {logged}"
+    );
+}
+
+/// A key still without a row, first seen over a day ago, is looked for in the
+/// first run of each clock hour only; a quiet run in between merges nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_without_a_row_older_than_a_day_are_looked_for_once_per_clock_hour() {
+    let emu = emulators();
+    let bucket = unique("hourly").replace('_', "-");
+    emu.bucket(&bucket).await;
+    let dataset = unique("hourly");
+    emu.dataset(&dataset).await;
+    emu.put(
+        &bucket,
+        "gupshup/a.ndjson",
+        v2_line("no-row-yet", "sent", 1_763_773_200, None),
+    )
+    .await;
+    let out = bq_run(&bucket, &dataset, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let merges = || async { emu.scripts(&dataset).await.len() };
+    assert_eq!(merges().await, 1);
+    // Not just before an hour turns, so "this hour" stays this hour.
+    while chrono::Utc::now().format("%M:%S").to_string().as_str() >= "59:30" {
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    }
+    let age = |tried: &str| {
+        format!(
+            "UPDATE `demo.{dataset}.bsp_loader_pending` SET first_seen_at = TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL 2 DAY), \
+             last_tried_at = {tried} WHERE TRUE"
+        )
+    };
+    emu.query(&age("TIMESTAMP_TRUNC(CURRENT_TIMESTAMP(), HOUR)"))
+        .await;
+    let quiet = bq_run(&bucket, &dataset, &[]);
+    assert!(quiet.status.success(), "{}", stderr(&quiet));
+    assert_eq!(merges().await, 1, "tried this hour already: no MERGE");
+    assert_eq!(summary(&quiet)["pending"], 1, "still counted as pending");
+
+    emu.query(&age(
+        "TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL 61 MINUTE)",
+    ))
+    .await;
+    let hourly = bq_run(&bucket, &dataset, &[]);
+    assert!(hourly.status.success(), "{}", stderr(&hourly));
+    assert_eq!(merges().await, 2, "due again in a new hour");
+    let tried = emu
+        .query(&format!(
+            "SELECT COUNTIF(last_tried_at >= TIMESTAMP_TRUNC(CURRENT_TIMESTAMP(), HOUR)) FROM `demo.{dataset}.bsp_loader_pending`"
+        ))
+        .await;
+    assert_eq!(tried, [[some("1")]]);
+    let again = bq_run(&bucket, &dataset, &[]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(merges().await, 2, "not again within the hour");
+}

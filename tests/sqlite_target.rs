@@ -265,7 +265,7 @@ fn backfill_reprocesses_its_window_and_resumes_after_an_interruption() {
     assert_eq!(
         count(
             &db,
-            "SELECT COUNT(*) FROM bsp_loader_files WHERE run_id = 'backfill_20251122_20251122'"
+            "SELECT COUNT(*) FROM bsp_loader_files WHERE done_by = 'backfill_20251122_20251122'"
         ),
         2
     );

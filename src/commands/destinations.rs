@@ -53,6 +53,7 @@ impl Destination {
                     Some(tz) => parse_timezone(tz).map_err(|e| invalid("timezone", e))?,
                     None => flags.timezone,
                 },
+                max_bytes_billed: org.max_bytes_billed.or(flags.max_bytes_billed),
             },
         })
     }

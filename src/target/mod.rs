@@ -140,6 +140,8 @@ pub struct Options {
     pub streamed_at: String,
     /// The zone that column's local times are in.
     pub timezone: chrono_tz::Tz,
+    /// BigQuery: `maximumBytesBilled` of every query job (None: no cap).
+    pub max_bytes_billed: Option<u64>,
 }
 
 /// Opens the target a URL names.

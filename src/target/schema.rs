@@ -23,35 +23,44 @@ pub struct Table {
     /// Default table name.
     pub name: &'static str,
     pub json: &'static str,
+    /// Columns renamed since an earlier release, (old, new): `init` renames them.
+    pub renamed: &'static [(&'static str, &'static str)],
 }
 
 pub const PENDING: Table = Table {
     name: "bsp_loader_pending",
     json: include_str!("../../schemas/pending.json"),
+    renamed: &[],
 };
 pub const FILES: Table = Table {
     name: "bsp_loader_files",
     json: include_str!("../../schemas/files.json"),
+    renamed: &[("run_id", "done_by")],
 };
 pub const DEAD_LETTERS: Table = Table {
     name: "bsp_loader_dead_letters",
     json: include_str!("../../schemas/dead_letters.json"),
+    renamed: &[],
 };
 pub const TIMELINE: Table = Table {
     name: "bsp_message_timeline",
     json: include_str!("../../schemas/timeline.json"),
+    renamed: &[],
 };
 pub const RUNS: Table = Table {
     name: "bsp_loader_runs",
     json: include_str!("../../schemas/runs.json"),
+    renamed: &[],
 };
 pub const WATERMARKS: Table = Table {
     name: "bsp_loader_watermarks",
     json: include_str!("../../schemas/watermarks.json"),
+    renamed: &[],
 };
 pub const MESSAGES: Table = Table {
     name: "messages",
     json: include_str!("../../schemas/messages.json"),
+    renamed: &[],
 };
 
 impl Table {

@@ -71,24 +71,24 @@ fn has_column(existing: &[String], name: &str) -> bool {
     existing.iter().any(|e| e.eq_ignore_ascii_case(name))
 }
 
+/// One column's definition. `strict`: REQUIRED becomes NOT NULL.
+fn column_sql(f: &Field, strict: bool) -> String {
+    let kind = match f.kind.as_str() {
+        "INTEGER" | "INT64" | "BOOLEAN" | "BOOL" => "INTEGER",
+        "FLOAT" | "FLOAT64" => "REAL",
+        _ => "TEXT", // STRING; TIMESTAMP and DATETIME as fixed-format text
+    };
+    let null = if strict && f.required() {
+        " NOT NULL"
+    } else {
+        ""
+    };
+    format!("\"{}\" {kind}{null}", f.name)
+}
+
 /// `CREATE TABLE` from a JSON schema. `strict`: REQUIRED becomes NOT NULL.
 fn create_sql(name: &str, fields: &[Field], primary_key: &[&str], strict: bool) -> String {
-    let mut cols: Vec<String> = fields
-        .iter()
-        .map(|f| {
-            let kind = match f.kind.as_str() {
-                "INTEGER" | "INT64" | "BOOLEAN" | "BOOL" => "INTEGER",
-                "FLOAT" | "FLOAT64" => "REAL",
-                _ => "TEXT", // STRING; TIMESTAMP and DATETIME as fixed-format text
-            };
-            let null = if strict && f.required() {
-                " NOT NULL"
-            } else {
-                ""
-            };
-            format!("\"{}\" {kind}{null}", f.name)
-        })
-        .collect();
+    let mut cols: Vec<String> = fields.iter().map(|f| column_sql(f, strict)).collect();
     if !primary_key.is_empty() {
         cols.push(format!("PRIMARY KEY ({})", primary_key.join(", ")));
     }
@@ -109,6 +109,36 @@ fn own_tables() -> [(Table, &'static [&'static str]); 6] {
     ]
 }
 
+/// Brings a table made by an earlier release to this release's shape: renamed
+/// columns get their new names, new columns are added (NULL in old rows). New
+/// columns come last in the schemas, so both shapes list columns in one order.
+fn migrate(conn: &Connection, table: Table) -> Result<()> {
+    let mut existing = Sqlite::columns_of(conn, table.name)?;
+    for (old, new) in table.renamed {
+        if has_column(&existing, old) && !has_column(&existing, new) {
+            conn.execute(
+                &format!(
+                    "ALTER TABLE \"{}\" RENAME COLUMN \"{old}\" TO \"{new}\"",
+                    table.name
+                ),
+                [],
+            )?;
+            existing = Sqlite::columns_of(conn, table.name)?;
+        }
+    }
+    for field in table.fields() {
+        if !has_column(&existing, &field.name) {
+            // Added columns are NULL in old rows: never NOT NULL.
+            let column = column_sql(&field, false);
+            conn.execute(
+                &format!("ALTER TABLE \"{}\" ADD COLUMN {column}", table.name),
+                [],
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// TIMESTAMP columns are fixed-width UTC text here, so they compare as text.
 fn dialect() -> Dialect {
     Dialect {
@@ -126,6 +156,7 @@ impl Target for Sqlite {
         for (table, key) in own_tables() {
             conn.execute(&create_sql(table.name, &table.fields(), key, true), [])
                 .with_context(|| format!("creating {}", table.name))?;
+            migrate(&conn, table).with_context(|| format!("upgrading {}", table.name))?;
         }
         let c = &self.columns;
         let mut existing = Self::columns_of(&conn, &c.table)?;
@@ -164,7 +195,7 @@ impl Target for Sqlite {
         let conn = self.conn.lock().expect("no panics while locked");
         // The primary key's index makes this a range scan.
         let mut stmt = conn.prepare(&format!(
-            "SELECT object_name, generation, run_id FROM \"{}\" WHERE object_name >= ?1",
+            "SELECT object_name, generation, done_by FROM \"{}\" WHERE object_name >= ?1",
             schema::FILES.name
         ))?;
         let rows = stmt.query_map([from], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?;
@@ -557,8 +588,8 @@ fn record_batch(
         ])?;
     }
     let mut file = tx.prepare(&format!(
-        "INSERT INTO \"{}\" (object_name, generation, run_id, processed_at) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (object_name, generation) DO UPDATE SET run_id = excluded.run_id,
+        "INSERT INTO \"{}\" (object_name, generation, done_by, processed_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (object_name, generation) DO UPDATE SET done_by = excluded.done_by,
            processed_at = excluded.processed_at",
         schema::FILES.name
     ))?;

@@ -29,12 +29,49 @@ pub type Cell = Option<String>;
 
 pub struct Api {
     client: Client,
+    /// Requests the client has no method for (uploads): their base URL, HTTP
+    /// client and tokens, from the same authenticator as the client's.
+    pub(super) raw: super::raw::Raw,
     pub project: String,
     pub policy: retry::Policy,
     /// The dataset's location (`locate`), sent with every job call.
     location: Option<String>,
     /// Bytes processed by every job so far (the cost of a run).
     pub bytes_processed: AtomicU64,
+    /// `maximumBytesBilled` of every query job (BigQuery refuses dearer ones).
+    pub max_bytes_billed: Option<u64>,
+}
+
+/// What a job insert carries: a query, or a load with its rows.
+enum Insert<'a> {
+    Query {
+        sql: &'a str,
+        params: Vec<QueryParameter>,
+    },
+    Load {
+        dataset: &'a str,
+        table: &'a str,
+        ndjson: &'a [u8],
+    },
+}
+
+impl Insert<'_> {
+    /// Whether `job` (found under this insert's id) is an earlier try of it.
+    fn is_same(&self, job: &Job) -> bool {
+        let config = job.configuration.as_ref();
+        match self {
+            Insert::Query { sql, .. } => {
+                config
+                    .and_then(|c| c.query.as_ref())
+                    .map(|q| q.query.as_str())
+                    == Some(*sql)
+            }
+            Insert::Load { dataset, table, .. } => config
+                .and_then(|c| c.load.as_ref())
+                .and_then(|l| l.destination_table.as_ref())
+                .is_some_and(|t| t.dataset_id == *dataset && t.table_id == *table),
+        }
+    }
 }
 
 /// What a finished job reports.
@@ -62,33 +99,44 @@ impl Api {
         if let Some(base) = crate::emulator::base_url("BIGQUERY_EMULATOR_HOST") {
             return Api::unauthenticated(&base, project).await;
         }
-        let client = match credentials {
-            Some(file) => builder().build_from_service_account_key_file(file).await,
-            None => builder().build_from_application_default_credentials().await,
-        }
-        .context("connecting to BigQuery (credentials)")?;
-        Ok(Api {
-            client,
-            project: project.to_owned(),
-            policy: retry::Policy::default(),
-            location: None,
-            bytes_processed: AtomicU64::new(0),
-        })
+        let auth = super::auth::authenticator(credentials)
+            .await
+            .context("connecting to BigQuery (credentials)")?;
+        Api::new(GOOGLE, auth, project).await
     }
 
     /// An endpoint that needs no token (the emulator, recorded answers in tests).
     pub async fn unauthenticated(base: &str, project: &str) -> Result<Api> {
-        let client = builder()
-            .with_v2_base_url(format!("{}/bigquery/v2", base.trim_end_matches('/')))
-            .build_from_authenticator(Arc::new(NoAuth))
+        Api::new(base, Arc::new(NoAuth), project).await
+    }
+
+    async fn new(base: &str, auth: Arc<dyn Authenticator>, project: &str) -> Result<Api> {
+        let base = base.trim_end_matches('/');
+        let http = http_client();
+        let mut builder = ClientBuilder::new();
+        builder.with_client(http.clone());
+        let client = builder
+            .with_v2_base_url(format!("{base}/bigquery/v2"))
+            .build_from_authenticator(auth.clone())
             .await?;
         Ok(Api {
             client,
+            raw: super::raw::Raw {
+                base: base.to_owned(),
+                http,
+                auth,
+            },
             project: project.to_owned(),
             policy: retry::Policy::default(),
             location: None,
             bytes_processed: AtomicU64::new(0),
+            max_bytes_billed: None,
         })
+    }
+
+    /// The dataset's location, once `locate` has read it.
+    pub fn location(&self) -> Option<&str> {
+        self.location.as_deref()
     }
 
     /// Reads the dataset's location once: regional jobs are invisible to job
@@ -101,6 +149,18 @@ impl Api {
         Ok(())
     }
 
+    /// A dataset's location, or None when there is no such dataset.
+    pub async fn dataset_location(&self, dataset: &str) -> Result<Option<String>, Failure> {
+        match self
+            .call(|| self.client.dataset().get(&self.project, dataset))
+            .await
+        {
+            Ok(found) => Ok(Some(found.location.unwrap_or_else(|| "US".into()))),
+            Err(Failure::Http { code: 404, .. }) => Ok(None),
+            Err(f) => Err(f),
+        }
+    }
+
     /// Runs one query job to completion under the retry policy. The first try
     /// uses `job_id`; a job that failed transiently is run again as `job_id_rN`.
     pub async fn run(
@@ -109,6 +169,43 @@ impl Api {
         sql: &str,
         params: Vec<QueryParameter>,
     ) -> Result<Done, Failure> {
+        self.run_job(job_id, &Insert::Query { sql, params }).await
+    }
+
+    /// Runs one load job to completion: `ndjson` appended to `dataset.table`
+    /// (created beforehand), sent in the request itself. Free of charge.
+    pub async fn load(
+        &self,
+        job_id: &str,
+        dataset: &str,
+        table: &str,
+        ndjson: &[u8],
+    ) -> Result<Done, Failure> {
+        let load = Insert::Load {
+            dataset,
+            table,
+            ndjson,
+        };
+        self.run_job(job_id, &load).await
+    }
+
+    /// Creates a dataset from its REST representation; one that exists is fine.
+    pub async fn create_dataset(&self, dataset: &Value) -> Result<(), Failure> {
+        let created = self
+            .policy
+            .retry(Scope::Call, |_| {
+                self.raw.insert_dataset(&self.project, dataset)
+            })
+            .await;
+        match created {
+            Ok(_) | Err(Failure::Http { code: 409, .. }) => Ok(()),
+            Err(f) => Err(f),
+        }
+    }
+
+    /// The first try uses `job_id`; a job that failed transiently is run again
+    /// as `job_id_rN`.
+    async fn run_job(&self, job_id: &str, insert: &Insert<'_>) -> Result<Done, Failure> {
         let done = self
             .policy
             .retry(Scope::Job, |attempt| {
@@ -116,39 +213,44 @@ impl Api {
                     0 => job_id.to_owned(),
                     n => format!("{job_id}_r{n}"),
                 };
-                let params = params.clone();
-                async move { self.run_once(id, sql, params).await }
+                async move { self.run_once(id, insert).await }
             })
-            .await?;
+            .await
+            .map_err(|f| self.said_over_the_cap(f))?;
         self.bytes_processed
             .fetch_add(done.bytes_processed, Ordering::Relaxed);
         info!(job_id = %done.job_id, bytes_processed = done.bytes_processed, "BigQuery job done");
         Ok(done)
     }
 
+    /// A job BigQuery refused for `maximumBytesBilled` says so, in one line.
+    fn said_over_the_cap(&self, f: Failure) -> Failure {
+        match f {
+            Failure::Job {
+                job_id,
+                reason,
+                message,
+            } if reason == "bytesBilledLimitExceeded" => Failure::Job {
+                message: format!(
+                    "refused: it would bill more than --max-bytes-billed ({} bytes): {message}",
+                    self.max_bytes_billed.unwrap_or_default()
+                ),
+                job_id,
+                reason,
+            },
+            other => other,
+        }
+    }
+
     /// Inserts the job and follows it to DONE. A 409 means the id exists: an
-    /// earlier try of this very insert whose answer was lost (same query text:
-    /// follow it), or another job's (then a fresh id).
-    async fn run_once(
-        &self,
-        mut id: String,
-        sql: &str,
-        params: Vec<QueryParameter>,
-    ) -> Result<Done, Failure> {
+    /// earlier try of this very insert whose answer was lost (same query text,
+    /// or same load destination: follow it), or another job's (then a fresh id).
+    async fn run_once(&self, mut id: String, insert: &Insert<'_>) -> Result<Done, Failure> {
         loop {
-            let job = self.query_job(&id, sql, params.clone());
-            match self
-                .call(|| self.client.job().insert(&self.project, job.clone()))
-                .await
-            {
-                Ok(_) => break,
+            match self.insert(&id, insert).await {
+                Ok(()) => break,
                 Err(Failure::Http { code: 409, .. }) => {
-                    let existing = self.get_job(&id).await?;
-                    let text = existing
-                        .configuration
-                        .and_then(|c| c.query)
-                        .map(|q| q.query);
-                    if text.as_deref() == Some(sql) {
+                    if insert.is_same(&self.get_job(&id).await?) {
                         debug!(job_id = %id, "job exists already: an earlier try of this insert; following it");
                         break;
                     }
@@ -162,12 +264,51 @@ impl Api {
         self.wait(&id).await
     }
 
+    /// One job insert, its HTTP failures retried (with the same id).
+    async fn insert(&self, id: &str, insert: &Insert<'_>) -> Result<(), Failure> {
+        match insert {
+            Insert::Query { sql, params } => {
+                let job = self.query_job(id, sql, params.clone());
+                self.call(|| self.client.job().insert(&self.project, job.clone()))
+                    .await
+                    .map(drop)
+            }
+            Insert::Load {
+                dataset,
+                table,
+                ndjson,
+            } => {
+                let job = self.load_job(id, dataset, table);
+                self.policy
+                    .retry(Scope::Call, |_| {
+                        self.raw.insert_load(&self.project, &job, ndjson.to_vec())
+                    })
+                    .await
+                    .map(drop)
+            }
+        }
+    }
+
+    /// The resource of a load job appending NDJSON to an existing table.
+    fn load_job(&self, id: &str, dataset: &str, table: &str) -> Value {
+        serde_json::json!({
+            "jobReference": { "projectId": self.project, "jobId": id, "location": self.location },
+            "configuration": { "load": {
+                "destinationTable": { "projectId": self.project, "datasetId": dataset, "tableId": table },
+                "sourceFormat": "NEWLINE_DELIMITED_JSON",
+                "writeDisposition": "WRITE_APPEND",
+                "createDisposition": "CREATE_NEVER",
+            } },
+        })
+    }
+
     /// The typed request of a query job, in the dataset's location.
     fn query_job(&self, id: &str, sql: &str, params: Vec<QueryParameter>) -> Job {
         let query = JobConfigurationQuery {
             query: sql.to_owned(),
             use_legacy_sql: Some(false),
             parameter_mode: (!params.is_empty()).then(|| "NAMED".to_owned()),
+            maximum_bytes_billed: self.max_bytes_billed.map(|b| b.to_string()),
             query_parameters: (!params.is_empty()).then_some(params),
             ..Default::default()
         };
@@ -296,16 +437,17 @@ impl Api {
     }
 }
 
-/// A client builder with timeouts, so a hung connection cannot stall a run.
-fn builder() -> ClientBuilder {
-    let http = reqwest::Client::builder()
+/// BigQuery's own endpoint (REST and uploads).
+const GOOGLE: &str = "https://bigquery.googleapis.com";
+
+/// An HTTP client with timeouts, so a hung connection cannot stall a run (an
+/// upload of a staging part included).
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(120))
+        .timeout(Duration::from_secs(300))
         .build()
-        .expect("a TLS-capable HTTP client");
-    let mut builder = ClientBuilder::new();
-    builder.with_client(http);
-    builder
+        .expect("a TLS-capable HTTP client")
 }
 
 /// Reads a `jobs.get` answer: None while running; the job's failure if DONE with

@@ -1,11 +1,16 @@
 //! The production target: `bigquery://PROJECT/DATASET[/TABLE]`.
 //!
-//! A run stages its batch in per-run tables (DML inserts from query parameters:
-//! no streaming buffer, self-expiring), then runs ONE script that folds it into
-//! the pending table, MERGEs `messages` under the rank guard within literal
-//! partition bounds, and commits the bookkeeping in the same transaction.
+//! A run stages its batch by load jobs in per-run tables of the job's own
+//! staging dataset (free, no streaming buffer, self-expiring), then runs ONE
+//! script that folds it into the pending table, MERGEs `messages` under the
+//! rank guard within literal partition bounds, and commits the bookkeeping in
+//! the same transaction.
 
 mod api;
+mod auth;
+mod bounds;
+mod migrate;
+mod raw;
 mod retry;
 mod runs;
 mod sql;
@@ -18,11 +23,11 @@ use anyhow::{Context, Result};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use tracing::warn;
+use tracing::{info, warn};
 
 use self::api::Api;
-use self::sql::{Bounds, Names, Reach, Script, Stage, TimeColumn};
-use super::schema::{self, Table};
+use self::sql::{Bounds, Names, Reach, Script, TimeColumn};
+use super::schema;
 use super::views::{DELIVERY_DAILY, Dialect as ViewDialect, ViewNames, delivery_daily_sql};
 use super::{
     Applied, Columns, DoneFiles, Health, Options, RunContext, RunRecord, Target, Watermark, ident,
@@ -71,6 +76,7 @@ impl BigQuery {
         }
         ident(dataset)?;
         let mut api = Api::connect(project, options.credentials.as_deref()).await?;
+        api.max_bytes_billed = options.max_bytes_billed;
         match api.locate(dataset).await {
             Err(Failure::Http { code: 404, .. }) => {
                 return Err(UsageError::new(format!(
@@ -163,7 +169,10 @@ impl BigQuery {
                 column: self.streamed_at.clone(),
                 kind,
             });
+        let unit =
+            bounds::Unit::from_type(meta["timePartitioning"]["type"].as_str().unwrap_or("DAY"));
         Ok(Names {
+            unit,
             project: self.api.project.clone(),
             dataset: self.dataset.clone(),
             messages: c.table.clone(),
@@ -191,11 +200,44 @@ impl BigQuery {
         Ok(self.api.rows(&done).await?)
     }
 
+    /// The job's staging dataset, beside the organization's and in its location;
+    /// its tables expire by default. One made beforehand (by an administrator:
+    /// the job then needs no right to create datasets) is only checked.
+    async fn create_staging(&self) -> Result<()> {
+        let name = stage::staging_dataset(&self.dataset);
+        let here = self.api.location().unwrap_or("US");
+        if let Some(there) = self.api.dataset_location(&name).await? {
+            if !there.eq_ignore_ascii_case(here) {
+                return Err(UsageError::new(format!(
+                    "bigquery://{}/{name} is in {there}, the dataset in {here}: a run's script reads both, so they must share a location",
+                    self.api.project
+                ))
+                .into());
+            }
+            return Ok(());
+        }
+        let dataset = json!({
+            "datasetReference": { "projectId": self.api.project, "datasetId": name },
+            "location": self.api.location(),
+            "defaultTableExpirationMs": stage::EXPIRY.num_milliseconds().to_string(),
+            "description": "bsp-status-loader: staged batches of its runs; every table expires after a day",
+        });
+        match self.api.create_dataset(&dataset).await {
+            Err(Failure::Http { code: 403, .. }) => Err(UsageError::new(format!(
+                "bigquery://{}/{name}: the job may not create its staging dataset; create it in {} (README, IAM)",
+                self.api.project,
+                self.api.location().unwrap_or("the dataset's location")
+            ))
+            .into()),
+            created => Ok(created?),
+        }
+    }
+
     /// Rows within the bounds that carry a key, and rows written in the future.
     async fn rows_check(
         &self,
         names: &Names,
-        bounds: Bounds,
+        bounds: &Bounds,
         now: DateTime<Utc>,
         run: &str,
     ) -> Result<(u64, u64)> {
@@ -205,32 +247,44 @@ impl BigQuery {
         Ok((number(&rows, 0).unwrap_or(0), number(&rows, 1).unwrap_or(0)))
     }
 
-    /// The lower partition bound: the earliest status time among the keys the
-    /// MERGE will carry, less the lookback. None when there is nothing to merge.
-    async fn lower_bound(
+    /// The partitions the MERGE reads (`bounds`), from the keys it merges, and
+    /// how many keys it merges.
+    async fn bounds(
         &self,
         names: &Names,
-        batch: &Batch,
-        run_id: &str,
-    ) -> Result<Option<DateTime<Utc>>> {
-        names
-            .partitioning
-            .as_ref()
-            .context("only for partitioned tables")?;
-        let done = self
-            .api
-            .run(
-                &format!("{run_id}_bounds"),
-                &sql::min_pending_sql(names),
-                vec![],
-            )
-            .await?;
-        let stored = number(&self.api.rows(&done).await?, 0);
-        let batch_min = batch.resolution.iter().map(|(_, r)| r.at_ms).min();
-        let earliest = [stored, batch_min].into_iter().flatten().min();
-        Ok(earliest
-            .and_then(DateTime::from_timestamp_millis)
-            .map(|t| t - self.lookback))
+        stage: &sql::Stage,
+        now: DateTime<Utc>,
+        run: &str,
+    ) -> Result<(Bounds, u64)> {
+        let sql = bounds::candidates_sql(names, stage, now);
+        let done = self.api.run(&format!("{run}_bounds"), &sql, vec![]).await?;
+        let rows = self.api.rows(&done).await?;
+        let mut keys = 0;
+        let mut seen = vec![];
+        for row in &rows {
+            let cell = |i: usize| row.get(i).cloned().flatten();
+            let at = cell(1)
+                .and_then(|ms| ms.parse().ok())
+                .and_then(DateTime::from_timestamp_millis);
+            keys += cell(2).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+            match (cell(0).as_deref(), at) {
+                (Some("true"), Some(at)) => seen.push(bounds::Seen::Partition(at)),
+                (_, Some(at)) => seen.push(bounds::Seen::Status(at)),
+                _ => {}
+            }
+        }
+        if names.partitioning.is_none() {
+            return Ok((Bounds::default(), keys));
+        }
+        let spans = bounds::spans(seen, names.unit, self.lookback);
+        info!(
+            keys,
+            partitions = bounds::partitions(&spans, names.unit),
+            spans = bounds::describe(&spans),
+            "the MERGE reads these partitions of {}",
+            names.messages
+        );
+        Ok((Bounds { spans }, keys))
     }
 }
 
@@ -333,7 +387,8 @@ impl Target for BigQuery {
                 )
                 .await?;
         }
-        // The runs table came later: targets made before it get it here too.
+        // Tables made by earlier releases (or missing: the runs table came later)
+        // are brought to this release's shape.
         for table in [
             schema::PENDING,
             schema::FILES,
@@ -341,10 +396,15 @@ impl Target for BigQuery {
             schema::RUNS,
             schema::WATERMARKS,
         ] {
-            self.api
-                .create_table(self.table_json(table.name, serde_json::from_str(table.json)?))
-                .await?;
+            match self.api.table(&self.dataset, table.name).await? {
+                None => {
+                    let json = self.table_json(table.name, serde_json::from_str(table.json)?);
+                    self.api.create_table(json).await?;
+                }
+                Some(meta) => migrate::upgrade(&self.api, &self.dataset, table, &meta).await?,
+            }
         }
+        self.create_staging().await?;
         // The timeline is read by first-report time (reports) and by key (the MERGE).
         let mut timeline = self.table_json(
             schema::TIMELINE.name,
@@ -419,34 +479,30 @@ impl Target for BigQuery {
         if batch.files.is_empty() && batch.resolution.is_empty() && batch.dead_letters.is_empty() {
             // Nothing new: the MERGE (the run's cost) is needed only for keys still
             // waiting for a row, or to expire old ones.
-            let check = sql::idle_check_sql(&names, cutoff);
+            let check = sql::idle_check_sql(&names, ctx.now, cutoff);
             let done = self.api.run(&format!("{run}_idle"), &check, vec![]).await?;
             let rows = self.api.rows(&done).await?;
             if number(&rows, 0).unwrap_or(0) == 0 && number(&rows, 1).unwrap_or(0) == 0 {
                 return Ok(Applied {
+                    pending: number(&rows, 2).unwrap_or(0),
                     bytes_processed: done.bytes_processed,
                     ..Applied::default()
                 });
             }
         }
-        let stage = Stage {
-            pending: format!("{run}_stage_pending"),
-            timeline: format!("{run}_stage_timeline"),
-            dead_letters: format!("{run}_stage_dead_letters"),
-            files: format!("{run}_stage_files"),
-        };
+        let staged = stage::Tables::new(&self.dataset, &run);
         let bytes_before = self.api.bytes_processed.load(Ordering::Relaxed);
-        stage::write(&self.api, self, &stage, batch, ctx.now)
+        stage::write(&self.api, &staged, batch, ctx.now)
             .await
             .context(Step::Staging)?;
+        let stage = staged.sources(&self.api.project);
         failpoint::hit("after-stage");
 
-        let from = match names.partitioning {
-            Some(_) => self.lower_bound(&names, batch, &run).await?,
-            None => None,
+        let (bounds, keys) = self.bounds(&names, &stage, ctx.now, &run).await?;
+        let (keyed, future) = match keys {
+            0 => (0, 0),
+            _ => self.rows_check(&names, &bounds, ctx.now, &run).await?,
         };
-        let bounds = Bounds { from, before: None };
-        let (keyed, future) = self.rows_check(&names, bounds, ctx.now, &run).await?;
         if future > 0 {
             warn!(
                 rows = future,
@@ -467,16 +523,16 @@ impl Target for BigQuery {
                 .and_then(DateTime::from_timestamp_millis)
                 .map(|t| t - TIMELINE_REACH),
         };
-        let script = |reach| Script {
+        let script = |reach: &Reach| Script {
             stage: &stage,
             run_id: &ctx.run_id,
             label: &ctx.label,
             now: ctx.now,
             cutoff,
-            reach,
+            reach: reach.clone(),
             tz: self.timezone,
         };
-        let merge = sql::run_script(&names, &script(reach));
+        let merge = sql::run_script(&names, &script(&reach));
         let done = match self.api.run(&format!("{run}_merge"), &merge, vec![]).await {
             Err(f) if f.is_streaming_buffer() => {
                 // No write-time column (or a wrong zone) let the MERGE reach the
@@ -484,9 +540,9 @@ impl Target for BigQuery {
                 warn!(error = %f, "BigQuery refused the MERGE for rows in the streaming buffer; the keys stay pending for a later run (is --streamed-at-column right?)");
                 let books = sql::run_script(
                     &names,
-                    &script(Reach {
+                    &script(&Reach {
                         messages: false,
-                        ..reach
+                        ..reach.clone()
                     }),
                 );
                 self.api
@@ -499,7 +555,7 @@ impl Target for BigQuery {
         let bytes = self.api.bytes_processed.load(Ordering::Relaxed) - bytes_before;
         let rows = self.api.rows(&done).await?;
         let count = |i| number(&rows, i).unwrap_or(0);
-        if keyed == 0 && count(2) > 0 {
+        if keys > 0 && keyed == 0 && count(2) > 0 {
             warn!(
                 keys_waiting = count(2),
                 column = names.key,
@@ -547,28 +603,6 @@ fn timeline_of(row: &[api::Cell]) -> Option<(&str, Timeline)> {
 /// A number in the first result row, at `column` (None for NULL or no row).
 fn number<T: std::str::FromStr>(rows: &[Vec<api::Cell>], column: usize) -> Option<T> {
     rows.first()?.get(column)?.as_deref()?.parse().ok()
-}
-
-/// A staging table's REST representation: all columns NULLABLE, gone after a day.
-fn staging_table(
-    bq: &BigQuery,
-    name: &str,
-    table: Table,
-    keep: &[&str],
-    now: DateTime<Utc>,
-) -> Value {
-    let fields: Vec<Value> = table
-        .fields()
-        .into_iter()
-        .filter(|f| keep.contains(&f.name.as_str()))
-        .map(|f| json!({ "name": f.name, "type": f.kind, "mode": "NULLABLE" }))
-        .collect();
-    let mut t = bq.table_json(name, Value::Array(fields));
-    t["expirationTime"] = (now + chrono::Duration::days(1))
-        .timestamp_millis()
-        .to_string()
-        .into();
-    t
 }
 
 #[cfg(test)]

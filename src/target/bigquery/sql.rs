@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
+use super::bounds::{Span, Unit, due_sql};
 use crate::batch::Reason;
 use crate::status::{Status, rank_sql};
 use crate::target::order::{beats_sql, best_first_sql};
@@ -30,6 +31,8 @@ pub struct Names {
     /// The errors column, if the table has it.
     pub errors: Option<String>,
     pub partitioning: Option<TimeColumn>,
+    /// The partitions' size (with `partitioning`).
+    pub unit: Unit,
     /// The write-time column of streamed rows, if the table has it.
     pub streamed: Option<TimeColumn>,
 }
@@ -40,7 +43,8 @@ impl Names {
     }
 }
 
-/// The per-run staging tables.
+/// The run's staged batch, as the script reads it: each a table or a subquery
+/// (`stage::Tables::sources`).
 #[derive(Debug, Clone)]
 pub struct Stage {
     pub pending: String,
@@ -49,17 +53,15 @@ pub struct Stage {
     pub files: String,
 }
 
-/// Bounds of one run's MERGE on the partition column.
-#[derive(Debug, Clone, Copy, Default)]
+/// Bounds of one run's MERGE on the partition column: the partitions it reads
+/// (`bounds::spans`); none means no bound (an unpartitioned table).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Bounds {
-    /// Rows before this are not read (derived from the batch and the lookback).
-    pub from: Option<DateTime<Utc>>,
-    /// Rows from this on are not read.
-    pub before: Option<DateTime<Utc>>,
+    pub spans: Vec<Span>,
 }
 
 /// What one run's script may do to messages.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Reach {
     pub bounds: Bounds,
     /// Rows written from this time on may be in the streaming buffer: no DML
@@ -130,7 +132,7 @@ pub fn timelines_sql(n: &Names, from: DateTime<Utc>, until: DateTime<Utc>) -> St
 /// Before the MERGE: how many rows within the bounds carry a key at all (none
 /// means nobody fills the key column yet), and how many claim a write time
 /// later than `now` (a sign of a wrong time zone).
-pub fn rows_check_sql(n: &Names, b: Bounds, now: DateTime<Utc>, tz: Tz) -> String {
+pub fn rows_check_sql(n: &Names, b: &Bounds, now: DateTime<Utc>, tz: Tz) -> String {
     let future = match &n.streamed {
         Some(c) => format!(
             "COUNTIF(T.{} > {})",
@@ -147,45 +149,52 @@ pub fn rows_check_sql(n: &Names, b: Bounds, now: DateTime<Utc>, tz: Tz) -> Strin
     )
 }
 
-fn timestamp(t: DateTime<Utc>) -> String {
+pub fn timestamp(t: DateTime<Utc>) -> String {
     format!("TIMESTAMP '{}+00'", t.format("%Y-%m-%d %H:%M:%S%.3f"))
 }
 
-/// `AND T.col >= lit AND T.col < lit` for the bounds that apply.
-fn bounds_sql(n: &Names, b: Bounds) -> String {
-    let Some(p) = &n.partitioning else {
-        return String::new();
-    };
-    let col = if p.column == "_PARTITIONTIME" {
+/// The partition column as the statements on messages (alias T) name it.
+fn partition_column(p: &TimeColumn) -> String {
+    if p.column == "_PARTITIONTIME" {
         p.column.clone()
     } else {
         format!("T.{}", p.column)
+    }
+}
+
+/// `AND (T.col >= lit AND T.col < lit OR …)`: literal bounds BigQuery prunes
+/// partitions by, one range per span.
+fn bounds_sql(n: &Names, b: &Bounds) -> String {
+    let Some(p) = &n.partitioning else {
+        return String::new();
     };
-    let mut out = String::new();
-    if let Some(from) = b.from {
-        out += &format!(" AND {col} >= {}", literal(&p.kind, from));
+    if b.spans.is_empty() {
+        return String::new();
     }
-    if let Some(before) = b.before {
-        out += &format!(" AND {col} < {}", literal(&p.kind, before));
-    }
-    out
+    let col = partition_column(p);
+    let ranges: Vec<String> = b
+        .spans
+        .iter()
+        .map(|s| {
+            format!(
+                "{col} >= {} AND {col} < {}",
+                literal(&p.kind, s.from),
+                literal(&p.kind, s.before)
+            )
+        })
+        .collect();
+    format!(" AND ({})", ranges.join(" OR "))
 }
 
-/// Whether a run with nothing new has anything to do: keys still without a row,
-/// and keys whose time-to-live has ended.
-pub fn idle_check_sql(n: &Names, cutoff: DateTime<Utc>) -> String {
+/// Whether a run with nothing new has anything to do: keys without a row that
+/// are due to be looked for (`bounds::due_sql`), and keys whose time-to-live
+/// has ended; then all keys without a row.
+pub fn idle_check_sql(n: &Names, now: DateTime<Utc>, cutoff: DateTime<Utc>) -> String {
     format!(
-        "SELECT SUM(CASE WHEN matched_at IS NULL THEN 1 ELSE 0 END), \
-         SUM(CASE WHEN first_seen_at < {} THEN 1 ELSE 0 END) FROM {}",
+        "SELECT COUNTIF(P.matched_at IS NULL AND {}), COUNTIF(P.first_seen_at < {}), \
+         COUNTIF(P.matched_at IS NULL) FROM {} P",
+        due_sql(now),
         timestamp(cutoff),
-        n.table(schema::PENDING.name)
-    )
-}
-
-/// The earliest resolution time among pending keys, in epoch milliseconds.
-pub fn min_pending_sql(n: &Names) -> String {
-    format!(
-        "SELECT UNIX_MILLIS(MIN(status_at)) FROM {}",
         n.table(schema::PENDING.name)
     )
 }
@@ -202,7 +211,7 @@ fn best_per_key(table: &str, columns: &str) -> String {
 }
 
 /// One run's script: where it stages, who it is, when, and what it may touch.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Script<'a> {
     pub stage: &'a Stage,
     pub run_id: &'a str,
@@ -228,15 +237,20 @@ pub fn run_script(n: &Names, r: &Script) -> String {
     let (run_id, label) = (r.run_id, r.label);
     let expired_reason = Reason::PendingExpired.as_str();
     let resolved = "bsp_message_id, bsp_status, status_at, error_code, errors_note";
-    let stage_pending = best_per_key(&n.table(&r.stage.pending), resolved);
-    let stage_dead = n.table(&r.stage.dead_letters);
-    let stage_files = n.table(&r.stage.files);
+    let stage_pending = best_per_key(&r.stage.pending, resolved);
+    let stage_dead = &r.stage.dead_letters;
+    let stage_files = &r.stage.files;
     let messages = if r.reach.messages {
         messages_sql(n, r)
     } else {
         String::new()
     };
     let timeline = timeline_sql(n, r);
+    // Looked for now (found or not, or no row has a key yet): not again this hour.
+    let tried = format!(
+        "UPDATE {pending} P SET last_tried_at = {now_ts} WHERE P.matched_at IS NULL AND {};\n",
+        chosen_sql(r)
+    );
     format!(
         "DECLARE updated INT64 DEFAULT 0;
 DECLARE expired INT64 DEFAULT 0;
@@ -246,7 +260,7 @@ WHEN MATCHED AND {beats} THEN UPDATE SET bsp_status = S.bsp_status, status_at = 
   error_code = S.error_code, errors_note = S.errors_note
 WHEN NOT MATCHED THEN INSERT (bsp_message_id, bsp_status, status_at, error_code, errors_note, first_seen_at, matched_at)
   VALUES (S.bsp_message_id, S.bsp_status, S.status_at, S.error_code, S.errors_note, {now_ts}, NULL);
-{timeline}{messages}SET expired = (SELECT COUNT(*) FROM {pending} WHERE matched_at IS NULL AND first_seen_at < {cutoff_ts});
+{timeline}{messages}{tried}SET expired = (SELECT COUNT(*) FROM {pending} WHERE matched_at IS NULL AND first_seen_at < {cutoff_ts});
 INSERT INTO {dead} (run_id, file, line, reason, raw, recorded_at)
   SELECT '{run_id}', '', 0, '{expired_reason}',
     TO_JSON_STRING(STRUCT(bsp_message_id, bsp_status, status_at, error_code, first_seen_at)), {now_ts}
@@ -260,8 +274,8 @@ INSERT INTO {dead} (run_id, file, line, reason, raw, recorded_at)
   WHERE NOT EXISTS (SELECT 1 FROM {files} F JOIN {stage_files} S
     ON F.object_name = S.object_name AND F.generation = S.generation WHERE F.object_name = D.file);
 MERGE {files} D USING (SELECT DISTINCT object_name, generation FROM {stage_files}) F ON D.object_name = F.object_name AND D.generation = F.generation
-WHEN MATCHED THEN UPDATE SET run_id = '{label}', processed_at = {now_ts}
-WHEN NOT MATCHED THEN INSERT (object_name, generation, run_id, processed_at)
+WHEN MATCHED THEN UPDATE SET done_by = '{label}', processed_at = {now_ts}
+WHEN NOT MATCHED THEN INSERT (object_name, generation, done_by, processed_at)
   VALUES (F.object_name, F.generation, '{label}', {now_ts});
 COMMIT TRANSACTION;
 SELECT updated, expired, (SELECT COUNT(*) FROM {pending} WHERE matched_at IS NULL);",
@@ -275,7 +289,7 @@ SELECT updated, expired, (SELECT COUNT(*) FROM {pending} WHERE matched_at IS NUL
 /// batch's earliest report less `TIMELINE_REACH` on.
 fn timeline_sql(n: &Names, r: &Script) -> String {
     let table = n.table(schema::TIMELINE.name);
-    let stage = n.table(&r.stage.timeline);
+    let stage = &r.stage.timeline;
     let columns = schema::TIMELINE.field_names().join(", ");
     let values = schema::TIMELINE
         .field_names()
@@ -297,18 +311,29 @@ WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values});
     )
 }
 
+/// SQL predicate over pending row `P`: the keys this run merges, the batch's
+/// and the due pending ones (as `bounds::candidates_sql` counts them).
+fn chosen_sql(r: &Script) -> String {
+    format!(
+        "({} OR P.bsp_message_id IN (SELECT bsp_message_id FROM {}))",
+        due_sql(r.now),
+        r.stage.pending
+    )
+}
+
 /// The script's part on messages: count, MERGE every settled copy under the
 /// guard, mark keys found whose rows within the bounds are all settled.
 fn messages_sql(n: &Names, r: &Script) -> String {
     let pending = n.table(schema::PENDING.name);
     let messages = n.table(&n.messages);
+    let chosen = chosen_sql(r);
     let merged = best_per_key(
-        &pending,
+        &format!("(SELECT * FROM {pending} P WHERE {chosen})"),
         "bsp_message_id, bsp_status, status_at, error_code, errors_note",
     );
     let (key, status) = (&n.key, &n.status);
     let now_ts = timestamp(r.now);
-    let bounds = bounds_sql(n, r.reach.bounds);
+    let bounds = bounds_sql(n, &r.reach.bounds);
     let settled = settled_sql(n, &r.reach, r.tz);
     let guard = format!(
         "{} < {}",
@@ -328,20 +353,47 @@ fn messages_sql(n: &Names, r: &Script) -> String {
         ),
         None => (String::new(), guard),
     };
-    let still_buffered = match buffered_sql(n, &r.reach, r.tz) {
-        Some(buffered) => format!(
-            "\n  AND bsp_message_id NOT IN (SELECT T.{key} FROM {messages} T WHERE T.{key} IS NOT NULL{bounds}{buffered})"
+    // Keys with a row that may still be in the streaming buffer.
+    let settled_only = |alias: &str| {
+        buffered_sql(n, &r.reach, r.tz).map(|buffered| format!(
+            "{alias}bsp_message_id NOT IN (SELECT T.{key} FROM {messages} T WHERE T.{key} IS NOT NULL{bounds}{buffered})"
+        ))
+    };
+    // A key is found once its rows (within the bounds) are all settled; on a
+    // partitioned table it remembers its row's partition, so later runs read
+    // that partition only (the earliest, should copies differ).
+    let found = match &n.partitioning {
+        Some(p) => {
+            let col = partition_column(p);
+            let value = if p.kind == "TIMESTAMP" {
+                col
+            } else {
+                format!("TIMESTAMP({col})")
+            };
+            format!(
+                "UPDATE {pending} P SET matched_at = COALESCE(P.matched_at, {now_ts}), partition_at = M.part
+  FROM (SELECT T.{key} AS k, MIN({value}) AS part FROM {messages} T WHERE T.{key} IS NOT NULL{bounds}{settled} GROUP BY T.{key}) M
+  WHERE P.bsp_message_id = M.k AND P.partition_at IS NULL{settled_only};
+",
+                settled_only = match settled_only("P.") {
+                    Some(c) => format!(" AND (P.matched_at IS NOT NULL OR {c})"),
+                    None => String::new(),
+                },
+            )
+        }
+        None => format!(
+            "UPDATE {pending} SET matched_at = {now_ts} WHERE matched_at IS NULL
+  AND bsp_message_id IN (SELECT T.{key} FROM {messages} T WHERE T.{key} IS NOT NULL{bounds}{settled}){};
+",
+            settled_only("").map_or_else(String::new, |c| format!("\n  AND {c}"))
         ),
-        None => String::new(),
     };
     format!(
         "SET updated = (SELECT COUNT(*) FROM {messages} T JOIN {merged} S ON T.{key} = S.bsp_message_id{bounds}{settled} WHERE {guard});
 MERGE {messages} T USING {merged} S
 ON T.{key} = S.bsp_message_id{bounds}{settled}
 WHEN MATCHED AND {guard} THEN UPDATE SET {status} = S.bsp_status{errors};
-UPDATE {pending} SET matched_at = {now_ts} WHERE matched_at IS NULL
-  AND bsp_message_id IN (SELECT T.{key} FROM {messages} T WHERE T.{key} IS NOT NULL{bounds}{settled}){still_buffered};
-"
+{found}"
     )
 }
 
@@ -358,6 +410,7 @@ mod tests {
             status: "bsp_status".into(),
             errors: Some("errors".into()),
             partitioning,
+            unit: Unit::Month,
             streamed: Some(TimeColumn {
                 column: "bq_inserted_at".into(),
                 kind: "DATETIME".into(),
@@ -367,10 +420,10 @@ mod tests {
 
     fn stage() -> Stage {
         Stage {
-            pending: "s_p".into(),
-            timeline: "s_t".into(),
-            dead_letters: "s_d".into(),
-            files: "s_f".into(),
+            pending: "`demo.org1_bsp_staging.s_p`".into(),
+            timeline: "`demo.org1_bsp_staging.s_t`".into(),
+            dead_letters: "`demo.org1_bsp_staging.s_d`".into(),
+            files: "`demo.org1_bsp_staging.s_f`".into(),
         }
     }
 
@@ -409,17 +462,29 @@ mod tests {
         }
     }
 
+    fn span(from: &str, before: &str) -> Span {
+        Span {
+            from: t(from),
+            before: t(before),
+        }
+    }
+
     #[test]
     fn a_partitioned_table_gets_literal_bounds_in_every_statement_that_reads_it() {
         let b = Bounds {
-            from: Some(t("2025-10-22T00:00:00Z")),
-            before: None,
+            spans: vec![
+                span("2011-04-01T00:00:00Z", "2011-06-01T00:00:00Z"),
+                span("2025-10-01T00:00:00Z", "2025-12-01T00:00:00Z"),
+            ],
         };
         let sql = script(Some(inserted_at()), all(b), Tz::UTC);
-        assert_eq!(
-            sql.matches("T.inserted_at >= DATETIME '2025-10-22 00:00:00'")
-                .count(),
-            3,
+        let bound = "AND (T.inserted_at >= DATETIME '2011-04-01 00:00:00' AND T.inserted_at < DATETIME '2011-06-01 00:00:00' \
+                     OR T.inserted_at >= DATETIME '2025-10-01 00:00:00' AND T.inserted_at < DATETIME '2025-12-01 00:00:00')";
+        // The count, the MERGE, and finding keys (with their rows' partition).
+        assert_eq!(sql.matches(bound).count(), 3, "{sql}");
+        assert!(sql.contains("partition_at = M.part"), "{sql}");
+        assert!(
+            sql.contains("MIN(TIMESTAMP(T.inserted_at)) AS part"),
             "{sql}"
         );
         assert!(!sql.contains("NOT MATCHED BY SOURCE"));
@@ -472,7 +537,7 @@ mod tests {
     fn a_new_generation_replaces_the_dead_letters_of_the_older_one_before_the_insert() {
         let sql = script(None, all(Bounds::default()), Tz::UTC);
         let delete = sql
-            .find("DELETE FROM `demo.org1.bsp_loader_dead_letters` WHERE file IN (SELECT S.object_name FROM `demo.org1.s_f` S")
+            .find("DELETE FROM `demo.org1.bsp_loader_dead_letters` WHERE file IN (SELECT S.object_name FROM `demo.org1_bsp_staging.s_f` S")
             .expect("a delete of the staged files' old dead letters");
         let insert = sql
             .find("INSERT INTO `demo.org1.bsp_loader_dead_letters` (run_id, file, line, reason, raw, recorded_at)\n  SELECT DISTINCT 'r1', D.file")
@@ -502,8 +567,7 @@ mod tests {
                 kind: kind.into(),
             };
             let b = Bounds {
-                from: None,
-                before: Some(t("2025-11-21T01:00:00Z")),
+                spans: vec![span("2025-10-01T00:00:00Z", "2025-11-21T01:00:00Z")],
             };
             let sql = script(Some(p), all(b), Tz::UTC);
             assert!(sql.contains(&format!("T.created < {lit}")), "{sql}");
@@ -526,6 +590,35 @@ mod tests {
     }
 
     #[test]
+    fn only_the_batchs_and_the_due_keys_are_merged_and_marked_tried() {
+        let sql = script(None, all(Bounds::default()), Tz::UTC);
+        let due = "(P.matched_at IS NOT NULL OR P.first_seen_at >= TIMESTAMP '2025-11-21 01:00:00.000+00' \
+                   OR P.last_tried_at IS NULL OR P.last_tried_at < TIMESTAMP '2025-11-22 01:00:00.000+00')";
+        let chosen = format!(
+            "({due} OR P.bsp_message_id IN (SELECT bsp_message_id FROM `demo.org1_bsp_staging.s_p`))"
+        );
+        // The count and the MERGE read the chosen keys only; they are marked tried.
+        assert_eq!(
+            sql.matches(&format!("P WHERE {chosen}")).count(),
+            2,
+            "{sql}"
+        );
+        assert!(sql.contains(&format!(
+            "SET last_tried_at = TIMESTAMP '2025-11-22 01:00:00.000+00' WHERE P.matched_at IS NULL AND {chosen}"
+        )));
+        // Even when messages is not touched (no keyed rows yet).
+        let books = script(
+            None,
+            Reach {
+                messages: false,
+                ..all(Bounds::default())
+            },
+            Tz::UTC,
+        );
+        assert!(books.contains("SET last_tried_at"));
+    }
+
+    #[test]
     fn without_messages_the_script_keeps_only_pending_and_the_books() {
         let reach = Reach {
             messages: false,
@@ -541,9 +634,8 @@ mod tests {
     fn the_rows_check_counts_keys_and_future_write_times() {
         let sql = rows_check_sql(
             &names(Some(inserted_at())),
-            Bounds {
-                from: Some(t("2025-10-22T00:00:00Z")),
-                before: None,
+            &Bounds {
+                spans: vec![span("2025-10-01T00:00:00Z", "2025-12-01T00:00:00Z")],
             },
             t("2025-11-22T01:00:00Z"),
             chrono_tz::Asia::Kolkata,
@@ -553,6 +645,6 @@ mod tests {
             sql.contains("COUNTIF(T.bq_inserted_at > DATETIME '2025-11-22 06:35:00')"),
             "{sql}"
         );
-        assert!(sql.contains("T.inserted_at >= DATETIME '2025-10-22 00:00:00'"));
+        assert!(sql.contains("T.inserted_at >= DATETIME '2025-10-01 00:00:00'"));
     }
 }

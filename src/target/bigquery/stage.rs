@@ -1,29 +1,90 @@
-//! Staging a run's batch: per-run tables filled by INSERTs whose rows arrive as
-//! one ARRAY<STRUCT> query parameter (no streaming buffer, no value in SQL text),
-//! chunked to stay under BigQuery's request size limit.
+//! Staging a run's batch: NDJSON load jobs (free of charge, atomic, no
+//! streaming buffer, a few hundred MB each) into per-run tables of the job's
+//! own staging dataset, which expire after a day. Nothing is created in the
+//! organization's dataset; the run's script reads the staged tables.
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
-use gcp_bigquery_client::model::query_parameter::QueryParameter;
-use gcp_bigquery_client::model::query_parameter_type::QueryParameterType;
-use gcp_bigquery_client::model::query_parameter_type_struct_types::QueryParameterTypeStructTypes;
-use gcp_bigquery_client::model::query_parameter_value::QueryParameterValue;
+use serde_json::{Value, json};
 
 use super::api::{Api, Cell};
-use super::sql::Stage;
-use super::{BigQuery, staging_table};
 use crate::batch::Batch;
 use crate::status::STATUSES;
 use crate::target::{StagedRow, schema};
 
-/// The staged columns of the dead letters and the files read.
+/// The job's own dataset beside the organization's `dataset`: same project,
+/// same location, every table in it expires.
+pub fn staging_dataset(dataset: &str) -> String {
+    format!("{dataset}_bsp_staging")
+}
+
+/// Tables in it expire this long after they are made (the dataset's default
+/// too, in case a run dies between creating and naming one).
+pub const EXPIRY: chrono::Duration = chrono::Duration::days(1);
+
+/// The staged columns of each table.
+const PENDING: [&str; 5] = [
+    "bsp_message_id",
+    "bsp_status",
+    "status_at",
+    "error_code",
+    "errors_note",
+];
 const DEAD: [&str; 4] = ["file", "line", "reason", "raw"];
 const FILES: [&str; 2] = ["object_name", "generation"];
 
-/// Request bodies stay well under BigQuery's 10 MB.
-const CHUNK_BYTES: usize = 4 << 20;
+/// NDJSON per load job: few jobs for millions of rows, well under the
+/// emulator's 1 GiB per upload (BigQuery takes far more).
+const PART_BYTES: usize = 256 << 20;
 /// Longer raw dead-letter texts are cut (SQLite keeps them whole).
 const MAX_RAW_BYTES: usize = 1 << 20;
+
+/// One run's staging tables, by table id in the staging dataset.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    pub dataset: String,
+    pub pending: String,
+    pub timeline: String,
+    pub dead_letters: String,
+    pub files: String,
+}
+
+impl Tables {
+    /// The tables of the run whose job ids start with `run`.
+    pub fn new(dataset: &str, run: &str) -> Tables {
+        Tables {
+            dataset: staging_dataset(dataset),
+            pending: format!("{run}_stage_pending"),
+            timeline: format!("{run}_stage_timeline"),
+            dead_letters: format!("{run}_stage_dead_letters"),
+            files: format!("{run}_stage_files"),
+        }
+    }
+
+    /// How the script reads them: with times back as TIMESTAMPs.
+    pub fn sources(&self, project: &str) -> super::sql::Stage {
+        let read = |table: &str, schema: schema::Table, names: &[&str]| {
+            let cols = columns(schema, names, "");
+            let select: Vec<String> = cols
+                .iter()
+                .map(|c| format!("{} AS {}", c.select, c.name))
+                .collect();
+            format!(
+                "(SELECT {} FROM `{project}.{}.{table}`)",
+                select.join(", "),
+                self.dataset
+            )
+        };
+        let timeline = schema::TIMELINE.field_names();
+        let timeline: Vec<&str> = timeline.iter().map(String::as_str).collect();
+        super::sql::Stage {
+            pending: read(&self.pending, schema::PENDING, &PENDING),
+            timeline: read(&self.timeline, schema::TIMELINE, &timeline),
+            dead_letters: format!("`{project}.{}.{}`", self.dataset, self.dead_letters),
+            files: format!("`{project}.{}.{}`", self.dataset, self.files),
+        }
+    }
+}
 
 /// A staged column: its name, the parameter's type and how the INSERT reads it.
 pub(super) struct Column {
@@ -59,28 +120,14 @@ pub(super) fn columns(table: schema::Table, names: &[&str], source: &str) -> Vec
         .collect()
 }
 
-/// A table's staged columns: the named ones, or all.
-fn staged(table: schema::Table, names: Option<&[&str]>) -> Vec<Column> {
-    let all = table.field_names();
-    let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    columns(table, names.unwrap_or(&all), "r.")
-}
-
-/// Creates and fills the three staging tables.
-pub async fn write(
-    api: &Api,
-    bq: &BigQuery,
-    stage: &Stage,
-    batch: &Batch,
-    now: DateTime<Utc>,
-) -> Result<()> {
+/// Creates the staging tables and fills each by load jobs.
+pub async fn write(api: &Api, t: &Tables, batch: &Batch, now: DateTime<Utc>) -> Result<()> {
     let pending = batch.resolution.iter().map(|(k, r)| {
         let row = StagedRow::new(k, r);
-        let at_ms = r.at_ms.to_string();
         vec![
             Some(row.key.to_owned()),
             Some(row.status.to_owned()),
-            Some(at_ms),
+            Some(r.at_ms.to_string()),
             row.code.map(|c| c.to_string()),
             row.errors_note,
         ]
@@ -111,124 +158,75 @@ pub async fn write(
         row.push(t.error_code().map(|c| c.to_string()));
         row
     });
-    fill(
+    let timeline = schema::TIMELINE.field_names();
+    let timeline: Vec<&str> = timeline.iter().map(String::as_str).collect();
+    let fill = |table: &str, schema, names: &[&str]| Fill {
         api,
-        bq,
-        &stage.timeline,
-        schema::TIMELINE,
-        &staged(schema::TIMELINE, None),
-        timelines,
+        dataset: &t.dataset,
+        table: table.to_owned(),
+        columns: columns(schema, names, ""),
         now,
-    )
-    .await?;
-
-    fill(
-        api,
-        bq,
-        &stage.pending,
-        schema::PENDING,
-        &staged(
-            schema::PENDING,
-            Some(&[
-                "bsp_message_id",
-                "bsp_status",
-                "status_at",
-                "error_code",
-                "errors_note",
-            ]),
-        ),
-        pending,
-        now,
-    )
-    .await?;
-    fill(
-        api,
-        bq,
-        &stage.dead_letters,
-        schema::DEAD_LETTERS,
-        &staged(schema::DEAD_LETTERS, Some(&DEAD)),
-        dead,
-        now,
-    )
-    .await?;
-    let file_columns = staged(schema::FILES, Some(&FILES));
-    fill(
-        api,
-        bq,
-        &stage.files,
-        schema::FILES,
-        &file_columns,
-        files,
-        now,
-    )
-    .await
+    };
+    fill(&t.timeline, schema::TIMELINE, &timeline)
+        .run(timelines)
+        .await?;
+    fill(&t.pending, schema::PENDING, &PENDING)
+        .run(pending)
+        .await?;
+    fill(&t.dead_letters, schema::DEAD_LETTERS, &DEAD)
+        .run(dead)
+        .await?;
+    fill(&t.files, schema::FILES, &FILES).run(files).await
 }
 
-async fn fill(
-    api: &Api,
-    bq: &BigQuery,
-    table: &str,
-    schema: schema::Table,
-    columns: &[Column],
-    rows: impl Iterator<Item = Vec<Cell>>,
+/// One staging table to create and load.
+struct Fill<'a> {
+    api: &'a Api,
+    dataset: &'a str,
+    table: String,
+    columns: Vec<Column>,
     now: DateTime<Utc>,
-) -> Result<()> {
-    let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-    api.create_table(staging_table(bq, table, schema, &names, now))
-        .await?;
-    let sql = format!(
-        "INSERT INTO `{}.{}.{table}` ({}) SELECT {} FROM UNNEST(@rows) AS r",
-        api.project,
-        bq.dataset,
-        names.join(", "),
-        columns
-            .iter()
-            .map(|c| c.select.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    for (i, chunk) in chunks(columns, rows).into_iter().enumerate() {
-        api.run(
-            &format!("{table}_{i}"),
-            &sql,
-            vec![rows_parameter(columns, chunk)],
-        )
-        .await?;
-    }
-    Ok(())
 }
 
-/// Groups rows into chunks of at most `CHUNK_BYTES` of parameter values.
-fn chunks(
-    columns: &[Column],
-    rows: impl Iterator<Item = Vec<Cell>>,
-) -> Vec<Vec<QueryParameterValue>> {
-    let mut out = vec![];
-    let mut current = vec![];
-    let mut size = 0;
-    for row in rows {
-        let values = columns
-            .iter()
-            .zip(row)
-            .map(|(c, value)| {
-                let value = QueryParameterValue {
-                    value,
-                    ..Default::default()
-                };
-                (c.name.to_owned(), value)
-            })
-            .collect();
-        let value = QueryParameterValue {
-            struct_values: Some(values),
-            ..Default::default()
-        };
-        let len = serde_json::to_vec(&value).map_or(0, |v| v.len());
-        if size + len > CHUNK_BYTES && !current.is_empty() {
-            out.push(std::mem::take(&mut current));
-            size = 0;
+impl Fill<'_> {
+    /// Creates the table (empty ones need no load job) and loads its rows in
+    /// parts; each part's job id is the table's name and the part's number.
+    async fn run(self, rows: impl Iterator<Item = Vec<Cell>>) -> Result<()> {
+        self.api.create_table(self.resource()).await?;
+        for (i, part) in parts(&self.columns, rows).into_iter().enumerate() {
+            let job = format!("{}_{i}", self.table);
+            self.api
+                .load(&job, self.dataset, &self.table, &part)
+                .await?;
         }
-        size += len;
-        current.push(value);
+        Ok(())
+    }
+
+    /// The table's REST representation: all columns NULLABLE, gone after a day.
+    fn resource(&self) -> Value {
+        let fields: Vec<Value> = self
+            .columns
+            .iter()
+            .map(|c| json!({ "name": c.name, "type": c.kind, "mode": "NULLABLE" }))
+            .collect();
+        json!({
+            "tableReference": { "projectId": self.api.project, "datasetId": self.dataset, "tableId": self.table },
+            "schema": { "fields": fields },
+            "expirationTime": (self.now + EXPIRY).timestamp_millis().to_string(),
+        })
+    }
+}
+
+/// Rows as NDJSON, in parts of at most `PART_BYTES` (a longer row alone).
+fn parts(columns: &[Column], rows: impl Iterator<Item = Vec<Cell>>) -> Vec<Vec<u8>> {
+    let mut out = vec![];
+    let mut current: Vec<u8> = vec![];
+    for row in rows {
+        let line = ndjson_line(columns, row);
+        if current.len() + line.len() > PART_BYTES && !current.is_empty() {
+            out.push(std::mem::take(&mut current));
+        }
+        current.extend_from_slice(&line);
     }
     if !current.is_empty() {
         out.push(current);
@@ -236,35 +234,23 @@ fn chunks(
     out
 }
 
-/// The rows as one `ARRAY<STRUCT<…>>` query parameter named `rows`.
-fn rows_parameter(columns: &[Column], values: Vec<QueryParameterValue>) -> QueryParameter {
-    let scalar = |kind: &str| QueryParameterType {
-        r#type: kind.to_owned(),
-        ..Default::default()
-    };
-    let fields = columns
+/// One row as a JSON object and a newline; INT64 cells as numbers, NULLs left out.
+fn ndjson_line(columns: &[Column], row: Vec<Cell>) -> Vec<u8> {
+    let object: serde_json::Map<String, Value> = columns
         .iter()
-        .map(|c| QueryParameterTypeStructTypes {
-            name: Some(c.name.to_owned()),
-            r#type: Some(scalar(c.kind)),
-            description: None,
+        .zip(row)
+        .filter_map(|(c, cell)| {
+            let cell = cell?;
+            let value = match c.kind {
+                "INT64" => cell.parse::<i64>().map_or(Value::String(cell), Value::from),
+                _ => Value::String(cell),
+            };
+            Some((c.name.clone(), value))
         })
         .collect();
-    let row = QueryParameterType {
-        struct_types: Some(fields),
-        ..scalar("STRUCT")
-    };
-    QueryParameter {
-        name: Some("rows".into()),
-        parameter_type: Some(QueryParameterType {
-            array_type: Some(Box::new(row)),
-            ..scalar("ARRAY")
-        }),
-        parameter_value: Some(QueryParameterValue {
-            array_values: Some(values),
-            ..Default::default()
-        }),
-    }
+    let mut line = serde_json::to_vec(&object).expect("JSON of strings and numbers");
+    line.push(b'\n');
+    line
 }
 
 #[cfg(test)]
@@ -272,46 +258,69 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rows_are_chunked_under_the_request_limit_and_none_is_lost() {
+    fn rows_are_parted_under_the_upload_size_and_none_is_lost() {
+        let dead = columns(schema::DEAD_LETTERS, &DEAD, "");
         let row = |i: usize| {
             vec![
                 Some(format!("file-{i}")),
                 Some("1".into()),
                 Some("r".into()),
-                Some("x".repeat(100_000)),
+                Some("x".repeat(PART_BYTES / 3)),
             ]
         };
-        let dead = staged(schema::DEAD_LETTERS, Some(&DEAD));
-        let chunks = chunks(&dead, (0..100).map(row));
-        assert!(chunks.len() >= 3);
-        assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 100);
-        for c in &chunks {
-            let text = serde_json::to_string(&rows_parameter(&dead, c.clone())).unwrap();
-            assert!(text.len() < 5 << 20);
+        let parts = parts(&dead, (0..7).map(row));
+        assert_eq!(parts.len(), 4, "two rows a part");
+        assert!(parts.iter().all(|p| p.len() <= PART_BYTES));
+        let lines: usize = parts
+            .iter()
+            .map(|p| p.split(|&b| b == b'\n').count() - 1)
+            .sum();
+        assert_eq!(lines, 7);
+    }
+
+    #[test]
+    fn three_million_messages_stage_in_a_handful_of_loads() {
+        // A pending row is ~120 bytes of NDJSON, a timeline ~250: each table of a
+        // 3-million-message chunk takes at most 3 parts.
+        for row_bytes in [120, 250] {
+            assert!(3_000_000 * row_bytes / PART_BYTES < 3);
         }
     }
 
     #[test]
-    fn the_parameter_is_an_array_of_structs_with_nulls() {
-        let p = serde_json::to_value(rows_parameter(
-            &staged(schema::FILES, Some(&FILES)),
-            chunks(
-                &staged(schema::FILES, Some(&FILES)),
-                std::iter::once(vec![Some("a".into()), None]),
-            )
-            .remove(0),
-        ))
-        .unwrap();
+    fn a_row_is_one_json_line_numbers_as_numbers_nulls_left_out() {
+        let pending = columns(schema::PENDING, &PENDING, "");
+        let row = vec![
+            Some("k\"1\n".into()),
+            Some("read".into()),
+            Some("1763773200000".into()),
+            None,
+            None,
+        ];
+        let line = ndjson_line(&pending, row);
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+        let v: Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(
-            p["parameterType"]["arrayType"]["structTypes"][1]["name"],
-            "generation"
+            v,
+            json!({ "bsp_message_id": "k\"1\n", "bsp_status": "read", "status_at": 1_763_773_200_000_i64 })
         );
-        assert_eq!(
-            p["parameterValue"]["arrayValues"][0]["structValues"]["object_name"]["value"],
-            "a"
+    }
+
+    #[test]
+    fn the_script_reads_staged_times_back_as_timestamps_from_the_staging_dataset() {
+        let t = Tables::new("org1", "bsp_org1_r1_0");
+        assert_eq!(t.dataset, "org1_bsp_staging");
+        let s = t.sources("demo");
+        assert!(
+            s.pending
+                .contains("TIMESTAMP_MILLIS(status_at) AS status_at"),
+            "{}",
+            s.pending
         );
         assert!(
-            p["parameterValue"]["arrayValues"][0]["structValues"]["generation"]["value"].is_null()
+            s.pending
+                .ends_with("FROM `demo.org1_bsp_staging.bsp_org1_r1_0_stage_pending`)")
         );
+        assert_eq!(s.files, "`demo.org1_bsp_staging.bsp_org1_r1_0_stage_files`");
     }
 }

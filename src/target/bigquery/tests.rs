@@ -143,6 +143,15 @@ fn inserted(log: &Log) -> Vec<String> {
         .collect()
 }
 
+/// Where load jobs are uploaded (the server strips only `/bigquery/v2`).
+const UPLOAD: &str = "/upload/bigquery/v2/projects/p/jobs";
+
+/// The job id in a multipart load upload's JSON part.
+fn load_id_of(body: &str) -> String {
+    let json = body.split_once("\r\n\r\n").unwrap().1;
+    job_id_of(json.split_once("\r\n").unwrap().0)
+}
+
 fn job_id_of(body: &str) -> String {
     serde_json::from_str::<Value>(body).unwrap()["jobReference"]["jobId"]
         .as_str()
@@ -374,15 +383,17 @@ async fn a_streaming_buffer_refusal_keeps_the_keys_pending_and_the_run_succeeds(
     });
     let (base, log) = serve(move |method, path, body, _| match (method, path) {
         ("GET", "/projects/p/datasets/d/tables/messages") => (200, messages.clone()),
-        ("POST", "/projects/p/datasets/d/tables") => (200, serde_json::from_str(body).unwrap()),
+        ("POST", p) if p.ends_with("/tables") => (200, serde_json::from_str(body).unwrap()),
         ("POST", "/projects/p/jobs") => (200, job(&job_id_of(body), "RUNNING", None)),
+        ("POST", UPLOAD) => (200, job(&load_id_of(body), "RUNNING", None)),
         ("GET", p) if p.ends_with("_merge") => (
             200,
             job("x", "DONE", Some(("invalidQuery", "UPDATE or DELETE statement over table p.d.messages would affect rows in the streaming buffer, which is not supported"))),
         ),
         ("GET", p) if p.starts_with("/projects/p/jobs/") => (200, job(p.rsplit('/').next().unwrap(), "DONE", None)),
         ("GET", p) if p.starts_with("/projects/p/queries/") && p.ends_with("_bounds") => {
-            (200, json!({ "jobComplete": true, "rows": [{ "f": [{ "v": null }] }] }))
+            // One unmatched key whose status falls in 2025-11-22T01.
+            (200, json!({ "jobComplete": true, "rows": [{ "f": [{ "v": "false" }, { "v": "1763773200000" }, { "v": "1" }] }] }))
         }
         ("GET", p) if p.starts_with("/projects/p/queries/") && p.ends_with("_rows") => {
             (200, json!({ "jobComplete": true, "rows": [{ "f": [{ "v": "5" }, { "v": "0" }] }] }))
@@ -438,33 +449,70 @@ async fn a_streaming_buffer_refusal_keeps_the_keys_pending_and_the_run_succeeds(
         "{}",
         scripts[0]
     );
-    assert!(scripts[0].contains("T.inserted_at >= DATETIME '2025-10-22 01:00:00'"));
+    assert!(
+        scripts[0].contains(
+            "AND (T.inserted_at >= DATETIME '2025-10-01 00:00:00' AND T.inserted_at < DATETIME '2025-12-01 00:00:00')"
+        ),
+        "{}",
+        scripts[0]
+    );
     // … and the fallback keeps pending and the books without touching messages.
     assert!(!scripts[1].contains("`p.d.messages`"), "{}", scripts[1]);
     assert!(scripts[1].contains("bsp_loader_files"));
-    // Values travel as parameters, never in SQL text.
-    assert!(
-        log.iter()
-            .all(|r| !r.2.contains("INSERT") || !r.2.contains("'k1'"))
+    // Values travel in load jobs, never in SQL text; the staging tables are
+    // in the job's own dataset, none in the organization's.
+    assert!(log.iter().all(|r| !r.2.contains("'k1'")));
+    let loads: Vec<&Request> = log.iter().filter(|r| r.1 == UPLOAD).collect();
+    assert_eq!(
+        loads.len(),
+        1,
+        "empty staging tables need no load job: {loads:?}"
     );
+    assert!(
+        loads
+            .iter()
+            .any(|r| r.2.contains(r#""bsp_message_id":"k1""#))
+    );
+    assert!(
+        loads
+            .iter()
+            .all(|r| r.2.contains(r#""datasetId":"d_bsp_staging""#))
+    );
+    let created: Vec<&Request> = log
+        .iter()
+        .filter(|r| r.0 == "POST" && r.1.ends_with("/tables"))
+        .collect();
+    assert_eq!(created.len(), 4);
+    for r in created {
+        assert_eq!(r.1, "/projects/p/datasets/d_bsp_staging/tables");
+        let table: Value = serde_json::from_str(&r.2).unwrap();
+        let expires: i64 = table["expirationTime"].as_str().unwrap().parse().unwrap();
+        assert_eq!(
+            expires,
+            (now + chrono::Duration::days(1)).timestamp_millis(),
+            "gone after a day"
+        );
+    }
 }
 
 /// With nothing new and nothing pending, a run reads only the pending table's
 /// counts: no staging, no MERGE, no partition scanned.
 #[tokio::test]
 async fn a_run_with_nothing_to_do_skips_the_merge() {
-    for (unmatched, merges) in [("0", 0), ("2", 1)] {
+    // (keys due to be looked for, keys without a row, MERGE scripts run)
+    for (due, unmatched, merges) in [("0", "0", 0), ("0", "3", 0), ("2", "2", 1)] {
         let messages = json!({
             "tableReference": { "projectId": "p", "datasetId": "d", "tableId": "messages" },
             "schema": { "fields": [ { "name": "bsp_message_id", "type": "STRING" }, { "name": "bsp_status", "type": "STRING" } ] },
         });
         let (base, log) = serve(move |method, path, body, _| match (method, path) {
             ("GET", "/projects/p/datasets/d/tables/messages") => (200, messages.clone()),
-            ("POST", "/projects/p/datasets/d/tables") => (200, serde_json::from_str(body).unwrap()),
+            ("POST", p) if p.ends_with("/tables") => (200, serde_json::from_str(body).unwrap()),
             ("POST", "/projects/p/jobs") => (200, job(&job_id_of(body), "DONE", None)),
+            ("POST", UPLOAD) => (200, job(&load_id_of(body), "DONE", None)),
             ("GET", p) if p.starts_with("/projects/p/jobs/") => (200, job(p.rsplit('/').next().unwrap(), "DONE", None)),
             ("GET", p) if p.ends_with("_idle") => {
-                (200, json!({ "jobComplete": true, "rows": [{ "f": [{ "v": unmatched }, { "v": "0" }] }] }))
+                (200, json!({ "jobComplete": true, "rows": [{ "f": [{ "v": due }, { "v": "0" }, { "v": unmatched }] }] }))
             }
             ("GET", _) => (200, json!({ "jobComplete": true, "rows": [{ "f": [{ "v": "0" }, { "v": "0" }, { "v": unmatched }] }] })),
             _ => (404, json!({ "error": { "code": 404, "message": "no", "errors": [] } })),
@@ -483,6 +531,76 @@ async fn a_run_with_nothing_to_do_skips_the_merge() {
             .iter()
             .filter(|j| j.ends_with("_merge"))
             .count();
-        assert_eq!(merged, merges, "pending {unmatched}");
+        assert_eq!(merged, merges, "due {due}, pending {unmatched}");
+    }
+}
+
+/// `--max-bytes-billed` caps every query job; a job BigQuery refuses for it
+/// fails the run with one line that says so.
+#[tokio::test]
+async fn a_job_over_the_bytes_cap_is_refused_and_says_so_in_one_line() {
+    let (base, log) = serve(|method, _, body, _| match method {
+        "POST" => (200, job(&job_id_of(body), "RUNNING", None)),
+        _ => (
+            200,
+            job(
+                "x",
+                "DONE",
+                Some((
+                    "bytesBilledLimitExceeded",
+                    "Query exceeded limit for bytes billed: 1000000. 10485760 or higher required.",
+                )),
+            ),
+        ),
+    })
+    .await;
+    let mut api = api(&base).await;
+    api.max_bytes_billed = Some(1_000_000);
+    let err = api
+        .run("j", "SELECT 1", vec![])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains('\n'), "{err}");
+    assert!(
+        err.contains("refused: it would bill more than --max-bytes-billed (1000000 bytes)"),
+        "{err}"
+    );
+    let inserts = inserted(&log);
+    assert_eq!(inserts.len(), 1, "not retried");
+    let body: Value = serde_json::from_str(&log.lock().unwrap()[0].2).unwrap();
+    assert_eq!(
+        body["configuration"]["query"]["maximumBytesBilled"],
+        "1000000"
+    );
+}
+
+/// A staging dataset made beforehand is used as it is; one in another
+/// location than the organization's dataset is refused in one line (the
+/// run's script reads both).
+#[tokio::test]
+async fn a_staging_dataset_made_beforehand_is_checked_not_created() {
+    for (staging_location, ok) in [("asia-south1", true), ("US", false)] {
+        let (base, log) = serve(move |method, path, _, _| match (method, path) {
+            ("GET", "/projects/p/datasets/d") => (200, json!({ "datasetReference": { "projectId": "p", "datasetId": "d" }, "location": "asia-south1" })),
+            ("GET", "/projects/p/datasets/d_bsp_staging") => (200, json!({ "datasetReference": { "projectId": "p", "datasetId": "d_bsp_staging" }, "location": staging_location })),
+            _ => http_error(403, "accessDenied", "no right to create datasets"),
+        })
+        .await;
+        let mut bq = target(&base).await;
+        bq.api.locate("d").await.unwrap();
+        let made = bq.create_staging().await;
+        assert_eq!(made.is_ok(), ok, "{made:?}");
+        if let Err(e) = made {
+            let e = e.to_string();
+            assert!(
+                e.contains("must share a location") && !e.contains('\n'),
+                "{e}"
+            );
+        }
+        assert!(
+            log.lock().unwrap().iter().all(|r| r.0 == "GET"),
+            "nothing created"
+        );
     }
 }

@@ -14,7 +14,7 @@ use crate::target::{Watermark, schema};
 /// Files done whose names are not before `@from`.
 pub fn done_files_sql(n: &Names) -> String {
     format!(
-        "SELECT object_name, generation, run_id FROM {} WHERE object_name >= @from",
+        "SELECT object_name, generation, done_by FROM {} WHERE object_name >= @from",
         n.table(schema::FILES.name)
     )
 }
