@@ -15,11 +15,21 @@ gcloud iam service-accounts describe "$SA" --project "$PROJECT_ID" >/dev/null 2>
   gcloud iam service-accounts create bsp-status-loader --project "$PROJECT_ID" \
     --display-name "bsp-status-loader"
 
-# Least privilege: run jobs in the project, edit only the organization's dataset, read the bucket.
+# Least privilege: run jobs in the project, edit only the organization's dataset and the job's
+# staging dataset, read the bucket.
 gcloud projects add-iam-policy-binding "$PROJECT_ID" --member "serviceAccount:$SA" \
   --role roles/bigquery.jobUser --condition None >/dev/null
 bq add-iam-policy-binding --member "serviceAccount:$SA" --role roles/bigquery.dataEditor \
   "${PROJECT_ID}:${DATASET}" >/dev/null
+# The job's own staging dataset, made here (in the organization's dataset's location, tables
+# expiring after a day) so the job needs no right to create datasets; `init` only checks it.
+STAGING="${DATASET}_bsp_staging"
+LOCATION=$(bq show --format=json "${PROJECT_ID}:${DATASET}" |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["location"])')
+bq show "${PROJECT_ID}:${STAGING}" >/dev/null 2>&1 ||
+  bq mk --dataset --location="$LOCATION" --default_table_expiration 86400 "${PROJECT_ID}:${STAGING}"
+bq add-iam-policy-binding --member "serviceAccount:$SA" --role roles/bigquery.dataEditor \
+  "${PROJECT_ID}:${STAGING}" >/dev/null
 gcloud storage buckets add-iam-policy-binding "gs://$BUCKET" --member "serviceAccount:$SA" \
   --role roles/storage.objectViewer >/dev/null
 

@@ -26,8 +26,8 @@ MESSAGES_PARTITIONS = 2      # MONTH partitions a MERGE reads: a key's status mo
                              # lookback (31 days) always reaches the month before
 PENDING_DAYS = 7             # keys kept: unmatched until found, matched for copies (--pending-ttl)
 FILE_ROW = 120               # a files row (name, generation, done_by, processed_at)
-FILES_PER_MINUTE = 1         # the receiver's files; the files table keeps every one ever done
-HISTORY_MONTHS = 12          # months of done files in the files table
+FILES_PER_MINUTE = 1         # the receiver's files
+REMEMBER_DAYS = 7            # done files older than this are forgotten (daily full listing)
 DEAD_LETTERS_BYTES = 50 * MB # the dead letters table
 SCHEDULES = {"15 min": 4 * 24 * 30, "hourly": 24 * 30}
 ORGS = [30_000, 300_000, 3_000_000]
@@ -47,7 +47,8 @@ def run_bytes(messages_per_month, runs_per_month, row_bytes):
     pending_all = pending_rows * PENDING_ROW
     stage = per_run * PENDING_ROW
     timeline = messages_per_month * TIMELINE_MONTHS * TIMELINE_ROW
-    files = FILES_PER_MINUTE * 60 * 24 * 30 * HISTORY_MONTHS * FILE_ROW
+    files = FILES_PER_MINUTE * 60 * 24 * REMEMBER_DAYS * FILE_ROW
+    runs_per_day = runs_per_month / 30
     m_all = MESSAGES_PARTITIONS * partition_all
     m_narrow = MESSAGES_PARTITIONS * partition_narrow
     statements = {
@@ -62,6 +63,8 @@ def run_bytes(messages_per_month, runs_per_month, row_bytes):
         "expiry (count, dead letters, delete)": 3 * billed(pending_all) + billed(DEAD_LETTERS_BYTES),
         "dead letters of the batch": billed(DEAD_LETTERS_BYTES, files, stage) + billed(files, stage, stage),
         "files MERGE": billed(files, stage),
+        "bookkeeping (watermark read and write, files from it)": 2 * billed(0) + billed(files),
+        "forgetting old files (daily, per run)": billed(files) / runs_per_day,
         "runs record": billed(0),
     }
     return statements
