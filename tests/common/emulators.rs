@@ -50,12 +50,23 @@ pub fn K(n: u32) -> String {
 }
 
 impl Emulators {
+    /// A POST that must succeed. bqemulator shares one DuckDB connection between
+    /// requests and now and then answers 500 ("connection has an unfinished result")
+    /// when tests run at once, before doing anything: such answers are retried, as
+    /// the job itself retries BigQuery's 500s.
     pub async fn post(&self, url: String, body: Value) -> Value {
-        let resp = self.http.post(&url).json(&body).send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        assert!(status.is_success(), "{url}: {status} {text}");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
+        for attempt in 1.. {
+            let resp = self.http.post(&url).json(&body).send().await.unwrap();
+            let status = resp.status();
+            let text = resp.text().await.unwrap();
+            if status == reqwest::StatusCode::INTERNAL_SERVER_ERROR && attempt < 5 {
+                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+                continue;
+            }
+            assert!(status.is_success(), "{url}: {status} {text}");
+            return serde_json::from_str(&text).unwrap_or(Value::Null);
+        }
+        unreachable!("the loop returns")
     }
 
     pub async fn bucket(&self, name: &str) {
