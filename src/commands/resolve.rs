@@ -15,7 +15,7 @@ use crate::cli::ResolveArgs;
 use crate::error::require_folder_of;
 use crate::pipeline::{self, ReadResult, Routing};
 use crate::resolve::spill::MemoryLimit;
-use crate::resolve::{write_lines, write_row, write_rows, write_timeline_row};
+use crate::resolve::{write_row, write_timeline_row};
 use crate::source::Source;
 
 /// Prints the resolution sorted by key; the last stderr line is the summary.
@@ -91,14 +91,12 @@ fn write_resolution(
             })?
         }
         None if args.timeline => {
-            let rows = batch.timelines.sorted();
-            write_lines(&rows, write_timeline_row, threads, &mut out)?;
-            rows.len() as u64
+            (batch.timelines).write_sorted(write_timeline_row, threads, &mut out)?;
+            batch.timelines.len() as u64
         }
         None => {
-            let rows = batch.resolution.sorted();
-            write_rows(&rows, threads, &mut out)?;
-            rows.len() as u64
+            (batch.resolution).write_sorted(write_row, threads, &mut out)?;
+            batch.resolution.len() as u64
         }
     };
     out.flush().context("writing the resolution")?;

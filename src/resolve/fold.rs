@@ -8,6 +8,10 @@
 //! come close together in time, and files are read in time order); the index, 8
 //! bytes a slot, stays in the caches where a table of whole entries would not;
 //! and room the entry vector has not used yet costs no memory.
+//!
+//! Output in key order (`write_sorted`) never sorts the entries themselves: each
+//! shard sorts its own small index of (first eight key bytes, position), then
+//! ranges of keys are merged from the shards and formatted on every core.
 
 use std::hash::BuildHasher;
 
@@ -237,6 +241,111 @@ impl<V: Observation> Fold<V> {
         let mut rows: Vec<_> = self.iter().map(|(k, v)| (prefix(k), k, *v)).collect();
         rows.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
         rows.into_iter().map(|(_, k, v)| (k, v)).collect()
+    }
+}
+
+/// A shard's rows in key order: each key's first eight bytes (most comparisons
+/// end there) and its position among the entries.
+type Order = Vec<(u64, u32)>;
+
+/// A shard's sorted rows from one range of keys, being merged with the others'.
+struct Run<'a, V> {
+    shard: &'a Shard<V>,
+    rows: &'a [(u64, u32)],
+}
+
+impl<V> Shard<V> {
+    fn key(&self, at: u32) -> &str {
+        self.entries[at as usize].0.as_str()
+    }
+
+    fn order(&self) -> Order {
+        let mut order: Order = (self.entries.iter().enumerate())
+            .map(|(i, (k, _))| (prefix(k.as_str()), i as u32))
+            .collect();
+        order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| self.key(a.1).cmp(self.key(b.1))));
+        order
+    }
+}
+
+impl<V> Run<'_, V> {
+    /// Whether this run's next row comes before `other`'s (keys are distinct).
+    fn leads(&self, other: &Run<'_, V>) -> bool {
+        let ((p, i), (q, j)) = (self.rows[0], other.rows[0]);
+        p.cmp(&q)
+            .then_with(|| self.shard.key(i).cmp(other.shard.key(j)))
+            == std::cmp::Ordering::Less
+    }
+}
+
+impl<V: Observation + Sync> Fold<V> {
+    /// Writes one `line` per entry, in key order, formatted on `threads` threads.
+    pub fn write_sorted(
+        &self,
+        line: fn(&mut Vec<u8>, &str, &V),
+        threads: usize,
+        out: &mut impl std::io::Write,
+    ) -> std::io::Result<()> {
+        let orders = on_threads(self.shards.iter().collect(), threads, Shard::order);
+        // Keys spread over shards by hash, so the largest shard's quantiles cut the
+        // whole into ranges of about equal size.
+        let ranges = threads.max(1) * 8;
+        let (sample, shard) = (orders.iter().zip(&self.shards))
+            .max_by_key(|(o, _)| o.len())
+            .expect("a fold has shards");
+        let cuts: Vec<(u64, &str)> = (1..ranges)
+            .filter_map(|r| sample.get(sample.len() * r / ranges))
+            .map(|&(p, i)| (p, shard.key(i)))
+            .collect();
+        let format = |range: usize| {
+            let runs = (self.shards.iter().zip(&orders)).map(|(shard, order)| {
+                // The first row at or past a cut.
+                let start = |cut: Option<&(u64, &str)>| {
+                    cut.map_or(order.len(), |&(p, k)| {
+                        order.partition_point(|&(q, i)| (q, shard.key(i)) < (p, k))
+                    })
+                };
+                let from = range.checked_sub(1).map_or(0, |c| start(cuts.get(c)));
+                let to = start(cuts.get(range));
+                Run {
+                    shard,
+                    rows: &order[from..to.max(from)],
+                }
+            });
+            let mut runs: Vec<_> = runs.filter(|r| !r.rows.is_empty()).collect();
+            // First the order, from the small indexes alone; then each entry's key
+            // and value, in a loop whose loads (from all over memory) do not wait
+            // for each other; then the text, from what that loop brought into cache.
+            let mut picks = Vec::new();
+            while !runs.is_empty() {
+                let mut first = 0;
+                for i in 1..runs.len() {
+                    if runs[i].leads(&runs[first]) {
+                        first = i;
+                    }
+                }
+                let run = &mut runs[first];
+                picks.push(&run.shard.entries[run.rows[0].1 as usize]);
+                run.rows = &run.rows[1..];
+                if run.rows.is_empty() {
+                    runs.swap_remove(first);
+                }
+            }
+            let entries: Vec<(&str, V)> =
+                picks.into_iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            let mut text = Vec::with_capacity(entries.len() * 128);
+            for (key, value) in &entries {
+                line(&mut text, key, value);
+            }
+            text
+        };
+        let all: Vec<usize> = (0..ranges).collect();
+        for round in all.chunks(threads.max(1)) {
+            for text in on_threads(round.to_vec(), threads, format) {
+                out.write_all(&text)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -124,51 +124,6 @@ pub type Resolution = Fold<Resolved>;
 /// The timeline of each message.
 pub type Timelines = Fold<Timeline>;
 
-/// Writes sorted rows as `write_row` lines, formatted on `threads` threads.
-pub fn write_rows(
-    rows: &[(&str, Resolved)],
-    threads: usize,
-    out: &mut impl std::io::Write,
-) -> std::io::Result<()> {
-    write_lines(rows, write_row, threads, out)
-}
-
-/// Writes sorted rows, each formatted by `line`. Blocks are formatted on
-/// `threads` threads (one per core): the loop is bound by fetching keys from
-/// memory, which cores do side by side.
-pub fn write_lines<V: Sync>(
-    rows: &[(&str, V)],
-    line: fn(&mut Vec<u8>, &str, &V),
-    threads: usize,
-    out: &mut impl std::io::Write,
-) -> std::io::Result<()> {
-    const BLOCK: usize = 1 << 14;
-    let cores = threads.max(1);
-    let format = |block: &[(&str, V)]| {
-        let mut text = Vec::with_capacity(block.len() * 128);
-        for (key, v) in block {
-            line(&mut text, key, v);
-        }
-        text
-    };
-    for round in rows.chunks(cores * BLOCK) {
-        let texts: Vec<Vec<u8>> = std::thread::scope(|s| {
-            let mut blocks = round.chunks(BLOCK);
-            let first = blocks.next().unwrap_or_default();
-            let others: Vec<_> = blocks.map(|b| s.spawn(move || format(b))).collect();
-            std::iter::once(format(first))
-                .chain(
-                    others
-                        .into_iter()
-                        .map(|h| h.join().expect("formatting never panics")),
-                )
-                .collect()
-        });
-        texts.iter().try_for_each(|t| out.write_all(t))?;
-    }
-    Ok(())
-}
-
 /// Appends one output line of `resolve` for `key` to `out`: `{"bsp_message_id",
 /// "bsp_status", "status_at", "error_code"}`, byte for byte what serde_json would
 /// write for such a struct, without its per-field work (a test holds the two equal).

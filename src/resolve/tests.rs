@@ -81,7 +81,9 @@ fn output_rows_are_sorted_by_bytes_and_formatted() {
         ev("a", Status::Read, 1, None),
     ];
     let mut out = Vec::new();
-    write_rows(&resolve_all(&events).sorted(), 2, &mut out).unwrap();
+    resolve_all(&events)
+        .write_sorted(write_row, 2, &mut out)
+        .unwrap();
     assert_eq!(
         String::from_utf8(out).unwrap(),
         [
@@ -104,7 +106,7 @@ proptest! {
             resolution.add(&ev(key, Status::Read, 1, None));
         }
         let mut out = Vec::new();
-        write_rows(&resolution.sorted(), 2, &mut out).unwrap();
+        resolution.write_sorted(write_row, 3, &mut out).unwrap();
         let written: Vec<String> = String::from_utf8(out)
             .unwrap()
             .lines()
