@@ -289,7 +289,7 @@ impl<V: Observation + Sync> Fold<V> {
         let orders = on_threads(self.shards.iter().collect(), threads, Shard::order);
         // Keys spread over shards by hash, so the largest shard's quantiles cut the
         // whole into ranges of about equal size.
-        let ranges = threads.max(1) * 8;
+        let ranges = threads.max(1) * 32;
         let (sample, shard) = (orders.iter().zip(&self.shards))
             .max_by_key(|(o, _)| o.len())
             .expect("a fold has shards");
@@ -339,13 +339,36 @@ impl<V: Observation + Sync> Fold<V> {
             }
             text
         };
-        let all: Vec<usize> = (0..ranges).collect();
-        for round in all.chunks(threads.max(1)) {
-            for text in on_threads(round.to_vec(), threads, format) {
-                out.write_all(&text)?;
+        // Ranges are formatted on `threads` threads, taken in order, while this
+        // thread writes the ones done, in order: writing overlaps formatting, and
+        // at most a few ranges' text waits in memory.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(threads.max(1));
+            for _ in 0..threads.max(1) {
+                let (tx, next, format) = (tx.clone(), &next, &format);
+                s.spawn(move || {
+                    loop {
+                        let range = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        // A failed write drops the receiver: stop then too.
+                        if range >= ranges || tx.send((range, format(range))).is_err() {
+                            break;
+                        }
+                    }
+                });
             }
-        }
-        Ok(())
+            drop(tx);
+            let mut done = std::collections::BTreeMap::new();
+            let mut due = 0;
+            for (range, text) in rx {
+                done.insert(range, text);
+                while let Some(text) = done.remove(&due) {
+                    out.write_all(&text)?;
+                    due += 1;
+                }
+            }
+            Ok(())
+        })
     }
 }
 
