@@ -1,14 +1,11 @@
 """The same resolution as `bsp-status-loader resolve`, written for ClickHouse in-process
 (chdb): the second yardstick, rule for rule a port of duckdb_resolve.py.
 Usage: python chdb_resolve.py DATA_DIR OUTPUT [THREADS]"""
-import sys
-
 import chdb
 
-data, output = sys.argv[1], sys.argv[2]
-threads = int(sys.argv[3]) if len(sys.argv) > 3 else 2
-RANKS = [("enqueued", "enqueued"), ("sent", "sent"), ("failed", "error"), ("delivered", "delivered"),
-         ("read", "read"), ("played", "played"), ("deleted", "deleted")]
+from peer import RANKS, args
+
+data, output, threads = args()
 rank_of = "multiIf(" + ", ".join(f"s = '{w}', {i + 1}" for i, (w, _) in enumerate(RANKS)) + ", NULL)"
 word_of = "[" + ", ".join(f"'{v}'" for _, v in RANKS) + "][b.1]"
 
