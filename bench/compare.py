@@ -1,50 +1,88 @@
-"""Runs `bsp-status-loader resolve` and the DuckDB query (duckdb_resolve.py) on the same folder,
-alternating, several pairs; checks the outputs are identical; prints medians of wall time and
-peak memory (max RSS of each process), their ratios, MB/s and events/s.
+"""Runs `bsp-status-loader resolve`, its peers (the same resolution in DuckDB,
+duckdb_resolve.py, and in ClickHouse via chdb, chdb_resolve.py) and the floor
+(examples/floor.rs: read, inflate, find line ends, nothing parsed) on the same folder,
+in rotating order, several rounds; checks every resolution's output is identical;
+prints medians of wall time and peak memory (max RSS of each process) and the ratios
+of `resolve` to the floor and to the faster peer.
 
-Usage: python bench/compare.py DATA_DIR [PAIRS] [BINARY]
-Needs `duckdb` importable by this Python (scripts/bench.sh sets that up)."""
-import json, os, statistics, subprocess, sys, tempfile, time
+Usage: python bench/compare.py DATA_DIR [--rounds N] [--binary BIN] [--floor BIN]
+           [--peers duckdb,chdb] [--baseline BIN] [--gcs gs://BUCKET/PREFIX]
+--baseline adds another build of `resolve` (before/after in one run); --gcs adds
+`resolve` of the same files from a bucket (STORAGE_EMULATOR_HOST in the environment).
+Needs `duckdb` and `chdb` importable by this Python (scripts/bench.sh sets that up)."""
+import argparse, json, os, statistics, subprocess, sys, tempfile, time
 
-data = sys.argv[1]
-pairs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
-binary = sys.argv[3] if len(sys.argv) > 3 else "target/release/bsp-status-loader"
 here = os.path.dirname(os.path.abspath(__file__))
+p = argparse.ArgumentParser()
+p.add_argument("data")
+p.add_argument("--rounds", type=int, default=5)
+p.add_argument("--binary", default="target/release/bsp-status-loader")
+p.add_argument("--floor")
+p.add_argument("--peers", default="duckdb,chdb")
+p.add_argument("--baseline")
+p.add_argument("--gcs")
+args = p.parse_args()
 out = tempfile.mkdtemp()
 
 
+def resolve(binary, source, output):
+    return [binary, "--log-format", "json", "resolve", "--source", source, "--output", output]
+
+
+# name → (command, file it writes or None); every file written must be identical.
+runners = {"resolve": (resolve(args.binary, args.data, f"{out}/resolve.ndjson"), f"{out}/resolve.ndjson")}
+if args.baseline:
+    runners["baseline"] = (resolve(args.baseline, args.data, f"{out}/baseline.ndjson"), f"{out}/baseline.ndjson")
+if args.gcs:
+    runners["resolve gs://"] = (resolve(args.binary, args.gcs, f"{out}/gcs.ndjson"), f"{out}/gcs.ndjson")
+for peer in filter(None, args.peers.split(",")):
+    runners[peer] = ([sys.executable, f"{here}/{peer}_resolve.py", args.data, f"{out}/{peer}.ndjson", "2"],
+                     f"{out}/{peer}.ndjson")
+if args.floor:
+    runners["floor"] = ([args.floor, args.data], None)
+
+
 def measure(cmd):
-    """Wall seconds and peak RSS (MB) of one child process."""
+    """Wall seconds, peak RSS (MB) and stderr of one child process."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = proc.stderr.read().decode()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
-    stderr = proc.stderr.read().decode()
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"{cmd[0]} failed:\n{stderr}")
     return wall, usage.ru_maxrss / 1024, stderr
 
 
-ours_cmd = [binary, "--log-format", "json", "resolve", "--source", data, "--output", f"{out}/ours.ndjson"]
-duck_cmd = [sys.executable, f"{here}/duckdb_resolve.py", data, f"{out}/duckdb.ndjson", "2"]
-ours, duck, summary = [], [], None
-for i in range(pairs):
-    order = [("ours", ours_cmd, ours), ("duck", duck_cmd, duck)]
-    for name, cmd, acc in (order if i % 2 == 0 else order[::-1]):
-        wall, rss, stderr = measure(cmd)
-        acc.append((wall, rss))
-        if name == "ours":
+names = list(runners)
+results = {name: [] for name in names}
+summary = None
+for i in range(args.rounds):
+    # Rotate the order, so no runner always follows the same one (caches, the neighbour's load).
+    for name in names[i % len(names):] + names[:i % len(names)]:
+        wall, rss, stderr = measure(runners[name][0])
+        results[name].append((wall, rss))
+        if name == "resolve":
             summary = json.loads(stderr.strip().splitlines()[-1])
-same = open(f"{out}/ours.ndjson", "rb").read() == open(f"{out}/duckdb.ndjson", "rb").read()
-if not same:
-    sys.exit("outputs differ: " + out)
+outputs = {name: open(f, "rb").read() for name, (_, f) in runners.items() if f}
+differ = [name for name, text in outputs.items() if text != outputs["resolve"]]
+if differ:
+    sys.exit(f"outputs differ from resolve's: {', '.join(differ)} (in {out})")
 
-med = lambda xs, k: statistics.median(x[k] for x in xs)
-ow, dw, om, dm = med(ours, 0), med(duck, 0), med(ours, 1), med(duck, 1)
+med = {name: (statistics.median(w for w, _ in r), statistics.median(m for _, m in r)) for name, r in results.items()}
 size_mb = summary["bytes"] / 1e6
 print(f"data: {summary['files']} files, {size_mb:.0f} MB on disk, {summary['lines']} lines, "
-      f"{summary['events']} events, {summary['messages']} messages; outputs identical: {same}")
-print(f"{'':12}{'wall s':>10}{'peak MB':>10}{'MB/s':>10}{'events/s':>14}")
-for name, w, m in [("resolve", ow, om), ("duckdb", dw, dm)]:
-    print(f"{name:12}{w:10.2f}{m:10.0f}{size_mb / w:10.0f}{summary['events'] / w:14,.0f}")
-print(f"ratios (resolve / duckdb): wall {ow / dw:.2f}, peak memory {om / dm:.2f}  ({pairs} pairs, medians)")
+      f"{summary['events']} events, {summary['messages']} messages; outputs identical: {', '.join(outputs)}")
+print(f"{'':14}{'wall s':>10}{'peak MB':>10}{'MB/s':>10}{'events/s':>14}{'wall / resolve':>16}")
+ow, om = med["resolve"]
+for name, (w, m) in med.items():
+    print(f"{name:14}{w:10.3f}{m:10.0f}{size_mb / w:10.0f}{summary['events'] / w:14,.0f}{w / ow:16.2f}")
+peers = [n for n in filter(None, args.peers.split(","))]
+if peers:
+    best = min(peers, key=lambda n: med[n][0])
+    print(f"resolve / faster peer ({best}): wall {ow / med[best][0]:.3f}, peak memory {om / med[best][1]:.3f}")
+if args.floor:
+    print(f"resolve / floor: wall {ow / med['floor'][0]:.2f}")
+if args.gcs:
+    print(f"resolve gs:// / resolve folder: wall {med['resolve gs://'][0] / ow:.2f}")
+print(f"({args.rounds} rounds in rotating order, medians)")

@@ -1,13 +1,10 @@
 """The same resolution as `bsp-status-loader resolve`, written for DuckDB: the yardstick.
 Usage: python duckdb_resolve.py DATA_DIR OUTPUT [THREADS]"""
-import sys
-
 import duckdb
 
-data, output = sys.argv[1], sys.argv[2]
-threads = int(sys.argv[3]) if len(sys.argv) > 3 else 2
-RANKS = [("enqueued", "enqueued"), ("sent", "sent"), ("failed", "error"), ("delivered", "delivered"),
-         ("read", "read"), ("played", "played"), ("deleted", "deleted")]
+from peer import RANKS, args
+
+data, output, threads = args()
 rank_of = "CASE s " + " ".join(f"WHEN '{w}' THEN {i + 1}" for i, (w, _) in enumerate(RANKS)) + " END"
 word_of = "CASE b.rank " + " ".join(f"WHEN {i + 1} THEN '{v}'" for i, (_, v) in enumerate(RANKS)) + " END"
 

@@ -1,14 +1,42 @@
 #!/usr/bin/env bash
-# The yardstick: generate a callback folder (default 400 k messages), then run `resolve` and
-# the same resolution in DuckDB side by side. Usage: bash scripts/bench.sh [MESSAGES] [PAIRS]
+# The yardstick: generate two callback folders of the same size from two independent
+# generators (examples/generate.rs and bench/generate_alt.py, default 400 k messages),
+# then on each run `resolve`, the floor (examples/floor.rs) and the same resolution in
+# DuckDB and ClickHouse (chdb) in rotating order, outputs compared (bench/compare.py).
+#   bash scripts/bench.sh [MESSAGES] [ROUNDS]       both folders
+#   bash scripts/bench.sh gcs [MESSAGES] [ROUNDS]   the first folder from a folder and
+#                                                   from fake-gcs-server (gs://), no peers
+# BSP_BASELINE=BIN adds another build of the binary to compare against in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bsp-status-loader/target}"
 VENV="${BSP_VENV:-$HOME/.cache/bsp-status-loader/venv}"
+MODE=folders
+if [ "${1:-}" = gcs ]; then MODE=gcs; shift; fi
 MESSAGES="${1:-400000}"
+ROUNDS="${2:-5}"
 DATA="${BSP_BENCH_DATA:-${TMPDIR:-/tmp}/bsp-bench-$MESSAGES}"
+ALT="${BSP_BENCH_ALT:-${TMPDIR:-/tmp}/bsp-bench-alt-$MESSAGES}"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/python" -c "import duckdb" 2>/dev/null || "$VENV/bin/pip" install -q duckdb
-cargo build --release --bin bsp-status-loader --example generate
+"$VENV/bin/python" -c "import duckdb, chdb" 2>/dev/null || "$VENV/bin/pip" install -q duckdb chdb
+cargo build --release --bin bsp-status-loader --example generate --example floor
+BIN="$CARGO_TARGET_DIR/release/bsp-status-loader"
+FLOOR="$CARGO_TARGET_DIR/release/examples/floor"
 [ -d "$DATA" ] || "$CARGO_TARGET_DIR/release/examples/generate" "$DATA" "$MESSAGES" 1
-"$VENV/bin/python" bench/compare.py "$DATA" "${2:-5}" "$CARGO_TARGET_DIR/release/bsp-status-loader"
+BASELINE=(${BSP_BASELINE:+--baseline "$BSP_BASELINE"})
+
+if [ "$MODE" = gcs ]; then
+  eval "$(bash scripts/emulators.sh start)"
+  trap 'bash scripts/emulators.sh stop >/dev/null' EXIT
+  "$VENV/bin/python" bench/upload.py "$DATA" bench callbacks
+  "$VENV/bin/python" bench/compare.py "$DATA" --rounds "$ROUNDS" --binary "$BIN" --peers "" \
+    --gcs gs://bench/callbacks "${BASELINE[@]}"
+  exit
+fi
+
+[ -d "$ALT" ] || "$VENV/bin/python" bench/generate_alt.py "$ALT" "$MESSAGES" 7
+for dir in "$DATA" "$ALT"; do
+  echo "== $dir"
+  "$VENV/bin/python" bench/compare.py "$dir" --rounds "$ROUNDS" --binary "$BIN" --floor "$FLOOR" \
+    "${BASELINE[@]}"
+done

@@ -224,6 +224,11 @@ pub struct ResolveArgs {
     #[arg(long, env = "BSP_MEMORY_LIMIT", value_parser = clap::value_parser!(u64).range(48..))]
     pub memory_limit: Option<u64>,
 
+    /// Bytes of map each worker keeps before spilling, instead of its share of
+    /// --memory-limit: for tests, which force spilling on small inputs.
+    #[arg(long, hide = true, requires = "memory_limit")]
+    pub spill_worker_budget: Option<usize>,
+
     /// Print each message's timeline instead of its status: the earliest time each status was
     /// reported (enqueued_at … deleted_at, null when never) and the earliest failure's error_code.
     #[arg(long, env = "BSP_TIMELINE", conflicts_with = "memory_limit")]
@@ -284,8 +289,9 @@ pub struct InitArgs {
     pub views: bool,
 }
 
+/// Two requests per parsing thread: one body being parsed, one arriving.
 fn default_concurrency() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
+    crate::pipeline::workers() * 2
 }
 
 /// An IANA time zone name.

@@ -372,10 +372,20 @@ fn resolve_with_a_memory_limit_spills_and_prints_the_same() {
     let plain = run(&["resolve", "--source", src], &[]);
     assert!(plain.status.success());
     let limited = run(
-        &["resolve", "--source", src, "--memory-limit", "48"],
-        &[("BSP_SPILL_WORKER_BUDGET", "200000")],
+        &[
+            "resolve",
+            "--source",
+            src,
+            "--memory-limit",
+            "48",
+            "--spill-worker-budget",
+            "200000",
+        ],
+        &[],
     );
     assert!(limited.status.success(), "{}", stderr(&limited));
+    assert!(stderr(&limited).contains("spilled to disk"), "it spilled");
+    assert!(!stderr(&plain).contains("spilled to disk"));
     assert!(stdout(&plain).lines().count() > 20_000);
     assert_eq!(stdout(&limited), stdout(&plain));
     assert_eq!(
@@ -410,13 +420,13 @@ fn a_failed_run_with_a_memory_limit_leaves_no_spill_folder() {
         src.to_str().unwrap(),
         "--memory-limit",
         "48",
+        "--spill-worker-budget",
+        "1",
     ];
-    let envs = [
-        ("BSP_SPILL_WORKER_BUDGET", "1"),
-        ("TMPDIR", tmp.to_str().unwrap()),
-    ];
+    let envs = [("TMPDIR", tmp.to_str().unwrap())];
     let out = run(&args, &envs);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("spilled to disk"), "{}", stderr(&out));
     assert_eq!(spills(), 0);
     // Reading /proc/self/mem at offset 0 fails with EIO: not a per-file verdict.
     std::os::unix::fs::symlink("/proc/self/mem", src.join("zz-eio")).unwrap();

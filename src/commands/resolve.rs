@@ -1,16 +1,21 @@
+//! `resolve`: read and resolve a source, print one line per message sorted by id
+//! (statuses, or with `--timeline` timelines), keep dead letters if asked, and end
+//! stderr with a JSON summary. Writes no target.
+
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::sync::Arc;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
+use crate::batch::{Batch, Counts};
 use crate::cli::ResolveArgs;
 use crate::error::require_folder_of;
-use crate::pipeline::{self, Routing};
-use crate::resolve::spill::Spill;
-use crate::resolve::{Resolved, write_lines, write_row, write_rows, write_timeline_row};
+use crate::pipeline::{self, ReadResult, Routing};
+use crate::resolve::spill::MemoryLimit;
+use crate::resolve::{write_row, write_timeline_row};
 use crate::source::Source;
 
 /// Prints the resolution sorted by key; the last stderr line is the summary.
@@ -24,70 +29,84 @@ pub async fn resolve(args: &ResolveArgs) -> Result<()> {
             require_folder_of(path, what)?;
         }
     }
-    let source = Source::open(args.source.url(None)?)?;
-    let objects = source.list().await?;
-    debug!(seconds = started.elapsed().as_secs_f64(), "listed");
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let spill = match args.memory_limit {
-        Some(mib) => Some(Arc::new(Spill::new((mib as usize) << 20, workers)?)),
-        None => None,
-    };
-    let routing = match args.timeline {
-        true => Routing::single().with_timelines(),
-        false => Routing::single(),
-    };
-    let read = pipeline::read(
-        &source,
-        objects,
-        args.source.concurrency,
-        &routing,
-        spill.as_ref(),
-        |_| {},
-    )
-    .await?;
-    let mut read = read;
-    if let Some(spill) = spill.as_ref().filter(|s| s.spilled()) {
-        // A worker that finished before the first spill kept its map: it joins the disk too.
-        let mut writer = spill.writer()?;
-        writer.maybe_spill(spill, &mut read.batches[0].resolution, true)?;
-        writer.close()?;
-    }
-    let batch = &read.batches[0];
+    let read = read(args).await?;
     debug!(
         seconds = started.elapsed().as_secs_f64(),
         "parsed and resolved"
     );
+    let messages = write_resolution(args, read.spilled, &read.batches[0])?;
+    debug!(seconds = started.elapsed().as_secs_f64(), "written");
+    keep_dead_letters(args.dead_letters.as_deref(), &read.batches[0])?;
+    summarize(read.counts, messages);
+    Ok(())
+}
 
-    let mut out: Box<dyn Write> = match &args.output {
+/// Lists and reads the source into one batch (statuses or timelines), spilling
+/// to disk past `--memory-limit`.
+async fn read(args: &ResolveArgs) -> Result<ReadResult> {
+    let source = Source::open(args.source.url(None)?)?;
+    let objects = source.list().await?;
+    debug!(objects = objects.len(), "listed");
+    let routing = match args.timeline {
+        true => Routing::single().with_timelines(),
+        false => Routing::single(),
+    };
+    let memory = args.memory_limit.map(|mib| MemoryLimit {
+        bytes: (mib as usize) << 20,
+        worker_budget: args.spill_worker_budget,
+    });
+    pipeline::read(
+        &source,
+        objects,
+        args.source.concurrency,
+        &routing,
+        memory,
+        |_| {},
+    )
+    .await
+}
+
+/// Writes one line per message, sorted by id, to `--output` or stdout; returns
+/// how many. Spilled state is merged from disk; otherwise the batch's map is sorted.
+fn write_resolution(
+    args: &ResolveArgs,
+    spilled: Option<crate::resolve::spill::Spill>,
+    batch: &Batch,
+) -> Result<u64> {
+    let out: Box<dyn Write> = match &args.output {
         Some(path) => {
             Box::new(File::create(path).with_context(|| format!("creating {}", path.display()))?)
         }
         None => Box::new(std::io::stdout().lock()),
     };
-    let mut out = BufWriter::with_capacity(1 << 16, &mut out);
-    let mut line = Vec::with_capacity(256);
-    let mut write = |key: &str, resolved: &Resolved| -> Result<()> {
-        line.clear();
-        write_row(&mut line, key, resolved);
-        Ok(out.write_all(&line)?)
-    };
-    let spilled = spill.and_then(Arc::into_inner).filter(Spill::spilled);
+    let mut out = BufWriter::with_capacity(1 << 16, out);
+    let threads = pipeline::workers();
     let messages = match spilled {
-        Some(spill) => spill.finish(&mut write)?,
+        Some(spill) => {
+            let mut line = Vec::with_capacity(256);
+            spill.finish(|key, resolved| {
+                line.clear();
+                write_row(&mut line, key, resolved);
+                Ok(out.write_all(&line)?)
+            })?
+        }
         None if args.timeline => {
-            write_lines(&batch.timelines.sorted(), write_timeline_row, &mut out)?;
+            (batch.timelines).write_sorted(write_timeline_row, threads, &mut out)?;
             batch.timelines.len() as u64
         }
         None => {
-            write_rows(&batch.resolution.sorted(), &mut out)?;
+            (batch.resolution).write_sorted(write_row, threads, &mut out)?;
             batch.resolution.len() as u64
         }
     };
     out.flush().context("writing the resolution")?;
-    drop(out);
-    debug!(seconds = started.elapsed().as_secs_f64(), "written");
+    Ok(messages)
+}
 
-    match &args.dead_letters {
+/// Dead letters go to `--dead-letters` as JSON lines; without it they are
+/// counted, and a warning says how to keep them.
+fn keep_dead_letters(path: Option<&Path>, batch: &Batch) -> Result<()> {
+    match path {
         Some(path) => {
             let file =
                 File::create(path).with_context(|| format!("creating {}", path.display()))?;
@@ -104,8 +123,11 @@ pub async fn resolve(args: &ResolveArgs) -> Result<()> {
         ),
         None => {}
     }
+    Ok(())
+}
 
-    let c = read.counts;
+/// The last line on stderr: the run's counters as one JSON object.
+fn summarize(c: Counts, messages: u64) {
     info!(files = c.files, bytes = c.bytes, "resolved");
     let summary = json!({
         "files": c.files, "bytes": c.bytes, "lines": c.lines, "events": c.events,
@@ -113,5 +135,4 @@ pub async fn resolve(args: &ResolveArgs) -> Result<()> {
         "dead_lettered": c.dead_lettered, "messages": messages,
     });
     eprintln!("{summary}");
-    Ok(())
 }

@@ -1,6 +1,6 @@
 //! One object → its events folded per message, counters and dead letters.
 
-use super::{Read, Routing};
+use super::{ReadResult, Routing};
 use crate::batch::{DeadLetter, Reason as Lost};
 use crate::callback::{self, Event, Reason, Sink};
 use crate::source::{self, ObjectRef};
@@ -9,7 +9,7 @@ struct FileSink<'a> {
     file: &'a str,
     line_no: u64,
     line: &'a [u8],
-    read: &'a mut Read,
+    read: &'a mut ReadResult,
     routing: &'a Routing,
     /// The batch the current callback goes to (None: another task's organization).
     route: Option<usize>,
@@ -20,7 +20,7 @@ struct FileSink<'a> {
 impl<'a> FileSink<'a> {
     /// A sink for `object`, before its first line: what it keeps goes to the
     /// unrouted batch until a callback names its app.
-    fn new(read: &'a mut Read, routing: &'a Routing, object: &'a ObjectRef) -> Self {
+    fn new(read: &'a mut ReadResult, routing: &'a Routing, object: &'a ObjectRef) -> Self {
         FileSink {
             file: &object.name,
             line_no: 0,
@@ -102,7 +102,7 @@ impl Sink for FileSink<'_> {
 /// Never fails: what cannot be read is dead-lettered.
 /// `scratch` is the worker's buffer for inflating gzip.
 pub fn parse_object(
-    read: &mut Read,
+    read: &mut ReadResult,
     routing: &Routing,
     object: &ObjectRef,
     raw: &[u8],
@@ -144,7 +144,12 @@ pub fn parse_object(
 
 /// An object that will never be readable: one dead letter (line 0, the error as
 /// its text), counted as a file, so it is marked done and never blocks a run.
-pub fn unreadable_object(read: &mut Read, routing: &Routing, object: &ObjectRef, why: String) {
+pub fn unreadable_object(
+    read: &mut ReadResult,
+    routing: &Routing,
+    object: &ObjectRef,
+    why: String,
+) {
     read.counts.files += 1;
     FileSink::new(read, routing, object).keep(Lost::UnreadableObject.as_str(), why);
 }

@@ -1,107 +1,55 @@
-//! Source objects → one resolved batch: fetch a bounded number of objects at once,
-//! decode and parse each on the blocking pool, fold the per-file results together.
+//! Source objects → one resolved batch per route: one parsing thread per core
+//! (`workers`), each folding whole objects into its own batches; the batches are
+//! joined when every object is read. A folder's files are handed over as names and
+//! read by the threads themselves; a bucket's are fetched on the async side,
+//! `concurrency` requests in flight, and handed over as bodies.
 
 mod file;
+mod routing;
+mod worker;
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
 use futures::StreamExt;
+use tracing::{debug, info};
 
 use crate::batch::{Batch, Counts};
-use crate::resolve::spill::Spill;
-use crate::source::{Fetched, ObjectRef, Source};
+use crate::resolve::Fold;
+use crate::resolve::spill::{MemoryLimit, Spill};
+use crate::source::{ObjectRef, Source};
+use worker::{Done, Work, Worker};
 
 pub use file::{parse_object, unreadable_object};
+pub use routing::Routing;
 
-/// Which batch a callback goes to, by its app.
-#[derive(Debug, Clone)]
-pub struct Routing {
-    /// App → batch index; None for an organization another task handles.
-    apps: HashMap<String, Option<usize>>,
-    /// Where callbacks of unknown apps (and unreadable lines) go, if this task keeps them.
-    unrouted: Option<usize>,
-    batches: usize,
-    multi: bool,
-    /// Keep each message's whole timeline instead of its status alone.
-    timelines: bool,
-}
-
-impl Routing {
-    /// The same routing, keeping timelines (`Batch::timelines`) instead of statuses.
-    pub fn with_timelines(mut self) -> Self {
-        self.timelines = true;
-        self
-    }
-
-    /// Everything to one target, whatever the app.
-    pub fn single() -> Self {
-        Routing {
-            apps: HashMap::new(),
-            unrouted: Some(0),
-            batches: 1,
-            multi: false,
-            timelines: false,
-        }
-    }
-
-    /// `orgs[i]` = (its apps, whether this task handles it); batch i is org i's,
-    /// and the last batch collects unknown apps when `keep_unrouted`.
-    pub fn organizations(orgs: &[(Vec<String>, bool)], keep_unrouted: bool) -> Self {
-        let mut apps = HashMap::new();
-        let mut index = 0;
-        for (names, mine) in orgs {
-            let slot = mine.then(|| {
-                index += 1;
-                index - 1
-            });
-            for name in names {
-                apps.insert(name.clone(), slot);
-            }
-        }
-        let unrouted = keep_unrouted.then_some(index);
-        Routing {
-            apps,
-            unrouted,
-            batches: index + usize::from(keep_unrouted),
-            multi: true,
-            timelines: false,
-        }
-    }
-
-    fn route(&self, app: Option<&str>) -> Option<usize> {
-        if !self.multi {
-            return Some(0);
-        }
-        match app.and_then(|a| self.apps.get(a)) {
-            Some(slot) => *slot,
-            None => self.unrouted,
-        }
-    }
-
-    fn is_unrouted(&self, index: usize) -> bool {
-        self.multi && self.unrouted == Some(index)
-    }
+/// Parsing threads: one per core. The one place the number is decided: the
+/// default `--concurrency`, the spill budget and output formatting follow it.
+pub fn workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// Everything read from a set of objects: one batch per route, and run totals.
 #[derive(Debug, Default)]
-pub struct Read {
+pub struct ReadResult {
     pub batches: Vec<Batch>,
     pub counts: Counts,
+    /// With a memory limit that was passed: every batch's resolution is on disk
+    /// here (the batches' own maps are empty), to be merged sorted by `Spill::finish`.
+    pub spilled: Option<Spill>,
 }
 
-impl Read {
+impl ReadResult {
     fn new(routes: usize) -> Self {
-        Read {
+        ReadResult {
             batches: (0..routes).map(|_| Batch::default()).collect(),
             counts: Counts::default(),
+            spilled: None,
         }
     }
 
-    fn absorb(&mut self, other: Read) {
+    fn absorb(&mut self, other: ReadResult) {
         self.counts += other.counts;
         for (mine, theirs) in self.batches.iter_mut().zip(other.batches) {
             mine.absorb(theirs);
@@ -109,134 +57,138 @@ impl Read {
     }
 }
 
-/// How many local files a worker is handed at once.
+/// Most local files handed over at once.
 const LOCAL_HAND_OVER: usize = 16;
 
-/// Reads and resolves `objects`: fetches `concurrency` at a time, and parses them
-/// on one worker thread per core, each folding into its own batch (no per-file
-/// maps to merge). `on_file` sees each object as it is handed to a worker.
+/// Reads and resolves `objects` on `workers()` threads, each folding into its own
+/// batches (no per-file maps to merge). A bucket's objects are fetched
+/// `concurrency` at a time. With `memory`, state past the limit goes to disk
+/// (`ReadResult::spilled`). `on_file` sees each object as it is handed to a worker.
 pub async fn read(
     source: &Source,
     objects: Vec<ObjectRef>,
     concurrency: usize,
     routing: &Routing,
-    spill: Option<&Arc<Spill>>,
-    mut on_file: impl FnMut(&ObjectRef),
-) -> Result<Read> {
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    // Work goes to the workers in hand-overs: a bucket's objects are fetched on
-    // the async side, `concurrency` requests in flight, and handed over one body
-    // at a time; a local folder's are handed over as names, a few at a time, and
-    // read by the workers themselves (outside the runtime, whose thread reads
-    // bucket bodies): a hand-over per file costs more in thread wake-ups than the read.
-    let (tx, rx) =
-        tokio::sync::mpsc::channel::<Vec<(ObjectRef, Option<Fetched>)>>(concurrency.max(1));
-    let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
-    // Set by a worker that could not read a file: the run fails, so everyone stops.
+    memory: Option<MemoryLimit>,
+    on_file: impl FnMut(&ObjectRef),
+) -> Result<ReadResult> {
+    let spill = memory
+        .map(|limit| Spill::new(limit, workers()).map(Arc::new))
+        .transpose()?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Work>(concurrency.max(1));
+    let queue = Arc::new(std::sync::Mutex::new(rx));
     let failed = Arc::new(AtomicBool::new(false));
-    let handles: Vec<_> = (0..workers)
+    let handles: Vec<_> = (0..workers())
         .map(|_| {
-            let rx = rx.clone();
-            let routing = routing.clone();
-            let spill = spill.cloned();
-            let source = source.clone();
-            let failed = failed.clone();
-            std::thread::spawn(move || {
-                let mut read = Read::new(routing.batches);
-                let mut files = Vec::new();
-                let mut scratch = Vec::new();
-                let mut writer = spill.as_ref().map(|s| s.writer()).transpose()?;
-                // The lock is held only while waiting for the next object.
-                while let Some(work) =
-                    { rx.lock().expect("no panics while locked").blocking_recv() }
-                {
-                    if failed.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    for (object, raw) in work {
-                        let fetched = match raw {
-                            Some(fetched) => fetched,
-                            None => futures::executor::block_on(source.fetch(&object))
-                                .inspect_err(|_| failed.store(true, Ordering::Relaxed))?,
-                        };
-                        match fetched {
-                            Fetched::Body(raw) => {
-                                parse_object(&mut read, &routing, &object, &raw, &mut scratch)
-                            }
-                            Fetched::Unreadable(why) => {
-                                unreadable_object(&mut read, &routing, &object, why)
-                            }
-                        }
-                        files.push(object);
-                        if let (Some(spill), Some(writer)) = (&spill, &mut writer) {
-                            for batch in &mut read.batches {
-                                writer.maybe_spill(spill, &mut batch.resolution, false)?;
-                            }
-                        }
-                    }
-                }
-                // Once anything is on disk, the rest joins it there.
-                if let (Some(spill), Some(mut writer)) = (&spill, writer) {
-                    if spill.spilled() {
-                        for batch in &mut read.batches {
-                            writer.maybe_spill(spill, &mut batch.resolution, true)?;
-                        }
-                    }
-                    writer.close()?;
-                }
-                anyhow::Ok((read, files))
-            })
+            Worker {
+                queue: queue.clone(),
+                routing: routing.clone(),
+                source: source.clone(),
+                spill: spill.clone(),
+                failed: failed.clone(),
+            }
+            .spawn()
         })
         .collect();
-
-    let mut failure = None;
-    if source.is_local() {
-        for names in objects.chunks(LOCAL_HAND_OVER) {
-            if failed.load(Ordering::Relaxed) {
-                break;
-            }
-            names.iter().for_each(&mut on_file);
-            let work = names.iter().map(|o| (o.clone(), None)).collect();
-            if tx.send(work).await.is_err() {
-                break;
-            }
-        }
-    } else {
-        let mut fetched = futures::stream::iter(objects)
-            .map(|object| async move { source.fetch(&object).await.map(|raw| (object, raw)) })
-            .buffer_unordered(concurrency.max(1));
-        while let Some(next) = fetched.next().await {
-            match next {
-                Ok((object, fetched)) => {
-                    on_file(&object);
-                    // Waits while the workers are busy: at most `concurrency` bodies wait in memory.
-                    if tx.send(vec![(object, Some(fetched))]).await.is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
-    }
+    let fed = match source.is_local() {
+        true => hand_over_names(objects, &tx, &failed, on_file).await,
+        false => hand_over_bodies(source, objects, concurrency, &tx, on_file).await,
+    };
     drop(tx);
-    let mut total = Read::new(routing.batches);
-    let mut files = Vec::new();
     // Every worker is joined before any error is returned: a worker still running
     // would hold the spill folder past the process's end.
+    let joined = join(handles, routing);
+    fed?;
+    let mut result = joined?;
+    if let Some(spill) = spill {
+        result.spilled = spill_rest(spill, &mut result)?;
+    }
+    Ok(result)
+}
+
+/// A folder: names in listing order (by name, so mostly by time: a message's
+/// callbacks meet in the map while its entry is still in cache), a share of what
+/// is left at a time, so no worker idles at the end while another still has a
+/// queue of files (a hand-over per file would cost more in wake-ups than the read).
+async fn hand_over_names(
+    objects: Vec<ObjectRef>,
+    tx: &tokio::sync::mpsc::Sender<Work>,
+    failed: &AtomicBool,
+    mut on_file: impl FnMut(&ObjectRef),
+) -> Result<()> {
+    let mut rest = &objects[..];
+    while !rest.is_empty() && !failed.load(std::sync::atomic::Ordering::Relaxed) {
+        let size = (rest.len() / (4 * workers())).clamp(1, LOCAL_HAND_OVER);
+        let (names, after) = rest.split_at(size);
+        rest = after;
+        names.iter().for_each(&mut on_file);
+        let work = names.iter().map(|o| (o.clone(), None)).collect();
+        if tx.send(work).await.is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// A bucket: bodies fetched `concurrency` at a time, handed over one by one.
+async fn hand_over_bodies(
+    source: &Source,
+    objects: Vec<ObjectRef>,
+    concurrency: usize,
+    tx: &tokio::sync::mpsc::Sender<Work>,
+    mut on_file: impl FnMut(&ObjectRef),
+) -> Result<()> {
+    let mut fetched = futures::stream::iter(objects)
+        .map(|object| async move { source.fetch(&object).await.map(|raw| (object, raw)) })
+        .buffer_unordered(concurrency.max(1));
+    while let Some(next) = fetched.next().await {
+        let (object, body) = next?;
+        on_file(&object);
+        // Waits while the workers are busy: at most `concurrency` bodies wait in memory.
+        if tx.send(vec![(object, Some(body))]).await.is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Joins every worker and folds their batches into one per route (the maps
+/// shard by shard on every core); every batch lists every object read, dead
+/// letters in file and line order.
+fn join(
+    handles: Vec<std::thread::JoinHandle<Result<Done>>>,
+    routing: &Routing,
+) -> Result<ReadResult> {
+    let mut done = Vec::new();
+    let mut failure = None;
     for handle in handles {
         match handle.join().expect("parsing never panics") {
-            Ok((read, read_files)) => {
-                total.absorb(read);
-                files.extend(read_files);
-            }
+            Ok(worker) => done.push(worker),
             Err(e) => failure = failure.or(Some(e)),
         }
     }
     if let Some(e) = failure {
         return Err(e);
+    }
+    debug!("every object read; merging the workers' batches");
+    let mut total = ReadResult::new(routing.batches);
+    for (i, batch) in total.batches.iter_mut().enumerate() {
+        let theirs = done.iter_mut().map(|d| &mut d.result.batches[i]);
+        let (resolutions, timelines): (Vec<_>, Vec<_>) = theirs
+            .map(|b| {
+                (
+                    std::mem::take(&mut b.resolution),
+                    std::mem::take(&mut b.timelines),
+                )
+            })
+            .unzip();
+        batch.resolution = Fold::merge_all(resolutions, workers());
+        batch.timelines = Fold::merge_all(timelines, workers());
+    }
+    let mut files = Vec::new();
+    for worker in done {
+        total.absorb(worker.result);
+        files.extend(worker.files);
     }
     files.sort();
     for batch in &mut total.batches {
@@ -246,6 +198,22 @@ pub async fn read(
         batch.files = files.clone();
     }
     Ok(total)
+}
+
+/// Once anything went to disk, all of it does: a worker that finished before the
+/// first spill kept its map, which the join folded into the batches.
+fn spill_rest(spill: Arc<Spill>, result: &mut ReadResult) -> Result<Option<Spill>> {
+    let spill = Arc::into_inner(spill).expect("every worker is joined");
+    if !spill.spilled() {
+        return Ok(None);
+    }
+    let mut writer = spill.writer()?;
+    for batch in &mut result.batches {
+        writer.maybe_spill(&spill, &mut batch.resolution, true)?;
+    }
+    writer.close()?;
+    info!("state passed the memory limit and was spilled to disk");
+    Ok(Some(spill))
 }
 
 #[cfg(test)]

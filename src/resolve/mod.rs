@@ -119,163 +119,10 @@ fn write_ms(ms: i64, out: &mut [u8; TIME_LEN]) {
     out[22] = b'0' + (ms % 10) as u8;
 }
 
-/// Observations of a set of events folded per Gupshup message id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fold<V> {
-    map: hashbrown::HashMap<Key, V>,
-    /// Heap bytes of keys too long to be inline.
-    heap_bytes: usize,
-}
-
 /// The status of each message.
 pub type Resolution = Fold<Resolved>;
 /// The timeline of each message.
 pub type Timelines = Fold<Timeline>;
-
-impl<V> Default for Fold<V> {
-    fn default() -> Self {
-        Fold {
-            map: hashbrown::HashMap::default(),
-            heap_bytes: 0,
-        }
-    }
-}
-
-impl Timelines {
-    /// Each message's status, read off its timeline (the same rule, derived).
-    pub fn statuses(&self) -> Resolution {
-        let mut out = Resolution::default();
-        out.map.reserve(self.len());
-        for (key, t) in self.iter() {
-            out.insert(key, t.resolved());
-        }
-        out
-    }
-}
-
-impl<V: Observation> Fold<V> {
-    /// Adds one event; returns whether it changed anything (false: a repeat or a loser).
-    pub fn add(&mut self, event: &Event<'_>) -> bool {
-        self.insert(&event.key, V::of(event))
-    }
-
-    pub fn insert(&mut self, key: &str, value: V) -> bool {
-        // One hash and one probe, whether the key is new or not.
-        match self.map.entry_ref(key) {
-            hashbrown::hash_map::EntryRef::Occupied(mut current) => current.get_mut().absorb(value),
-            hashbrown::hash_map::EntryRef::Vacant(slot) => {
-                let key = slot.insert_entry(value);
-                self.heap_bytes += key.key().heap_bytes();
-                true
-            }
-        }
-    }
-
-    pub fn merge(&mut self, other: Fold<V>) {
-        if self.map.len() < other.map.len() {
-            let smaller = std::mem::replace(self, other);
-            return self.merge(smaller);
-        }
-        for (key, value) in other.map {
-            match self.map.entry(key) {
-                hashbrown::hash_map::Entry::Occupied(mut current) => {
-                    current.get_mut().absorb(value);
-                }
-                hashbrown::hash_map::Entry::Vacant(slot) => {
-                    self.heap_bytes += slot.key().heap_bytes();
-                    slot.insert(value);
-                }
-            }
-        }
-    }
-
-    /// What the map holds in memory, roughly: its table, and keys too long to be inline.
-    pub fn estimated_bytes(&self) -> usize {
-        let slot = std::mem::size_of::<(Key, V)>() + 1;
-        self.map.capacity() * slot + self.heap_bytes
-    }
-
-    /// Takes every entry out; the table keeps its size for what comes next.
-    pub fn drain(&mut self) -> impl Iterator<Item = (Key, V)> + '_ {
-        self.heap_bytes = 0;
-        self.map.drain()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
-        self.map.iter().map(|(k, v)| (k.as_str(), v))
-    }
-
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    pub fn get(&self, key: &str) -> Option<&V> {
-        self.map.get(key)
-    }
-
-    /// Entries sorted by key in byte order.
-    pub fn sorted(&self) -> Vec<(&str, V)> {
-        // Sorting by each key's first eight bytes first keeps most comparisons
-        // inside the vector instead of chasing every key on the heap; values are
-        // copied out in table order for the same reason.
-        let mut rows: Vec<_> = self.iter().map(|(k, v)| (prefix(k), k, *v)).collect();
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-        rows.into_iter().map(|(_, k, v)| (k, v)).collect()
-    }
-}
-
-/// The first eight bytes of `key`, zero-padded, as a number: ordered as the keys are
-/// (a shorter key's padding sorts before any byte), so equal prefixes only need
-/// the full comparison.
-fn prefix(key: &str) -> u64 {
-    let mut bytes = [0; 8];
-    let n = key.len().min(8);
-    bytes[..n].copy_from_slice(&key.as_bytes()[..n]);
-    u64::from_be_bytes(bytes)
-}
-
-/// Writes sorted rows as `write_row` lines.
-pub fn write_rows(rows: &[(&str, Resolved)], out: &mut impl std::io::Write) -> std::io::Result<()> {
-    write_lines(rows, write_row, out)
-}
-
-/// Writes sorted rows, each formatted by `line`. Blocks are formatted on every
-/// core: the loop is bound by fetching keys from memory, which cores do side by side.
-pub fn write_lines<V: Sync>(
-    rows: &[(&str, V)],
-    line: fn(&mut Vec<u8>, &str, &V),
-    out: &mut impl std::io::Write,
-) -> std::io::Result<()> {
-    const BLOCK: usize = 1 << 14;
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let format = |block: &[(&str, V)]| {
-        let mut text = Vec::with_capacity(block.len() * 128);
-        for (key, v) in block {
-            line(&mut text, key, v);
-        }
-        text
-    };
-    for round in rows.chunks(cores * BLOCK) {
-        let texts: Vec<Vec<u8>> = std::thread::scope(|s| {
-            let mut blocks = round.chunks(BLOCK);
-            let first = blocks.next().unwrap_or_default();
-            let others: Vec<_> = blocks.map(|b| s.spawn(move || format(b))).collect();
-            std::iter::once(format(first))
-                .chain(
-                    others
-                        .into_iter()
-                        .map(|h| h.join().expect("formatting never panics")),
-                )
-                .collect()
-        });
-        texts.iter().try_for_each(|t| out.write_all(t))?;
-    }
-    Ok(())
-}
 
 /// Appends one output line of `resolve` for `key` to `out`: `{"bsp_message_id",
 /// "bsp_status", "status_at", "error_code"}`, byte for byte what serde_json would
@@ -308,10 +155,12 @@ fn write_key(out: &mut Vec<u8>, key: &str) {
     }
 }
 
+mod fold;
 mod key;
 pub mod spill;
 mod timeline;
 
+pub use fold::Fold;
 pub use key::Key;
 pub use timeline::{FIELDS as TIMELINE_FIELDS, Timeline, write_timeline_row};
 

@@ -21,6 +21,15 @@ const PARTITIONS: usize = 64;
 /// Memory the process needs whatever the state: code, runtime, files in flight.
 const RESERVE: usize = 24 << 20;
 
+/// `--memory-limit` for the whole process. `worker_budget` fixes each worker's
+/// share instead (tests force spilling on small inputs with a tiny one).
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryLimit {
+    pub bytes: usize,
+    pub worker_budget: Option<usize>,
+}
+
+#[derive(Debug)]
 pub struct Spill {
     dir: tempfile::TempDir,
     /// Per-worker budget for the in-memory map, in bytes.
@@ -36,17 +45,12 @@ pub struct SpillWriter {
 }
 
 impl Spill {
-    /// `limit_bytes` covers the process: a fixed reserve for the program, files in
+    /// `limit.bytes` covers the process: a fixed reserve for the program, files in
     /// flight and buffers; half of the rest for `workers` maps (the other half
     /// absorbs a table's growth and the allocator's slack).
-    pub fn new(limit_bytes: usize, workers: usize) -> Result<Spill> {
-        let budget = (limit_bytes.saturating_sub(RESERVE) / 2 / workers.max(1)).max(1 << 20);
-        // Tests force spilling on small inputs with a tiny budget.
-        let budget = std::env::var("BSP_SPILL_WORKER_BUDGET")
-            .ok()
-            .and_then(|b| b.parse().ok())
-            .unwrap_or(budget);
-        Spill::with_worker_budget(budget)
+    pub fn new(limit: MemoryLimit, workers: usize) -> Result<Spill> {
+        let share = || (limit.bytes.saturating_sub(RESERVE) / 2 / workers.max(1)).max(1 << 20);
+        Spill::with_worker_budget(limit.worker_budget.unwrap_or_else(share))
     }
 
     /// A spill whose workers each keep at most `budget` bytes of map in memory.

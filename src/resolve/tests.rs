@@ -81,7 +81,9 @@ fn output_rows_are_sorted_by_bytes_and_formatted() {
         ev("a", Status::Read, 1, None),
     ];
     let mut out = Vec::new();
-    write_rows(&resolve_all(&events).sorted(), &mut out).unwrap();
+    resolve_all(&events)
+        .write_sorted(write_row, 2, &mut out)
+        .unwrap();
     assert_eq!(
         String::from_utf8(out).unwrap(),
         [
@@ -104,7 +106,7 @@ proptest! {
             resolution.add(&ev(key, Status::Read, 1, None));
         }
         let mut out = Vec::new();
-        write_rows(&resolution.sorted(), &mut out).unwrap();
+        resolution.write_sorted(write_row, 3, &mut out).unwrap();
         let written: Vec<String> = String::from_utf8(out)
             .unwrap()
             .lines()
@@ -177,6 +179,12 @@ proptest! {
         let batches = reordered_batches(&events, seed, &cuts, &repeats);
         prop_assert_eq!(merged::<Resolved>(&batches), resolve_all(&events));
         prop_assert_eq!(merged::<Timeline>(&batches), fold_all::<Timeline>(&events));
+        // The pipeline's way: every thread's fold merged at once, shards side by side.
+        let folds: Vec<Resolution> = batches.iter().map(|b| fold_all(b)).collect();
+        let all = Fold::merge_all(folds, 3);
+        prop_assert_eq!(as_map(&all), oracle(&events));
+        let whole = resolve_all(&events);
+        prop_assert_eq!(all.sorted(), whole.sorted());
     }
 
     #[test]

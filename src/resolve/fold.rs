@@ -1,0 +1,432 @@
+//! Observations folded per message id, held in shards by key: each parsing thread
+//! keeps a whole `Fold`, and at the end the threads' folds are merged shard by
+//! shard on every core (a key lives in one shard, so shards never meet).
+//!
+//! A shard keeps its entries in the order their keys first came, beside a small
+//! hash index of positions. A new message is appended where the last ones are,
+//! in cache, as are the entries its next callbacks look up (a message's callbacks
+//! come close together in time, and files are read in time order); the index, 8
+//! bytes a slot, stays in the caches where a table of whole entries would not;
+//! and room the entry vector has not used yet costs no memory.
+//!
+//! Output in key order (`write_sorted`) never sorts the entries themselves: each
+//! shard sorts its own small index of (first eight key bytes, position), then
+//! ranges of keys are merged from the shards and formatted on every core.
+
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, Equivalent, HashTable, hash_table};
+
+use super::{Key, Observation, Resolution, Timelines};
+
+/// Shards per fold: enough for every core of the machines this runs on to merge
+/// one at a time; each holds about one eighth of the keys.
+const SHARDS: usize = 8;
+
+/// Observations of a set of events folded per Gupshup message id.
+#[derive(Debug, Clone)]
+pub struct Fold<V> {
+    shards: Vec<Shard<V>>,
+}
+
+/// Equal when they hold the same keys with the same values, whatever the order.
+impl<V: Observation + PartialEq> PartialEq for Fold<V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.shards == other.shards
+    }
+}
+
+impl<V: Observation + Eq> Eq for Fold<V> {}
+
+#[derive(Debug, Clone)]
+struct Shard<V> {
+    /// Each key once, in the order keys first came.
+    entries: Vec<(Key, V)>,
+    /// Each entry's position and the upper half of its key's hash: the index
+    /// grows without reading a single entry.
+    index: HashTable<(u32, u32)>,
+    hasher: DefaultHashBuilder,
+    /// Heap bytes of keys too long to be inline.
+    heap_bytes: usize,
+}
+
+impl<V> Default for Fold<V> {
+    fn default() -> Self {
+        Fold {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+        }
+    }
+}
+
+impl<V> Default for Shard<V> {
+    fn default() -> Self {
+        Shard {
+            entries: Vec::new(),
+            index: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            heap_bytes: 0,
+        }
+    }
+}
+
+/// The shard of a key: its first and last eight bytes mixed, so ids that share a
+/// prefix (`wamid.`) or a suffix still spread. Cheap: it runs once per event.
+fn shard_of(key: &[u8]) -> usize {
+    let word = |bytes: &[u8]| {
+        let mut w = [0; 8];
+        w[..bytes.len()].copy_from_slice(bytes);
+        u64::from_le_bytes(w)
+    };
+    let n = key.len().min(8);
+    let mixed = word(&key[..n]) ^ word(&key[key.len() - n..]).rotate_left(29);
+    (mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SHARDS.trailing_zeros())) as usize
+}
+
+/// The index's hash from the 32 bits it keeps: both halves, so the table takes
+/// positions from the low bits and tags from the high ones alike.
+fn spread(half: u32) -> u64 {
+    u64::from(half) * 0x1_0000_0001
+}
+
+/// A key as it comes in: borrowed text (copied into a `Key` if new), or a stored
+/// key being merged (moved, never copied).
+trait Incoming {
+    fn text(&self) -> &str;
+    fn into_key(self) -> Key;
+}
+
+impl Incoming for &str {
+    fn text(&self) -> &str {
+        self
+    }
+    fn into_key(self) -> Key {
+        Key::from(self)
+    }
+}
+
+impl Incoming for Key {
+    fn text(&self) -> &str {
+        self.as_str()
+    }
+    fn into_key(self) -> Key {
+        self
+    }
+}
+
+impl<V: Observation> Shard<V> {
+    fn hash(&self, key: &str) -> u32 {
+        (self.hasher.hash_one(key) >> 32) as u32
+    }
+
+    fn find(&self, key: &str) -> Option<usize> {
+        let half = self.hash(key);
+        let entries = &self.entries;
+        let same = |&(i, h): &(u32, u32)| h == half && key.equivalent(&entries[i as usize].0);
+        self.index
+            .find(spread(half), same)
+            .map(|&(i, _)| i as usize)
+    }
+
+    /// Folds `value` into the key's entry, appending one if the key is new.
+    fn upsert(&mut self, key: impl Incoming, value: V) -> bool {
+        let half = self.hash(key.text());
+        let entries = &mut self.entries;
+        let same =
+            |&(i, h): &(u32, u32)| h == half && key.text().equivalent(&entries[i as usize].0);
+        match self.index.entry(spread(half), same, |&(_, h)| spread(h)) {
+            hash_table::Entry::Occupied(slot) => entries[slot.get().0 as usize].1.absorb(value),
+            hash_table::Entry::Vacant(slot) => {
+                let at = u32::try_from(entries.len()).expect("under 2^32 messages a shard");
+                slot.insert((at, half));
+                let key = key.into_key();
+                self.heap_bytes += key.heap_bytes();
+                entries.push((key, value));
+                true
+            }
+        }
+    }
+
+    fn merge(&mut self, mut other: Shard<V>) {
+        if self.entries.len() < other.entries.len() {
+            std::mem::swap(self, &mut other);
+        }
+        self.index.reserve(other.entries.len(), |&(_, h)| spread(h));
+        for (key, value) in other.entries {
+            self.upsert(key, value);
+        }
+    }
+}
+
+/// Equal when they hold the same keys with the same values, whatever the order.
+impl<V: Observation + PartialEq> PartialEq for Shard<V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries.len() == other.entries.len()
+            && self.entries.iter().all(|(k, v)| {
+                let theirs = other.find(k.as_str()).map(|i| &other.entries[i].1);
+                theirs == Some(v)
+            })
+    }
+}
+
+impl<V: Observation + Eq> Eq for Shard<V> {}
+
+impl Timelines {
+    /// Each message's status, read off its timeline (the same rule, derived).
+    pub fn statuses(&self) -> Resolution {
+        let mut out = Resolution::default();
+        for (key, t) in self.iter() {
+            out.insert(key, t.resolved());
+        }
+        out
+    }
+}
+
+impl<V: Observation> Fold<V> {
+    /// Adds one event; returns whether it changed anything (false: a repeat or a loser).
+    pub fn add(&mut self, event: &crate::callback::Event<'_>) -> bool {
+        self.insert(&event.key, V::of(event))
+    }
+
+    pub fn insert(&mut self, key: &str, value: V) -> bool {
+        self.shards[shard_of(key.as_bytes())].upsert(key, value)
+    }
+
+    pub fn merge(&mut self, other: Fold<V>) {
+        for (mine, theirs) in self.shards.iter_mut().zip(other.shards) {
+            mine.merge(theirs);
+        }
+    }
+
+    /// What the map holds in memory, at most: its entries' and index's room, and
+    /// keys too long to be inline.
+    pub fn estimated_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<(Key, V)>();
+        let slot = std::mem::size_of::<(u32, u32)>() + 1;
+        let shard =
+            |s: &Shard<V>| s.entries.capacity() * entry + s.index.capacity() * slot + s.heap_bytes;
+        self.shards.iter().map(shard).sum()
+    }
+
+    /// Takes every entry out; the shards keep their room for what comes next.
+    pub fn drain(&mut self) -> impl Iterator<Item = (Key, V)> + '_ {
+        self.shards.iter_mut().flat_map(|s| {
+            s.heap_bytes = 0;
+            s.index.clear();
+            s.entries.drain(..)
+        })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
+        let shards = self.shards.iter();
+        shards.flat_map(|s| s.entries.iter().map(|(k, v)| (k.as_str(), v)))
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.entries.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shards.iter().all(|s| s.entries.is_empty())
+    }
+
+    pub fn get(&self, key: &str) -> Option<&V> {
+        let shard = &self.shards[shard_of(key.as_bytes())];
+        shard.find(key).map(|i| &shard.entries[i].1)
+    }
+
+    /// Entries sorted by key in byte order.
+    pub fn sorted(&self) -> Vec<(&str, V)> {
+        // Sorting by each key's first eight bytes first keeps most comparisons
+        // inside the vector instead of chasing every key among the entries.
+        let mut rows: Vec<_> = self.iter().map(|(k, v)| (prefix(k), k, *v)).collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        rows.into_iter().map(|(_, k, v)| (k, v)).collect()
+    }
+}
+
+/// A shard's rows in key order: each key's first eight bytes (most comparisons
+/// end there) and its position among the entries.
+type Order = Vec<(u64, u32)>;
+
+/// A shard's sorted rows from one range of keys, being merged with the others'.
+struct Run<'a, V> {
+    shard: &'a Shard<V>,
+    rows: &'a [(u64, u32)],
+}
+
+impl<V> Shard<V> {
+    fn key(&self, at: u32) -> &str {
+        self.entries[at as usize].0.as_str()
+    }
+
+    fn order(&self) -> Order {
+        let mut order: Order = (self.entries.iter().enumerate())
+            .map(|(i, (k, _))| (prefix(k.as_str()), i as u32))
+            .collect();
+        order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| self.key(a.1).cmp(self.key(b.1))));
+        order
+    }
+}
+
+impl<V> Run<'_, V> {
+    /// Whether this run's next row comes before `other`'s (keys are distinct).
+    fn leads(&self, other: &Run<'_, V>) -> bool {
+        let ((p, i), (q, j)) = (self.rows[0], other.rows[0]);
+        p.cmp(&q)
+            .then_with(|| self.shard.key(i).cmp(other.shard.key(j)))
+            == std::cmp::Ordering::Less
+    }
+}
+
+impl<V: Observation + Sync> Fold<V> {
+    /// Writes one `line` per entry, in key order, formatted on `threads` threads.
+    pub fn write_sorted(
+        &self,
+        line: fn(&mut Vec<u8>, &str, &V),
+        threads: usize,
+        out: &mut impl std::io::Write,
+    ) -> std::io::Result<()> {
+        let orders = on_threads(self.shards.iter().collect(), threads, Shard::order);
+        // Keys spread over shards by hash, so the largest shard's quantiles cut the
+        // whole into ranges of about equal size.
+        let ranges = threads.max(1) * 32;
+        let (sample, shard) = (orders.iter().zip(&self.shards))
+            .max_by_key(|(o, _)| o.len())
+            .expect("a fold has shards");
+        let cuts: Vec<(u64, &str)> = (1..ranges)
+            .filter_map(|r| sample.get(sample.len() * r / ranges))
+            .map(|&(p, i)| (p, shard.key(i)))
+            .collect();
+        let format = |range: usize| {
+            let runs = (self.shards.iter().zip(&orders)).map(|(shard, order)| {
+                // The first row at or past a cut.
+                let start = |cut: Option<&(u64, &str)>| {
+                    cut.map_or(order.len(), |&(p, k)| {
+                        order.partition_point(|&(q, i)| (q, shard.key(i)) < (p, k))
+                    })
+                };
+                let from = range.checked_sub(1).map_or(0, |c| start(cuts.get(c)));
+                let to = start(cuts.get(range));
+                Run {
+                    shard,
+                    rows: &order[from..to.max(from)],
+                }
+            });
+            let mut runs: Vec<_> = runs.filter(|r| !r.rows.is_empty()).collect();
+            // First the order, from the small indexes alone; then each entry's key
+            // and value, in a loop whose loads (from all over memory) do not wait
+            // for each other; then the text, from what that loop brought into cache.
+            let mut picks = Vec::new();
+            while !runs.is_empty() {
+                let mut first = 0;
+                for i in 1..runs.len() {
+                    if runs[i].leads(&runs[first]) {
+                        first = i;
+                    }
+                }
+                let run = &mut runs[first];
+                picks.push(&run.shard.entries[run.rows[0].1 as usize]);
+                run.rows = &run.rows[1..];
+                if run.rows.is_empty() {
+                    runs.swap_remove(first);
+                }
+            }
+            let entries: Vec<(&str, V)> =
+                picks.into_iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            let mut text = Vec::with_capacity(entries.len() * 128);
+            for (key, value) in &entries {
+                line(&mut text, key, value);
+            }
+            text
+        };
+        // Ranges are formatted on `threads` threads, taken in order, while this
+        // thread writes the ones done, in order: writing overlaps formatting, and
+        // at most a few ranges' text waits in memory.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(threads.max(1));
+            for _ in 0..threads.max(1) {
+                let (tx, next, format) = (tx.clone(), &next, &format);
+                s.spawn(move || {
+                    loop {
+                        let range = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        // A failed write drops the receiver: stop then too.
+                        if range >= ranges || tx.send((range, format(range))).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            let mut done = std::collections::BTreeMap::new();
+            let mut due = 0;
+            for (range, text) in rx {
+                done.insert(range, text);
+                while let Some(text) = done.remove(&due) {
+                    out.write_all(&text)?;
+                    due += 1;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+impl<V: Observation + Send> Fold<V> {
+    /// Merges `folds` into one, shard by shard, on at most `threads` threads.
+    pub fn merge_all(folds: Vec<Fold<V>>, threads: usize) -> Fold<V> {
+        let mut columns: Vec<Vec<Shard<V>>> = (0..SHARDS).map(|_| Vec::new()).collect();
+        for fold in folds {
+            for (column, shard) in columns.iter_mut().zip(fold.shards) {
+                column.push(shard);
+            }
+        }
+        let shards = on_threads(columns, threads, |column| {
+            let mut shards = column.into_iter();
+            let mut first = shards.next().unwrap_or_default();
+            shards.for_each(|s| first.merge(s));
+            first
+        });
+        Fold { shards }
+    }
+}
+
+/// `work(item)` for every item, on at most `threads` threads; results in item order.
+fn on_threads<T: Send, R: Send>(
+    items: Vec<T>,
+    threads: usize,
+    work: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
+    let threads = threads.clamp(1, items.len().max(1));
+    // Thread t takes items t, t + threads, …: the shards are of about equal size.
+    let mut lanes: Vec<Vec<(usize, T)>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, item) in items.into_iter().enumerate() {
+        lanes[i % threads].push((i, item));
+    }
+    let work = &work;
+    let run = move |lane: Vec<(usize, T)>| -> Vec<(usize, R)> {
+        lane.into_iter().map(|(i, t)| (i, work(t))).collect()
+    };
+    let mut done = std::thread::scope(|s| {
+        let mut lanes = lanes.into_iter();
+        let first = lanes.next().unwrap_or_default();
+        let others: Vec<_> = lanes.map(|lane| s.spawn(move || run(lane))).collect();
+        let mut done = run(first);
+        for other in others {
+            done.extend(other.join().expect("merging never panics"));
+        }
+        done
+    });
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
+/// The first eight bytes of `key`, zero-padded, as a number: ordered as the keys are
+/// (a shorter key's padding sorts before any byte), so equal prefixes only need
+/// the full comparison.
+fn prefix(key: &str) -> u64 {
+    let mut bytes = [0; 8];
+    let n = key.len().min(8);
+    bytes[..n].copy_from_slice(&key.as_bytes()[..n]);
+    u64::from_be_bytes(bytes)
+}
