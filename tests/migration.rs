@@ -64,10 +64,7 @@ fn init_upgrades_the_previous_releases_sqlite_tables_and_runs_go_on() {
         .execute_batch(PREVIOUS_SQLITE)
         .unwrap();
     let target = format!("sqlite://{}", db.display());
-    for _ in 0..2 {
-        let out = run(&["init", "--target", &target], &[]);
-        assert!(out.status.success(), "{}", stderr(&out));
-    }
+    init_twice(&target);
     assert_eq!(
         columns(&db, "bsp_loader_files"),
         schema("schemas/files.json")

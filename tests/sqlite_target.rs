@@ -178,10 +178,7 @@ fn init_is_safe_to_repeat_and_adds_the_key_column() {
         .execute_batch("CREATE TABLE messages (id INTEGER, bsp_status TEXT); INSERT INTO messages VALUES (1, 'sent');")
         .unwrap();
     let target = format!("sqlite://{}", db.display());
-    for _ in 0..2 {
-        let out = run(&["init", "--target", &target], &[]);
-        assert!(out.status.success(), "{}", stderr(&out));
-    }
+    init_twice(&target);
     assert_eq!(
         count(
             &db,

@@ -38,6 +38,14 @@ pub fn run_into(src: &Path, target: &str, extra: &[&str], envs: &[(&str, &str)])
     run(&args, envs)
 }
 
+/// `init` of `target` twice: it must succeed both times (it is safe to repeat).
+pub fn init_twice(target: &str) {
+    for _ in 0..2 {
+        let out = run(&["init", "--target", target], &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+}
+
 /// Starts the binary twice at once with the same arguments and waits for both.
 pub fn run_twice_at_once(args: &[&str], envs: &[(&str, &str)]) -> (Output, Output) {
     let spawn = || {

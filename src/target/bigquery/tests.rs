@@ -113,6 +113,15 @@ async fn run_merge(base: &str) -> Result<api::Done, Failure> {
     api(base).await.run("run1_merge", "SELECT 1", vec![]).await
 }
 
+/// A BigQuery that takes every job, then reports it done with the error `reason`.
+async fn failing_with(reason: &'static str, message: &'static str) -> (String, Log) {
+    serve(move |method, _, body, _| match method {
+        "POST" => (200, job(&job_id_of(body), "RUNNING", None)),
+        _ => (200, job("x", "DONE", Some((reason, message)))),
+    })
+    .await
+}
+
 fn job(id: &str, state: &str, error: Option<(&str, &str)>) -> Value {
     let mut j = json!({
         "jobReference": { "projectId": "p", "jobId": id, "location": "asia-south1" },
@@ -300,18 +309,7 @@ async fn a_job_that_fails_transiently_runs_again_under_a_new_id_and_errors_are_n
     );
 
     // A real error is reported, not retried and not success.
-    let (base, _) = serve(|method, _, body, _| match method {
-        "POST" => (200, job(&job_id_of(body), "RUNNING", None)),
-        _ => (
-            200,
-            job(
-                "x",
-                "DONE",
-                Some(("invalidQuery", "Syntax error: Unexpected keyword")),
-            ),
-        ),
-    })
-    .await;
+    let (base, _) = failing_with("invalidQuery", "Syntax error: Unexpected keyword").await;
     let err = api(&base)
         .await
         .run("j", "SELEC 1", vec![])
@@ -539,20 +537,10 @@ async fn a_run_with_nothing_to_do_skips_the_merge() {
 /// fails the run with one line that says so.
 #[tokio::test]
 async fn a_job_over_the_bytes_cap_is_refused_and_says_so_in_one_line() {
-    let (base, log) = serve(|method, _, body, _| match method {
-        "POST" => (200, job(&job_id_of(body), "RUNNING", None)),
-        _ => (
-            200,
-            job(
-                "x",
-                "DONE",
-                Some((
-                    "bytesBilledLimitExceeded",
-                    "Query exceeded limit for bytes billed: 1000000. 10485760 or higher required.",
-                )),
-            ),
-        ),
-    })
+    let (base, log) = failing_with(
+        "bytesBilledLimitExceeded",
+        "Query exceeded limit for bytes billed: 1000000. 10485760 or higher required.",
+    )
     .await;
     let mut api = api(&base).await;
     api.max_bytes_billed = Some(1_000_000);
