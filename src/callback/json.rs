@@ -5,6 +5,8 @@
 //! Hand-written because the job is mostly this loop: a general parser spends its
 //! time building or dispatching values we then throw away.
 
+use super::scan::Scan;
+
 /// Deepest nesting read; deeper text is refused, so no input can exhaust the stack.
 const MAX_DEPTH: usize = 128;
 
@@ -22,19 +24,33 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// A cursor over one JSON text.
-pub struct Reader<'a> {
+pub struct Reader<'a, 's> {
     text: &'a str,
     pos: usize,
     depth: usize,
+    scan: &'s Scan,
 }
 
-impl<'a> Reader<'a> {
+impl<'a, 's> Reader<'a, 's> {
     /// Reads `text` as one JSON document with `read`; only whitespace may follow.
-    pub fn document<T>(text: &'a str, read: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+    pub fn document<T>(
+        text: &'a str,
+        read: impl for<'t> FnOnce(&mut Reader<'a, 't>) -> Result<T>,
+    ) -> Result<T> {
+        Reader::scanned(text, &Scan::new(text.as_bytes()), read)
+    }
+
+    /// `document`, with `text`'s scan already made.
+    pub fn scanned<T>(
+        text: &'a str,
+        scan: &'s Scan,
+        read: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
         let mut reader = Reader {
             text,
             pos: 0,
             depth: 0,
+            scan,
         };
         let value = match read(&mut reader) {
             // Past the guard, tell deep JSON from broken text without recursion.
@@ -53,6 +69,7 @@ impl<'a> Reader<'a> {
         self.text.as_bytes()
     }
 
+    #[inline]
     fn skip_whitespace(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes().get(self.pos) {
             self.pos += 1;
@@ -60,11 +77,13 @@ impl<'a> Reader<'a> {
     }
 
     /// The first byte of the next value.
+    #[inline]
     pub fn peek(&mut self) -> Result<u8> {
         self.skip_whitespace();
         self.bytes().get(self.pos).copied().ok_or(Error::Syntax)
     }
 
+    #[inline]
     fn eat(&mut self, byte: u8) -> Result<()> {
         if self.peek()? == byte {
             self.pos += 1;
@@ -95,6 +114,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next value's text, or None for `null`.
+    #[inline]
     pub fn nullable(&mut self) -> Result<Option<&'a str>> {
         let text = self.value()?;
         Ok((text != "null").then_some(text))
@@ -204,7 +224,22 @@ impl<'a> Reader<'a> {
     }
 
     /// A string at `pos`: its text with the quotes, and whether it holds escapes.
+    #[inline]
     fn string(&mut self) -> Result<(&'a str, bool)> {
+        if self.scan.plain {
+            // No escapes and no control bytes anywhere: the next quote closes it.
+            let start = self.pos;
+            let end = self.scan.next_quote(start + 1).ok_or(Error::Syntax)?;
+            self.pos = end + 1;
+            Ok((&self.text[start..self.pos], false))
+        } else {
+            self.checked_string()
+        }
+    }
+
+    /// `string`, byte by byte: in a text with backslashes or control bytes.
+    #[inline(never)]
+    fn checked_string(&mut self) -> Result<(&'a str, bool)> {
         let bytes = self.bytes();
         let start = self.pos;
         let mut at = start + 1;
@@ -275,11 +310,12 @@ fn well_formed(text: &str) -> bool {
         text,
         pos: 0,
         depth: 0,
+        scan: &Scan::new(text.as_bytes()),
     };
     let mut closers = Vec::new();
     // An object's key and colon, before its value.
     let key =
-        |r: &mut Reader<'_>| r.peek() == Ok(b'"') && r.string().is_ok() && r.eat(b':').is_ok();
+        |r: &mut Reader<'_, '_>| r.peek() == Ok(b'"') && r.string().is_ok() && r.eat(b':').is_ok();
     loop {
         // A value: open a container, or read a scalar.
         match r.peek() {

@@ -4,12 +4,14 @@
 
 mod fields;
 mod json;
+mod scan;
 mod v2;
 mod v3;
 
 use std::borrow::Cow;
 
 use self::json::{Error, Once, Reader};
+use self::scan::Scan;
 
 use crate::status::Status;
 
@@ -78,8 +80,8 @@ struct Line<'a> {
 
 /// Reads `text` into `line` (filled in place: a line's parts are too large to move
 /// around once per line).
-fn read_line<'a>(text: &'a str, line: &mut Line<'a>) -> Result<(), Error> {
-    Reader::document(text, |r| {
+fn read_line<'a>(text: &'a str, scan: &'a Scan, line: &mut Line<'a>) -> Result<(), Error> {
+    Reader::scanned(text, scan, |r| {
         if r.peek()? != b'{' {
             // Another kind of value: a shape error if it is valid JSON at all.
             return r.value().map(|_| false);
@@ -102,15 +104,22 @@ fn read_line<'a>(text: &'a str, line: &mut Line<'a>) -> Result<(), Error> {
 
 /// Parses one line (without its newline). Blank lines must be filtered out before.
 pub fn parse_line(line: &[u8], sink: &mut impl Sink) {
-    let Ok(text) = std::str::from_utf8(line) else {
-        return sink.dead_letter(Reason::NotUtf8, None);
+    let scan = Scan::new(line);
+    let text = if scan.ascii {
+        // SAFETY: every byte is below 0x80, and ASCII is UTF-8.
+        unsafe { std::str::from_utf8_unchecked(line) }
+    } else {
+        match std::str::from_utf8(line) {
+            Ok(text) => text,
+            Err(_) => return sink.dead_letter(Reason::NotUtf8, None),
+        }
     };
-    parse_text(text, true, sink);
+    parse_text(text, &scan, true, sink);
 }
 
-fn parse_text(text: &str, may_be_wrapped: bool, sink: &mut impl Sink) {
+fn parse_text(text: &str, scan: &Scan, may_be_wrapped: bool, sink: &mut impl Sink) {
     let mut line = Line::default();
-    match read_line(text, &mut line) {
+    match read_line(text, scan, &mut line) {
         Ok(()) => handle(line, may_be_wrapped, sink),
         Err(Error::Shape) => sink.dead_letter(Reason::UnknownShape, None),
         Err(Error::Syntax) => sink.dead_letter(Reason::NotJson, None),
@@ -149,9 +158,9 @@ fn handle(line: Line<'_>, may_be_wrapped: bool, sink: &mut impl Sink) {
 /// The receiver's wrapper: `body` is the callback, as an object or as a JSON string.
 fn unwrap_body(body: &str, sink: &mut impl Sink) {
     if let Some(inner) = fields::text(body) {
-        parse_text(&inner, false, sink)
+        parse_text(&inner, &Scan::new(inner.as_bytes()), false, sink)
     } else if body.starts_with('{') {
-        parse_text(body, false, sink)
+        parse_text(body, &Scan::new(body.as_bytes()), false, sink)
     } else {
         sink.dead_letter(Reason::UnknownShape, None)
     }

@@ -25,7 +25,7 @@ struct Inner<'a> {
 }
 
 /// Reads the envelope's `payload`: None when it is not an object.
-pub fn read_payload<'a>(r: &mut Reader<'a>) -> Result<Option<Payload<'a>>> {
+pub fn read_payload<'a>(r: &mut Reader<'a, '_>) -> Result<Option<Payload<'a>>> {
     if r.peek()? != b'{' {
         return r.value().map(|_| None);
     }
@@ -45,7 +45,7 @@ pub fn read_payload<'a>(r: &mut Reader<'a>) -> Result<Option<Payload<'a>>> {
     Ok(Some(p))
 }
 
-fn read_inner<'a>(r: &mut Reader<'a>) -> Result<Inner<'a>> {
+fn read_inner<'a>(r: &mut Reader<'a, '_>) -> Result<Inner<'a>> {
     let mut inner = Inner::default();
     r.object(|r, key| match key {
         "ts" => inner.ts.set(r.nullable()?),

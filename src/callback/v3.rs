@@ -40,7 +40,7 @@ enum Value {
 
 /// Reads `entry`: an array of `{"changes": [...]}` objects. Each entry and each
 /// change stands alone: one of another shape is a `Bad` unit, its siblings count.
-pub fn read_entries<'a>(r: &mut Reader<'a>) -> Result<Units<'a>> {
+pub fn read_entries<'a>(r: &mut Reader<'a, '_>) -> Result<Units<'a>> {
     let mut units = Units::new();
     r.array(|r| {
         part(r, &mut units, |r, units| {
@@ -57,9 +57,9 @@ pub fn read_entries<'a>(r: &mut Reader<'a>) -> Result<Units<'a>> {
 /// Reads one part of the envelope with `read`; if it is of another shape or adds
 /// no unit, whatever it added is dropped and it becomes one `Bad` unit.
 fn part<'a>(
-    r: &mut Reader<'a>,
+    r: &mut Reader<'a, '_>,
     units: &mut Units<'a>,
-    read: impl FnOnce(&mut Reader<'a>, &mut Units<'a>) -> Result<()>,
+    read: impl FnOnce(&mut Reader<'a, '_>, &mut Units<'a>) -> Result<()>,
 ) -> Result<()> {
     let start = units.len();
     let (read, text) = r.lenient(|r| read(r, units))?;
@@ -70,7 +70,7 @@ fn part<'a>(
     Ok(())
 }
 
-fn read_change<'a>(r: &mut Reader<'a>, units: &mut Units<'a>) -> Result<()> {
+fn read_change<'a>(r: &mut Reader<'a, '_>, units: &mut Units<'a>) -> Result<()> {
     let start = units.len();
     let (mut field, mut value) = (Once::default(), Once::default());
     r.object(|r, key| match key {
@@ -94,7 +94,7 @@ fn read_change<'a>(r: &mut Reader<'a>, units: &mut Units<'a>) -> Result<()> {
     Ok(())
 }
 
-fn read_value<'a>(r: &mut Reader<'a>, units: &mut Units<'a>) -> Result<Value> {
+fn read_value<'a>(r: &mut Reader<'a, '_>, units: &mut Units<'a>) -> Result<Value> {
     let (mut statuses, mut messages) = (Once::default(), Once::default());
     r.object(|r, key| match key {
         "statuses" => {
@@ -111,7 +111,7 @@ fn read_value<'a>(r: &mut Reader<'a>, units: &mut Units<'a>) -> Result<Value> {
     })
 }
 
-fn read_status_entry<'a>(r: &mut Reader<'a>, units: &mut Units<'a>) -> Result<()> {
+fn read_status_entry<'a>(r: &mut Reader<'a, '_>, units: &mut Units<'a>) -> Result<()> {
     let (entry, text) = r.lenient(|r| {
         let mut e = StatusEntry::default();
         r.object(|r, key| {

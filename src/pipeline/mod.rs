@@ -2,7 +2,7 @@
 //! (`workers`), each folding whole objects into its own batches; the batches are
 //! joined when every object is read. A folder's files are handed over as names and
 //! read by the threads themselves; a bucket's are fetched on the async side,
-//! `concurrency` requests in flight, and handed over as bodies.
+//! `concurrency` requests in flight, and handed over as bodies, in listing order.
 
 mod file;
 mod routing;
@@ -57,8 +57,17 @@ impl ReadResult {
     }
 }
 
-/// Most local files handed over at once.
-const LOCAL_HAND_OVER: usize = 16;
+/// Most files handed over at once.
+const HAND_OVER: usize = 16;
+/// Most body bytes handed over at once (a bucket's files arrive fetched).
+const HAND_OVER_BYTES: u64 = 8 << 20;
+
+/// Files in the next hand-over, with `left` still to hand: a share of what is left,
+/// so no worker idles at the end while another still has a queue of files (a
+/// hand-over per file would cost more in wake-ups than the read).
+fn hand_over_size(left: usize) -> usize {
+    (left / (4 * workers())).clamp(1, HAND_OVER)
+}
 
 /// Reads and resolves `objects` on `workers()` threads, each folding into its own
 /// batches (no per-file maps to merge). A bucket's objects are fetched
@@ -75,7 +84,9 @@ pub async fn read(
     let spill = memory
         .map(|limit| Spill::new(limit, workers()).map(Arc::new))
         .transpose()?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Work>(concurrency.max(1));
+    // One hand-over waiting per worker: enough to keep them busy, and it bounds the
+    // bodies held in memory.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Work>(workers());
     let queue = Arc::new(std::sync::Mutex::new(rx));
     let failed = Arc::new(AtomicBool::new(false));
     let handles: Vec<_> = (0..workers())
@@ -107,9 +118,7 @@ pub async fn read(
 }
 
 /// A folder: names in listing order (by name, so mostly by time: a message's
-/// callbacks meet in the map while its entry is still in cache), a share of what
-/// is left at a time, so no worker idles at the end while another still has a
-/// queue of files (a hand-over per file would cost more in wake-ups than the read).
+/// callbacks meet in one worker's map while its entry is still in cache).
 async fn hand_over_names(
     objects: Vec<ObjectRef>,
     tx: &tokio::sync::mpsc::Sender<Work>,
@@ -118,8 +127,7 @@ async fn hand_over_names(
 ) -> Result<()> {
     let mut rest = &objects[..];
     while !rest.is_empty() && !failed.load(std::sync::atomic::Ordering::Relaxed) {
-        let size = (rest.len() / (4 * workers())).clamp(1, LOCAL_HAND_OVER);
-        let (names, after) = rest.split_at(size);
+        let (names, after) = rest.split_at(hand_over_size(rest.len()));
         rest = after;
         names.iter().for_each(&mut on_file);
         let work = names.iter().map(|o| (o.clone(), None)).collect();
@@ -130,7 +138,10 @@ async fn hand_over_names(
     Ok(())
 }
 
-/// A bucket: bodies fetched `concurrency` at a time, handed over one by one.
+/// A bucket: bodies fetched `concurrency` at a time, handed over in listing order
+/// and, like a folder's names, in runs of consecutive files (out of order, or one by
+/// one, every worker's map would see every message: twice the entries, and cache
+/// misses where a folder has hits).
 async fn hand_over_bodies(
     source: &Source,
     objects: Vec<ObjectRef>,
@@ -138,15 +149,23 @@ async fn hand_over_bodies(
     tx: &tokio::sync::mpsc::Sender<Work>,
     mut on_file: impl FnMut(&ObjectRef),
 ) -> Result<()> {
+    let mut left = objects.len();
     let mut fetched = futures::stream::iter(objects)
         .map(|object| async move { source.fetch(&object).await.map(|raw| (object, raw)) })
-        .buffer_unordered(concurrency.max(1));
+        .buffered(concurrency.max(1));
+    let (mut work, mut bytes, mut size) = (Vec::new(), 0, hand_over_size(left));
     while let Some(next) = fetched.next().await {
         let (object, body) = next?;
         on_file(&object);
-        // Waits while the workers are busy: at most `concurrency` bodies wait in memory.
-        if tx.send(vec![(object, Some(body))]).await.is_err() {
-            break;
+        left -= 1;
+        bytes += object.size;
+        work.push((object, Some(body)));
+        if work.len() >= size || bytes >= HAND_OVER_BYTES || left == 0 {
+            // Waits while the workers are busy, which bounds the bodies in memory.
+            if tx.send(std::mem::take(&mut work)).await.is_err() {
+                break;
+            }
+            (bytes, size) = (0, hand_over_size(left));
         }
     }
     Ok(())
