@@ -5,7 +5,8 @@
 # DuckDB and ClickHouse (chdb) in rotating order, outputs compared (bench/compare.py).
 #   bash scripts/bench.sh [MESSAGES] [ROUNDS]       both folders
 #   bash scripts/bench.sh gcs [MESSAGES] [ROUNDS]   the first folder from a folder and
-#                                                   from fake-gcs-server (gs://), no peers
+#                                                   from fake-gcs-server (gs://; objects in
+#                                                   memory, then on disk), no peers
 # BSP_BASELINE=BIN adds another build of the binary to compare against in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,11 +27,17 @@ FLOOR="$CARGO_TARGET_DIR/release/examples/floor"
 BASELINE=(${BSP_BASELINE:+--baseline "$BSP_BASELINE"})
 
 if [ "$MODE" = gcs ]; then
-  eval "$(bash scripts/emulators.sh start)"
-  trap 'bash scripts/emulators.sh stop >/dev/null' EXIT
-  "$VENV/bin/python" bench/upload.py "$DATA" bench callbacks
-  "$VENV/bin/python" bench/compare.py "$DATA" --rounds "$ROUNDS" --binary "$BIN" --peers "" \
-    --gcs gs://bench/callbacks "${BASELINE[@]}"
+  # fake-gcs-server keeping objects in memory (as the tests run it), then on disk.
+  ROOT=$(mktemp -d)
+  trap 'bash scripts/emulators.sh stop >/dev/null; rm -rf "$ROOT"' EXIT
+  for backend in "" "$ROOT"; do
+    if [ -n "$backend" ]; then echo "== fake-gcs-server, objects on disk"; else echo "== fake-gcs-server, objects in memory"; fi
+    eval "$(bash scripts/emulators.sh gcs $backend)"
+    "$VENV/bin/python" bench/upload.py "$DATA" bench callbacks
+    "$VENV/bin/python" bench/compare.py "$DATA" --rounds "$ROUNDS" --binary "$BIN" --peers "" \
+      --gcs gs://bench/callbacks --gcs-server "${BSP_EMULATOR_PIDS}" "${BASELINE[@]}"
+    bash scripts/emulators.sh stop
+  done
   exit
 fi
 

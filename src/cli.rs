@@ -62,7 +62,8 @@ pub struct SourceArgs {
     #[arg(long, env = "BSP_SOURCE")]
     pub source: Option<String>,
 
-    /// How many files are fetched and parsed at once.
+    /// How many files of a bucket are fetched at once (a folder's are read by the parsing
+    /// threads themselves).
     #[arg(long, env = "BSP_CONCURRENCY", default_value_t = default_concurrency())]
     pub concurrency: usize,
 }
@@ -289,9 +290,11 @@ pub struct InitArgs {
     pub views: bool,
 }
 
-/// Two requests per parsing thread: one body being parsed, one arriving.
+/// Requests in flight to a bucket. GCS answers a GET in tens of milliseconds while a
+/// parsing thread needs a body every millisecond or so (Little's law: in flight =
+/// rate × latency), and every request in flight holds a body in memory: 16 per thread.
 fn default_concurrency() -> usize {
-    crate::pipeline::workers() * 2
+    crate::pipeline::workers().max(2) * 16
 }
 
 /// An IANA time zone name.
