@@ -1,4 +1,4 @@
-//! One vector pass over a line before it is read: where its quotes are, and whether
+//! One vector pass (AVX2) over a line before it is read: where its quotes are, and whether
 //! anything in it needs the careful, byte-by-byte path. In a line with no backslash
 //! and no control byte (nearly every callback), every quote opens or closes a string
 //! and no string needs checking, so the reader finds a string's end with one bit
@@ -78,8 +78,8 @@ fn block(bytes: &[u8; 64]) -> Block {
         // SAFETY: the CPU has AVX2, checked just above.
         unsafe { avx2_block(bytes) }
     } else {
-        // SAFETY: SSE2 is part of every x86-64 CPU.
-        unsafe { sse2_block(bytes) }
+        // CPUs before 2013: rare enough that the byte loop will do.
+        scalar_block(bytes)
     }
 }
 
@@ -112,42 +112,11 @@ fn avx2_block(bytes: &[u8; 64]) -> Block {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "sse2")]
-fn sse2_block(bytes: &[u8; 64]) -> Block {
-    use std::arch::x86_64::*;
-    let (quote, backslash, control) = (
-        _mm_set1_epi8(b'"' as i8),
-        _mm_set1_epi8(b'\\' as i8),
-        _mm_set1_epi8(0x1f),
-    );
-    let (mut quotes, mut special, mut all) = (0u64, _mm_setzero_si128(), _mm_setzero_si128());
-    for (i, part) in bytes.chunks_exact(16).enumerate() {
-        // SAFETY: `part` is 16 readable bytes; the load has no alignment requirement.
-        let v = unsafe { _mm_loadu_si128(part.as_ptr().cast()) };
-        let q = _mm_movemask_epi8(_mm_cmpeq_epi8(v, quote)) as u16;
-        quotes |= u64::from(q) << (16 * i);
-        // v <= 0x1f, unsigned: the minimum of the two is v itself.
-        let below_space = _mm_cmpeq_epi8(_mm_min_epu8(v, control), v);
-        special = _mm_or_si128(
-            special,
-            _mm_or_si128(_mm_cmpeq_epi8(v, backslash), below_space),
-        );
-        all = _mm_or_si128(all, v);
-    }
-    Block {
-        quotes,
-        special: _mm_movemask_epi8(special) != 0,
-        high: _mm_movemask_epi8(all) != 0,
-    }
-}
-
 #[cfg(not(target_arch = "x86_64"))]
 fn block(bytes: &[u8; 64]) -> Block {
     scalar_block(bytes)
 }
 
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 fn scalar_block(bytes: &[u8; 64]) -> Block {
     let mut block = Block {
         quotes: 0,

@@ -238,6 +238,49 @@ fn spill_rest(spill: Arc<Spill>, result: &mut ReadResult) -> Result<Option<Spill
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::Fetched;
+
+    #[tokio::test]
+    async fn bodies_are_handed_over_in_listing_order_in_runs_of_consecutive_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..100 {
+            let name = dir.path().join(format!("f{i:03}.ndjson"));
+            std::fs::write(name, format!("{i}\n").repeat(i % 7 + 1)).unwrap();
+        }
+        // Any source's bodies go this way; a folder's makes the test need no server.
+        let source = Source::open(dir.path().to_str().unwrap()).unwrap();
+        let objects = source.list().await.unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1000);
+        let mut announced = Vec::new();
+        // Many requests in flight, so bodies would arrive out of order if let.
+        hand_over_bodies(&source, objects.clone(), 64, &tx, |o| {
+            announced.push(o.name.clone())
+        })
+        .await
+        .unwrap();
+        drop(tx);
+        let mut handed = Vec::new();
+        let mut sizes = Vec::new();
+        while let Some(work) = rx.recv().await {
+            sizes.push(work.len());
+            for (object, body) in work {
+                let Some(Fetched::Body(body)) = body else {
+                    panic!("{} arrived without its body", object.name)
+                };
+                assert_eq!(body.len() as u64, object.size, "{}", object.name);
+                handed.push(object.name);
+            }
+        }
+        let listed: Vec<_> = objects.into_iter().map(|o| o.name).collect();
+        assert_eq!(handed, listed, "every file once, in listing order");
+        assert_eq!(announced, listed);
+        assert!(
+            sizes.iter().all(|&n| (1..=HAND_OVER).contains(&n)),
+            "{sizes:?}"
+        );
+        assert!(sizes[0] > 1, "runs, not single files: {sizes:?}");
+        assert_eq!(sizes.last(), Some(&1), "the tail one by one: {sizes:?}");
+    }
 
     #[tokio::test]
     async fn a_file_gone_before_it_is_read_is_one_dead_letter_and_still_done() {
