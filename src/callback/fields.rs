@@ -16,9 +16,40 @@ pub fn text(raw: &str) -> Option<Cow<'_, str>> {
     match raw.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
         // No escapes: the text between the quotes is the string.
         Some(inner) if !has_backslash(inner) => Some(Cow::Borrowed(inner)),
-        Some(_) => serde_json::from_str(raw).ok().map(Cow::Owned),
+        Some(inner) => unescape(inner)
+            .or_else(|| serde_json::from_str(raw).ok())
+            .map(Cow::Owned),
         None => None,
     }
+}
+
+/// A string's text between its quotes, unescaped, when it holds only one-letter
+/// escapes (a wrapper's body as a JSON string: every quote of the callback escaped);
+/// None for anything else (`\u`, a stray quote, a control byte), left to serde_json.
+fn unescape(inner: &str) -> Option<String> {
+    if inner.bytes().any(|b| b < 0x20) {
+        return None;
+    }
+    let mut out = String::with_capacity(inner.len());
+    let mut rest = inner;
+    while let Some(at) = memchr::memchr2(b'\\', b'"', rest.as_bytes()) {
+        out.push_str(&rest[..at]);
+        let unescaped = match rest.as_bytes().get(at..at + 2)? {
+            br#"\""# => '"',
+            br"\\" => '\\',
+            br"\/" => '/',
+            br"\b" => '\u{8}',
+            br"\f" => '\u{c}',
+            br"\n" => '\n',
+            br"\r" => '\r',
+            br"\t" => '\t',
+            _ => return None,
+        };
+        out.push(unescaped);
+        rest = &rest[at + 2..];
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 /// Whether `s` holds a backslash. Values are short: a loop without an early exit
@@ -65,5 +96,36 @@ pub fn code(raw: &str) -> Option<i64> {
     match text(raw) {
         Some(s) => s.trim().parse().ok(),
         None => raw.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn text_reads_a_string_as_serde_json_does(
+            valid in r#"([a-z{}:,é ]|\\["\\/bfnrt]){0,40}"#,
+            unicode in r#"(\\u00[0-9a-f]{2}|\\ud83d\\ude00){1,2}"#,
+            broken in r#"([a-z]|"|\\["\\/bfnrtux]|[\x00-\x1f]){0,6}"#,
+            encoded in any::<String>(),
+        ) {
+            // What the reader hands over: texts with any escapes that it accepts as a
+            // value, and strings as serde_json writes them.
+            let read = |raw: &str| super::super::json::Reader::document(raw, |r| r.value().map(drop));
+            let raws = [
+                format!("\"{valid}\""),
+                format!("\"{valid}{unicode}\""),
+                format!("\"{valid}{broken}\""),
+                serde_json::to_string(&encoded).unwrap(),
+            ];
+            for raw in raws.iter().filter(|raw| read(raw).is_ok()) {
+                let expected = serde_json::from_str::<String>(raw).ok();
+                prop_assert!(expected.is_some());
+                prop_assert_eq!(text(raw).map(Cow::into_owned), expected, "{}", raw);
+            }
+        }
     }
 }
