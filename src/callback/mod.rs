@@ -157,12 +157,11 @@ fn handle(line: Line<'_>, may_be_wrapped: bool, sink: &mut impl Sink) {
 
 /// The receiver's wrapper: `body` is the callback, as an object or as a JSON string.
 fn unwrap_body(body: &str, sink: &mut impl Sink) {
-    if let Some(inner) = fields::text(body) {
-        parse_text(&inner, &Scan::new(inner.as_bytes()), false, sink)
-    } else if body.starts_with('{') {
-        parse_text(body, &Scan::new(body.as_bytes()), false, sink)
-    } else {
-        sink.dead_letter(Reason::UnknownShape, None)
+    let callback =
+        fields::text(body).or_else(|| body.starts_with('{').then_some(Cow::Borrowed(body)));
+    match callback {
+        Some(text) => parse_text(&text, &Scan::new(text.as_bytes()), false, sink),
+        None => sink.dead_letter(Reason::UnknownShape, None),
     }
 }
 
