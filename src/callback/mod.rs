@@ -11,7 +11,7 @@ mod v3;
 use std::borrow::Cow;
 
 use self::json::{Error, Once, Reader};
-use self::scan::Scan;
+pub use self::scan::{Scan, Span};
 
 use crate::status::Status;
 
@@ -80,7 +80,7 @@ struct Line<'a> {
 
 /// Reads `text` into `line` (filled in place: a line's parts are too large to move
 /// around once per line).
-fn read_line<'a>(text: &'a str, scan: &'a Scan, line: &mut Line<'a>) -> Result<(), Error> {
+fn read_line<'a>(text: &'a str, scan: Span<'a>, line: &mut Line<'a>) -> Result<(), Error> {
     Reader::scanned(text, scan, |r| {
         if r.peek()? != b'{' {
             // Another kind of value: a shape error if it is valid JSON at all.
@@ -104,7 +104,11 @@ fn read_line<'a>(text: &'a str, scan: &'a Scan, line: &mut Line<'a>) -> Result<(
 
 /// Parses one line (without its newline). Blank lines must be filtered out before.
 pub fn parse_line(line: &[u8], sink: &mut impl Sink) {
-    let scan = Scan::new(line);
+    parse_scanned(line, Scan::new(line).whole(), sink)
+}
+
+/// `parse_line`, with the line's span of a scan made over many lines (`Scan::window`).
+pub fn parse_scanned(line: &[u8], scan: Span<'_>, sink: &mut impl Sink) {
     let text = if scan.ascii {
         // SAFETY: every byte is below 0x80, and ASCII is UTF-8.
         unsafe { std::str::from_utf8_unchecked(line) }
@@ -114,20 +118,21 @@ pub fn parse_line(line: &[u8], sink: &mut impl Sink) {
             Err(_) => return sink.dead_letter(Reason::NotUtf8, None),
         }
     };
-    parse_text(text, &scan, true, sink);
+    parse_text(text, scan, true, sink);
 }
 
-fn parse_text(text: &str, scan: &Scan, may_be_wrapped: bool, sink: &mut impl Sink) {
+fn parse_text(text: &str, scan: Span<'_>, may_be_wrapped: bool, sink: &mut impl Sink) {
     let mut line = Line::default();
     match read_line(text, scan, &mut line) {
-        Ok(()) => handle(line, may_be_wrapped, sink),
+        Ok(()) => handle(line, (text, scan), may_be_wrapped, sink),
         Err(Error::Shape) => sink.dead_letter(Reason::UnknownShape, None),
         Err(Error::Syntax) => sink.dead_letter(Reason::NotJson, None),
         Err(Error::TooDeep) => sink.dead_letter(Reason::NestedTooDeeply, None),
     }
 }
 
-fn handle(line: Line<'_>, may_be_wrapped: bool, sink: &mut impl Sink) {
+/// What a line read into `line` yields; `scanned` is the line's text and span.
+fn handle(line: Line<'_>, scanned: (&str, Span<'_>), may_be_wrapped: bool, sink: &mut impl Sink) {
     let kind = line.kind.get();
     let entry = line.entry.into_inner();
     if entry.is_some() || kind.is_some() {
@@ -148,19 +153,22 @@ fn handle(line: Line<'_>, may_be_wrapped: bool, sink: &mut impl Sink) {
         let payload = line.payload.get().and_then(Option::as_ref);
         v2::parse(kind, line.timestamp.get().copied(), payload, &mut counter);
     } else if let (Some(body), true) = (line.body.get(), may_be_wrapped) {
-        return unwrap_body(body, sink);
+        return unwrap_body(body, scanned, sink);
     }
     if !counter.seen {
         sink.dead_letter(Reason::UnknownShape, None);
     }
 }
 
-/// The receiver's wrapper: `body` is the callback, as an object or as a JSON string.
-fn unwrap_body(body: &str, sink: &mut impl Sink) {
-    let callback =
-        fields::text(body).or_else(|| body.starts_with('{').then_some(Cow::Borrowed(body)));
-    match callback {
-        Some(text) => parse_text(&text, &Scan::new(text.as_bytes()), false, sink),
+/// The receiver's wrapper: `body` (a part of the line `text`) is the callback, as an
+/// object (read with its part of the line's scan) or as a JSON string.
+fn unwrap_body(body: &str, (text, scan): (&str, Span<'_>), sink: &mut impl Sink) {
+    if body.starts_with('{') {
+        let from = body.as_ptr() as usize - text.as_ptr() as usize;
+        return parse_text(body, scan.part(from, from + body.len()), false, sink);
+    }
+    match fields::text(body) {
+        Some(inner) => parse_text(&inner, Scan::new(inner.as_bytes()).whole(), false, sink),
         None => sink.dead_letter(Reason::UnknownShape, None),
     }
 }

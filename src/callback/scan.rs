@@ -1,83 +1,195 @@
-//! One vector pass (AVX2) over a line before it is read: where its quotes are, and whether
-//! anything in it needs the careful, byte-by-byte path. In a line with no backslash
-//! and no control byte (nearly every callback), every quote opens or closes a string
-//! and no string needs checking, so the reader finds a string's end with one bit
-//! search instead of scanning its bytes.
+//! One vector pass (AVX2) over a window of a file before its lines are read: where
+//! the quotes are, and where the bytes are that need the careful, byte-by-byte path.
+//! In a line with no backslash and no control byte (nearly every callback), every
+//! quote opens or closes a string and no string needs checking, so the reader
+//! finds a string's end with one bit search instead of scanning its bytes.
+//!
+//! The pass runs over many lines at once (a window of the file), not line by line:
+//! a line's own pass paid its setup and a copy of its result for every line.
 
-use smallvec::SmallVec;
+/// Bytes scanned at once: enough lines to amortise a pass, little memory (the
+/// bitmaps take 3/8 of the window).
+#[cfg(not(test))]
+const WINDOW: usize = 16 << 10;
+/// Small in tests, so that lines cross windows' ends.
+#[cfg(test)]
+const WINDOW: usize = 200;
 
-/// What one pass over a text found.
+/// What one pass over a window of a text found, a bit per byte, 64 bytes a word.
+#[derive(Default)]
 pub struct Scan {
-    /// Bit `i % 64` of word `i / 64` is set when byte `i` is `"`; read only when
-    /// `plain` (elsewhere a quote may be escaped).
-    quotes: SmallVec<[u64; 16]>,
-    /// No backslash and no byte below 0x20 anywhere.
+    /// Where the window starts in the text, and its length.
+    base: usize,
+    len: usize,
+    /// `"` bytes; read only in a plain span (elsewhere a quote may be escaped).
+    quotes: Vec<u64>,
+    /// Backslashes and bytes below 0x20.
+    special: Vec<u64>,
+    /// Bytes of 0x80 or more.
+    high: Vec<u64>,
+}
+
+/// One line (or any part of the text) as the scan saw it.
+#[derive(Clone, Copy)]
+pub struct Span<'s> {
+    quotes: &'s [u64],
+    /// Bit offset of the span's first byte in `quotes`, and its length.
+    start: usize,
+    len: usize,
+    /// No backslash and no byte below 0x20 in the span.
     pub plain: bool,
-    /// Every byte below 0x80.
+    /// Every byte of the span below 0x80.
     pub ascii: bool,
 }
 
-/// What a 64-byte block holds: its quotes as bits, whether it has a backslash or a
-/// control byte, and whether it has a byte of 0x80 or more.
+/// What a 64-byte block holds, a bit per byte.
 struct Block {
     quotes: u64,
-    special: bool,
-    high: bool,
+    special: u64,
+    high: u64,
 }
 
 impl Scan {
+    /// The scan of all of `text`.
     pub fn new(text: &[u8]) -> Scan {
-        let mut scan = Scan {
-            quotes: SmallVec::with_capacity(text.len().div_ceil(64)),
-            plain: true,
-            ascii: true,
-        };
-        let mut chunks = text.chunks_exact(64);
-        for chunk in &mut chunks {
-            scan.push(block(chunk.try_into().expect("64 bytes")));
-        }
-        let rest = chunks.remainder().len();
-        if rest > 0 && text.len() >= 64 {
-            // The last 64 bytes again, their first bytes already counted: keep the new ones.
-            let mut last = block(text[text.len() - 64..].try_into().expect("64 bytes"));
-            last.quotes >>= 64 - rest;
-            scan.push(last);
-        } else if rest > 0 {
-            // Padded with spaces: neither quotes nor special.
-            let mut short = [b' '; 64];
-            short[..rest].copy_from_slice(chunks.remainder());
-            scan.push(block(&short));
-        }
+        let mut scan = Scan::default();
+        scan.fill(text, 0);
         scan
     }
 
-    fn push(&mut self, block: Block) {
-        self.quotes.push(block.quotes);
-        self.plain &= !block.special;
-        self.ascii &= !block.high;
+    /// The span of `text[start..end]`, scanning a new window from `start` first when
+    /// the current one does not hold it. `text` is the same from call to call.
+    pub fn window(&mut self, text: &[u8], start: usize, end: usize) -> Span<'_> {
+        if start < self.base || end > self.base + self.len {
+            let to = (start + WINDOW).max(end).min(text.len());
+            self.fill(&text[start..to], start);
+        }
+        self.span(start, end)
     }
 
-    /// The first quote at or after `from`, in a plain text.
-    #[inline]
-    pub fn next_quote(&self, from: usize) -> Option<usize> {
-        let (mut word, bit) = (from / 64, from % 64);
-        let mut bits = self.quotes.get(word)? & (u64::MAX << bit);
-        while bits == 0 {
-            word += 1;
-            bits = *self.quotes.get(word)?;
+    /// The span of the whole scanned text.
+    pub fn whole(&self) -> Span<'_> {
+        self.span(self.base, self.base + self.len)
+    }
+
+    /// The span of `text[start..end]`, which the window holds.
+    fn span(&self, start: usize, end: usize) -> Span<'_> {
+        let (from, to) = (start - self.base, end - self.base);
+        Span {
+            quotes: &self.quotes,
+            start: from,
+            len: to - from,
+            plain: !any_in(&self.special, from, to),
+            ascii: !any_in(&self.high, from, to),
         }
-        Some(word * 64 + bits.trailing_zeros() as usize)
+    }
+
+    /// Scans `window`, which starts at `base` in the text.
+    fn fill(&mut self, window: &[u8], base: usize) {
+        self.resize(window, base);
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { self.fill_avx2(window) };
+        }
+        // CPUs without AVX2 (before 2013): rare enough that the byte loop will do.
+        self.fill_with::<false>(window);
+    }
+
+    /// Room for `window`'s bits.
+    fn resize(&mut self, window: &[u8], base: usize) {
+        (self.base, self.len) = (base, window.len());
+        for bits in [&mut self.quotes, &mut self.special, &mut self.high] {
+            bits.clear();
+            bits.resize(window.len().div_ceil(64), 0);
+        }
+    }
+
+    /// `fill_with`, compiled for AVX2 (so that `avx2_block` inlines into its loop).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn fill_avx2(&mut self, window: &[u8]) {
+        self.fill_with::<true>(window);
+    }
+
+    /// The pass, with `avx2_block` when `AVX2` (only ever true on a CPU that has it).
+    #[inline(always)]
+    fn fill_with<const AVX2: bool>(&mut self, window: &[u8]) {
+        let block = |bytes: &[u8; 64]| {
+            #[cfg(target_arch = "x86_64")]
+            if AVX2 {
+                // SAFETY: `AVX2` is true only in `fill_avx2`, called on CPUs with AVX2.
+                return unsafe { avx2_block(bytes) };
+            }
+            scalar_block(bytes)
+        };
+        // Into words already there: a push's capacity check (and possible call)
+        // between blocks kept the vector registers from staying live.
+        let words = (self.quotes.iter_mut())
+            .zip(self.special.iter_mut())
+            .zip(self.high.iter_mut());
+        let mut chunks = window.chunks_exact(64);
+        let mut padded = [b' '; 64];
+        let last = match chunks.remainder() {
+            [] => None,
+            rest => {
+                // Padded with spaces: neither quotes nor special.
+                padded[..rest.len()].copy_from_slice(rest);
+                Some(&padded)
+            }
+        };
+        let blocks = (&mut chunks).map(|c| c.try_into().expect("64 bytes"));
+        for (((quotes, special), high), bytes) in words.zip(blocks.chain(last)) {
+            let b = block(bytes);
+            (*quotes, *special, *high) = (b.quotes, b.special, b.high);
+        }
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-fn block(bytes: &[u8; 64]) -> Block {
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above.
-        unsafe { avx2_block(bytes) }
-    } else {
-        // CPUs before 2013: rare enough that the byte loop will do.
-        scalar_block(bytes)
+/// Whether any bit in `start..end` of `words` is set.
+fn any_in(words: &[u64], start: usize, end: usize) -> bool {
+    if start >= end {
+        return false;
+    }
+    let (first, last) = (start / 64, (end - 1) / 64);
+    let head = u64::MAX << (start % 64);
+    let tail = u64::MAX >> (63 - (end - 1) % 64);
+    if first == last {
+        return words[first] & head & tail != 0;
+    }
+    let middle = words[first + 1..last].iter().fold(0, |all, w| all | w);
+    (words[first] & head) | middle | (words[last] & tail) != 0
+}
+
+impl Span<'_> {
+    /// The first quote at or after `from`, in a plain span.
+    #[inline]
+    pub fn next_quote(&self, from: usize) -> Option<usize> {
+        let at = self.start + from;
+        let end = self.start + self.len;
+        let (mut word, bit) = (at / 64, at % 64);
+        let mut bits = self.quotes.get(word)? & (u64::MAX << bit);
+        while bits == 0 {
+            word += 1;
+            if word * 64 >= end {
+                return None;
+            }
+            bits = *self.quotes.get(word)?;
+        }
+        let found = word * 64 + bits.trailing_zeros() as usize;
+        (found < end).then(|| found - self.start)
+    }
+
+    /// The span of `self`'s bytes `from..to`. It says of them what `self` says of
+    /// all its bytes: a plain span's parts are plain, and the part of a span that is
+    /// not plain takes the careful path even where it need not.
+    pub fn part(&self, from: usize, to: usize) -> Span<'_> {
+        debug_assert!(from <= to && to <= self.len);
+        Span {
+            start: self.start + from,
+            len: to - from,
+            ..*self
+        }
     }
 }
 
@@ -90,41 +202,40 @@ fn avx2_block(bytes: &[u8; 64]) -> Block {
         _mm256_set1_epi8(b'\\' as i8),
         _mm256_set1_epi8(0x1f),
     );
-    let (mut quotes, mut special, mut all) = (0u64, _mm256_setzero_si256(), _mm256_setzero_si256());
+    let mut block = Block {
+        quotes: 0,
+        special: 0,
+        high: 0,
+    };
     for (i, part) in bytes.chunks_exact(32).enumerate() {
         // SAFETY: `part` is 32 readable bytes; the load has no alignment requirement.
         let v = unsafe { _mm256_loadu_si256(part.as_ptr().cast()) };
-        let q = _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, quote)) as u32;
-        quotes |= u64::from(q) << (32 * i);
         let below_space = _mm256_cmpeq_epi8(_mm256_min_epu8(v, control), v);
-        special = _mm256_or_si256(
-            special,
-            _mm256_or_si256(_mm256_cmpeq_epi8(v, backslash), below_space),
+        let special = _mm256_or_si256(_mm256_cmpeq_epi8(v, backslash), below_space);
+        // No closure for the three masks: a closure here would not be compiled for
+        // AVX2, and its masks were then assembled byte by byte.
+        let (q, s, h) = (
+            _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, quote)) as u32,
+            _mm256_movemask_epi8(special) as u32,
+            _mm256_movemask_epi8(v) as u32,
         );
-        all = _mm256_or_si256(all, v);
+        block.quotes |= u64::from(q) << (32 * i);
+        block.special |= u64::from(s) << (32 * i);
+        block.high |= u64::from(h) << (32 * i);
     }
-    Block {
-        quotes,
-        special: _mm256_movemask_epi8(special) != 0,
-        high: _mm256_movemask_epi8(all) != 0,
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn block(bytes: &[u8; 64]) -> Block {
-    scalar_block(bytes)
+    block
 }
 
 fn scalar_block(bytes: &[u8; 64]) -> Block {
     let mut block = Block {
         quotes: 0,
-        special: false,
-        high: false,
+        special: 0,
+        high: 0,
     };
     for (i, &b) in bytes.iter().enumerate() {
         block.quotes |= u64::from(b == b'"') << i;
-        block.special |= b == b'\\' || b < 0x20;
-        block.high |= b >= 0x80;
+        block.special |= u64::from(b == b'\\' || b < 0x20) << i;
+        block.high |= u64::from(b >= 0x80) << i;
     }
     block
 }
@@ -152,27 +263,66 @@ mod tests {
             })
     }
 
+    /// What a span of `bytes` must say, checked byte by byte.
+    fn check(span: Span<'_>, bytes: &[u8]) -> Result<(), TestCaseError> {
+        prop_assert_eq!(span.plain, !bytes.iter().any(|&b| b == b'\\' || b < 0x20));
+        prop_assert_eq!(span.ascii, bytes.is_ascii());
+        check_quotes(span, bytes)
+    }
+
+    /// Where a plain span's quotes are, checked byte by byte.
+    fn check_quotes(span: Span<'_>, bytes: &[u8]) -> Result<(), TestCaseError> {
+        if span.plain {
+            for from in 0..=bytes.len() {
+                let naive = bytes[from..]
+                    .iter()
+                    .position(|&b| b == b'"')
+                    .map(|i| from + i);
+                prop_assert_eq!(span.next_quote(from), naive);
+            }
+        }
+        Ok(())
+    }
+
     proptest! {
         #[test]
-        fn the_vector_block_agrees_with_the_byte_loop(bytes in text(64..65), any_bytes in proptest::array::uniform32(any::<u8>())) {
-            let mut all: [u8; 64] = bytes.try_into().unwrap();
-            let (fast, slow) = (block(&all), scalar_block(&all));
-            prop_assert_eq!((fast.quotes, fast.special, fast.high), (slow.quotes, slow.special, slow.high));
-            all[..32].copy_from_slice(&any_bytes);
-            let (fast, slow) = (block(&all), scalar_block(&all));
-            prop_assert_eq!((fast.quotes, fast.special, fast.high), (slow.quotes, slow.special, slow.high));
+        fn the_vector_pass_agrees_with_the_byte_loop(mut bytes in text(0..200), any_bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
+            for _ in 0..2 {
+                let fast = Scan::new(&bytes);
+                let mut slow = Scan::default();
+                slow.resize(&bytes, 0);
+                slow.fill_with::<false>(&bytes);
+                prop_assert_eq!((&fast.quotes, &fast.special, &fast.high), (&slow.quotes, &slow.special, &slow.high));
+                bytes.extend_from_slice(&any_bytes);
+            }
         }
 
         #[test]
         fn finds_every_quote_and_flags_what_needs_care(bytes in text(0..300)) {
-            let scan = Scan::new(&bytes);
-            prop_assert_eq!(scan.plain, !bytes.iter().any(|&b| b == b'\\' || b < 0x20));
-            prop_assert_eq!(scan.ascii, bytes.is_ascii());
-            if scan.plain {
-                for from in 0..=bytes.len() {
-                    let naive = bytes[from..].iter().position(|&b| b == b'"').map(|i| from + i);
-                    prop_assert_eq!(scan.next_quote(from), naive);
+            check(Scan::new(&bytes).whole(), &bytes)?;
+        }
+
+        #[test]
+        fn a_line_reads_the_same_from_a_window_of_many(
+            lines in proptest::collection::vec(text(0..150), 1..12),
+            parts in proptest::collection::vec((any::<usize>(), any::<usize>()), 1..4),
+        ) {
+            let text = lines.join(&b'\n');
+            let mut scan = Scan::default();
+            let mut start = 0;
+            for line in &lines {
+                let end = start + line.len();
+                let span = scan.window(&text, start, end);
+                check(span, line)?;
+                // Any part of a line, as a wrapper's body is.
+                for &(a, b) in &parts {
+                    let (a, b) = (a % (line.len() + 1), b % (line.len() + 1));
+                    let (from, to) = (a.min(b), a.max(b));
+                    let part = span.part(from, to);
+                    prop_assert_eq!((part.plain, part.ascii), (span.plain, span.ascii));
+                    check_quotes(part, &line[from..to])?;
                 }
+                start = end + 1;
             }
         }
     }

@@ -15,8 +15,9 @@
 
 use std::hash::BuildHasher;
 
-use hashbrown::{DefaultHashBuilder, Equivalent, HashTable, hash_table};
+use hashbrown::{DefaultHashBuilder, Equivalent};
 
+use super::index::Index;
 use super::{Key, Observation, Resolution, Timelines};
 
 /// Shards per fold: enough for every core of the machines this runs on to merge
@@ -42,9 +43,8 @@ impl<V: Observation + Eq> Eq for Fold<V> {}
 struct Shard<V> {
     /// Each key once, in the order keys first came.
     entries: Vec<(Key, V)>,
-    /// Each entry's position and the upper half of its key's hash: the index
-    /// grows without reading a single entry.
-    index: HashTable<(u32, u32)>,
+    /// Each entry's position, by the upper half of its key's hash.
+    index: Index,
     hasher: DefaultHashBuilder,
     /// Heap bytes of keys too long to be inline.
     heap_bytes: usize,
@@ -62,7 +62,7 @@ impl<V> Default for Shard<V> {
     fn default() -> Self {
         Shard {
             entries: Vec::new(),
-            index: HashTable::new(),
+            index: Index::default(),
             hasher: DefaultHashBuilder::default(),
             heap_bytes: 0,
         }
@@ -82,25 +82,20 @@ fn shard_of(key: &[u8]) -> usize {
     (mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SHARDS.trailing_zeros())) as usize
 }
 
-/// The index's hash from the 32 bits it keeps: both halves, so the table takes
-/// positions from the low bits and tags from the high ones alike.
-fn spread(half: u32) -> u64 {
-    u64::from(half) * 0x1_0000_0001
-}
-
 /// A key as it comes in: borrowed text (copied into a `Key` if new), or a stored
 /// key being merged (moved, never copied).
 trait Incoming {
     fn text(&self) -> &str;
-    fn into_key(self) -> Key;
+    /// Puts the key into `slot`, a new entry's.
+    fn store(self, slot: &mut Key);
 }
 
 impl Incoming for &str {
     fn text(&self) -> &str {
         self
     }
-    fn into_key(self) -> Key {
-        Key::from(self)
+    fn store(self, slot: &mut Key) {
+        slot.set(self)
     }
 }
 
@@ -108,8 +103,8 @@ impl Incoming for Key {
     fn text(&self) -> &str {
         self.as_str()
     }
-    fn into_key(self) -> Key {
-        self
+    fn store(self, slot: &mut Key) {
+        *slot = self
     }
 }
 
@@ -119,28 +114,28 @@ impl<V: Observation> Shard<V> {
     }
 
     fn find(&self, key: &str) -> Option<usize> {
-        let half = self.hash(key);
         let entries = &self.entries;
-        let same = |&(i, h): &(u32, u32)| h == half && key.equivalent(&entries[i as usize].0);
-        self.index
-            .find(spread(half), same)
-            .map(|&(i, _)| i as usize)
+        let same = |i: u32| key.equivalent(&entries[i as usize].0);
+        self.index.find(self.hash(key), same).map(|i| i as usize)
     }
 
     /// Folds `value` into the key's entry, appending one if the key is new.
     fn upsert(&mut self, key: impl Incoming, value: V) -> bool {
         let half = self.hash(key.text());
         let entries = &mut self.entries;
-        let same =
-            |&(i, h): &(u32, u32)| h == half && key.text().equivalent(&entries[i as usize].0);
-        match self.index.entry(spread(half), same, |&(_, h)| spread(h)) {
-            hash_table::Entry::Occupied(slot) => entries[slot.get().0 as usize].1.absorb(value),
-            hash_table::Entry::Vacant(slot) => {
-                let at = u32::try_from(entries.len()).expect("under 2^32 messages a shard");
-                slot.insert((at, half));
-                let key = key.into_key();
-                self.heap_bytes += key.heap_bytes();
-                entries.push((key, value));
+        let same = |i: u32| key.text().equivalent(&entries[i as usize].0);
+        let new = u32::try_from(entries.len()).expect("under 2^32 messages a shard");
+        match self.index.find_or_insert(half, same, new) {
+            Some(at) => entries[at as usize].1.absorb(value),
+            None => {
+                // Room first, so the entry is written in place: pushed with the
+                // growth check between, it was staged on the stack and copied,
+                // and that copy stalled on its own half-finished stores.
+                entries.reserve(1);
+                entries.push((Key::default(), value));
+                let new = &mut entries.last_mut().expect("just pushed").0;
+                key.store(new);
+                self.heap_bytes += new.heap_bytes();
                 true
             }
         }
@@ -150,7 +145,7 @@ impl<V: Observation> Shard<V> {
         if self.entries.len() < other.entries.len() {
             std::mem::swap(self, &mut other);
         }
-        self.index.reserve(other.entries.len(), |&(_, h)| spread(h));
+        self.index.reserve(other.entries.len());
         for (key, value) in other.entries {
             self.upsert(key, value);
         }
@@ -201,9 +196,7 @@ impl<V: Observation> Fold<V> {
     /// keys too long to be inline.
     pub fn estimated_bytes(&self) -> usize {
         let entry = std::mem::size_of::<(Key, V)>();
-        let slot = std::mem::size_of::<(u32, u32)>() + 1;
-        let shard =
-            |s: &Shard<V>| s.entries.capacity() * entry + s.index.capacity() * slot + s.heap_bytes;
+        let shard = |s: &Shard<V>| s.entries.capacity() * entry + s.index.bytes() + s.heap_bytes;
         self.shards.iter().map(shard).sum()
     }
 

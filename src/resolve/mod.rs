@@ -156,6 +156,7 @@ fn write_key(out: &mut Vec<u8>, key: &str) {
 }
 
 mod fold;
+mod index;
 mod key;
 pub mod spill;
 mod timeline;
