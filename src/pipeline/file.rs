@@ -3,7 +3,11 @@
 use super::{ReadResult, Routing};
 use crate::batch::{DeadLetter, Reason as Lost};
 use crate::callback::{self, Event, Reason, Sink};
+use crate::resolve::{Prepared, Resolved};
 use crate::source::{self, ObjectRef};
+
+/// Events are folded this many events after they come (see `Fold::prepare`).
+const LOOKAHEAD: usize = 8;
 
 struct FileSink<'a> {
     file: &'a str,
@@ -15,6 +19,10 @@ struct FileSink<'a> {
     route: Option<usize>,
     /// An unknown app's line is dead-lettered once, however many events it holds.
     unknown_kept: bool,
+    /// The last events, prepared and not yet folded, with their batch: a ring,
+    /// `next` its oldest once full. Folded when the sink goes away, at the latest.
+    pending: Vec<(usize, Prepared<Resolved>)>,
+    next: usize,
 }
 
 impl<'a> FileSink<'a> {
@@ -29,7 +37,24 @@ impl<'a> FileSink<'a> {
             routing,
             route: routing.route(None),
             unknown_kept: false,
+            pending: Vec::with_capacity(LOOKAHEAD),
+            next: 0,
         }
+    }
+
+    /// Folds `event` into batch `to`'s resolution, a few events from now.
+    fn fold_soon(&mut self, to: usize, event: &Event<'_>) {
+        let batches = &mut self.read.batches;
+        if self.pending.len() < LOOKAHEAD {
+            let mut ready = Prepared::new(event);
+            batches[to].resolution.prepare(event, &mut ready);
+            return self.pending.push((to, ready));
+        }
+        let (batch, ready) = &mut self.pending[self.next];
+        batches[*batch].resolution.add_prepared(ready);
+        batches[to].resolution.prepare(event, ready);
+        *batch = to;
+        self.next = (self.next + 1) % LOOKAHEAD;
     }
 
     /// Keeps a dead letter for `reason` (a line's or the pipeline's own, as text).
@@ -75,7 +100,7 @@ impl Sink for FileSink<'_> {
                 if self.routing.timelines {
                     batch.timelines.add(&event);
                 } else {
-                    batch.resolution.add(&event);
+                    self.fold_soon(i, &event);
                 }
             }
             None => {}
@@ -95,6 +120,14 @@ impl Sink for FileSink<'_> {
             None => self.line_text(),
         };
         self.keep(reason.as_str(), raw);
+    }
+}
+
+impl Drop for FileSink<'_> {
+    fn drop(&mut self) {
+        for (batch, ready) in &mut self.pending {
+            self.read.batches[*batch].resolution.add_prepared(ready);
+        }
     }
 }
 
@@ -155,4 +188,57 @@ pub fn unreadable_object(
 ) {
     read.counts.files += 1;
     FileSink::new(read, routing, object).keep(Lost::UnreadableObject.as_str(), why);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::Resolution;
+    use crate::source::Location;
+
+    /// Folds events as they come, for comparison.
+    struct Direct(Resolution);
+
+    impl Sink for Direct {
+        fn event(&mut self, event: Event<'_>) {
+            self.0.add(&event);
+        }
+        fn skipped(&mut self) {}
+        fn dead_letter(&mut self, _: Reason, _: Option<&str>) {}
+    }
+
+    #[test]
+    fn every_event_is_folded_however_many_are_still_on_their_way_when_a_file_ends() {
+        let statuses = ["enqueued", "sent", "delivered", "read", "failed"];
+        let line = |i: usize| {
+            let (key, status, ts) = (i * 7 % 5, statuses[i * 3 % 5], 1_700_000_000 + i * 13 % 11);
+            format!(
+                r#"{{"app":"a","timestamp":1,"version":2,"type":"message-event","payload":{{"id":"m{key}","type":"{status}","payload":{{"ts":{ts}}}}}}}"#
+            )
+        };
+        let object = ObjectRef {
+            name: "f.ndjson".into(),
+            generation: String::new(),
+            size: 0,
+            last_modified: chrono::Utc::now(),
+            location: Location::File("f.ndjson".into()),
+        };
+        for n in 0..3 * LOOKAHEAD {
+            let body: String = (0..n).map(|i| line(i) + "\n").collect();
+            let mut read = ReadResult::new(1);
+            parse_object(
+                &mut read,
+                &Routing::single(),
+                &object,
+                body.as_bytes(),
+                &mut Vec::new(),
+            );
+            let mut direct = Direct(Resolution::default());
+            body.lines()
+                .for_each(|l| callback::parse_line(l.as_bytes(), &mut direct));
+            assert_eq!(read.counts.events, n as u64);
+            assert_eq!(read.batches[0].resolution, direct.0, "{n} lines");
+            assert_eq!(read.batches[0].resolution.len(), n.min(5), "{n} lines");
+        }
+    }
 }

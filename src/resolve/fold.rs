@@ -82,6 +82,26 @@ fn shard_of(key: &[u8]) -> usize {
     (mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SHARDS.trailing_zeros())) as usize
 }
 
+/// An event on its way into a fold: its key, where it goes, and what it says.
+pub struct Prepared<V> {
+    shard: usize,
+    half: u32,
+    key: Key,
+    value: V,
+}
+
+impl<V: Observation> Prepared<V> {
+    /// Room for an event, which `Fold::prepare` fills.
+    pub fn new(event: &crate::callback::Event<'_>) -> Self {
+        Prepared {
+            shard: 0,
+            half: 0,
+            key: Key::default(),
+            value: V::of(event),
+        }
+    }
+}
+
 /// A key as it comes in: borrowed text (copied into a `Key` if new), or a stored
 /// key being merged (moved, never copied).
 trait Incoming {
@@ -121,7 +141,11 @@ impl<V: Observation> Shard<V> {
 
     /// Folds `value` into the key's entry, appending one if the key is new.
     fn upsert(&mut self, key: impl Incoming, value: V) -> bool {
-        let half = self.hash(key.text());
+        self.upsert_hashed(self.hash(key.text()), key, value)
+    }
+
+    /// `upsert`, with the key's hash already worked out.
+    fn upsert_hashed(&mut self, half: u32, key: impl Incoming, value: V) -> bool {
         let entries = &mut self.entries;
         let same = |i: u32| key.text().equivalent(&entries[i as usize].0);
         let new = u32::try_from(entries.len()).expect("under 2^32 messages a shard");
@@ -184,6 +208,24 @@ impl<V: Observation> Fold<V> {
 
     pub fn insert(&mut self, key: &str, value: V) -> bool {
         self.shards[shard_of(key.as_bytes())].upsert(key, value)
+    }
+
+    /// Makes `event` ready to be added (into `ready`, in place) and starts fetching
+    /// the index slot it will probe into the caches. Added a few events later
+    /// (`add_prepared`), its probe overlaps with theirs instead of waiting alone
+    /// for memory: the index of a large batch does not fit in the caches.
+    pub fn prepare(&self, event: &crate::callback::Event<'_>, ready: &mut Prepared<V>) {
+        let shard = shard_of(event.key.as_bytes());
+        let half = self.shards[shard].hash(&event.key);
+        self.shards[shard].index.prefetch(half);
+        ready.key.set(&event.key);
+        (ready.shard, ready.half, ready.value) = (shard, half, V::of(event));
+    }
+
+    /// Adds an event made ready by `prepare` (on this fold; its key is taken).
+    pub fn add_prepared(&mut self, ready: &mut Prepared<V>) -> bool {
+        let key = std::mem::take(&mut ready.key);
+        self.shards[ready.shard].upsert_hashed(ready.half, key, ready.value)
     }
 
     pub fn merge(&mut self, other: Fold<V>) {

@@ -161,7 +161,7 @@ mod key;
 pub mod spill;
 mod timeline;
 
-pub use fold::Fold;
+pub use fold::{Fold, Prepared};
 pub use key::Key;
 pub use timeline::{FIELDS as TIMELINE_FIELDS, Timeline, write_timeline_row};
 
