@@ -14,6 +14,9 @@ const WINDOW: usize = 16 << 10;
 /// Small in tests, so that lines cross windows' ends.
 #[cfg(test)]
 const WINDOW: usize = 200;
+/// A longer line is not scanned: its bitmaps would take 3/8 of its size (a hostile
+/// file may be one line of hundreds of MB), and it is read the careful way.
+const LONGEST: usize = 16 * WINDOW;
 
 /// What one pass over a window of a text found, a bit per byte, 64 bytes a word.
 #[derive(Default)]
@@ -60,6 +63,9 @@ impl Scan {
     /// The span of `text[start..end]`, scanning a new window from `start` first when
     /// the current one does not hold it. `text` is the same from call to call.
     pub fn window(&mut self, text: &[u8], start: usize, end: usize) -> Span<'_> {
+        if end - start > LONGEST {
+            return Span::careful(end - start);
+        }
         if start < self.base || end > self.base + self.len {
             let to = (start + WINDOW).max(end).min(text.len());
             self.fill(&text[start..to], start);
@@ -162,6 +168,17 @@ fn any_in(words: &[u64], start: usize, end: usize) -> bool {
 }
 
 impl Span<'_> {
+    /// A span of `len` bytes that nothing is known of: read the careful way.
+    fn careful(len: usize) -> Self {
+        Span {
+            quotes: &[],
+            start: 0,
+            len,
+            plain: false,
+            ascii: false,
+        }
+    }
+
     /// The first quote at or after `from`, in a plain span.
     #[inline]
     pub fn next_quote(&self, from: usize) -> Option<usize> {
@@ -300,6 +317,17 @@ mod tests {
         #[test]
         fn finds_every_quote_and_flags_what_needs_care(bytes in text(0..300)) {
             check(Scan::new(&bytes).whole(), &bytes)?;
+        }
+
+        #[test]
+        fn a_line_too_long_to_scan_is_read_the_careful_way(extra in 1..100usize) {
+            let text = vec![b'"'; LONGEST + extra];
+            let mut scan = Scan::default();
+            let span = scan.window(&text, 0, text.len());
+            prop_assert!(!span.plain && !span.ascii);
+            prop_assert!(scan.quotes.is_empty(), "nothing scanned");
+            let span = scan.window(&text, extra, text.len());
+            prop_assert!(span.plain, "a line of the longest length is scanned");
         }
 
         #[test]

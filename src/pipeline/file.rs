@@ -207,6 +207,47 @@ mod tests {
         fn dead_letter(&mut self, _: Reason, _: Option<&str>) {}
     }
 
+    fn object() -> ObjectRef {
+        ObjectRef {
+            name: "f.ndjson".into(),
+            generation: String::new(),
+            size: 0,
+            last_modified: chrono::Utc::now(),
+            location: Location::File("f.ndjson".into()),
+        }
+    }
+
+    /// Parses `body` as a file, and line by line on its own, for comparison.
+    fn parse_both(body: &str) -> (ReadResult, Resolution) {
+        let mut read = ReadResult::new(1);
+        parse_object(
+            &mut read,
+            &Routing::single(),
+            &object(),
+            body.as_bytes(),
+            &mut Vec::new(),
+        );
+        let mut direct = Direct(Resolution::default());
+        body.lines()
+            .for_each(|l| callback::parse_line(l.as_bytes(), &mut direct));
+        (read, direct.0)
+    }
+
+    #[test]
+    fn lines_too_long_to_scan_read_as_the_others() {
+        let line = |id: &str, pad: usize| {
+            let pad = "x".repeat(pad);
+            format!(
+                r#"{{"app":"a","timestamp":1,"version":2,"type":"message-event","payload":{{"note":"{pad}","id":"{id}","type":"read","payload":{{"ts":1700000000}}}}}}"#
+            )
+        };
+        let body = [line("a", 10), line("b", 1 << 20), line("c", 10)].join("\n");
+        let (read, direct) = parse_both(&body);
+        assert_eq!((read.counts.events, read.counts.dead_lettered), (3, 0));
+        assert_eq!(read.batches[0].resolution, direct);
+        assert_eq!(direct.len(), 3);
+    }
+
     #[test]
     fn every_event_is_folded_however_many_are_still_on_their_way_when_a_file_ends() {
         let statuses = ["enqueued", "sent", "delivered", "read", "failed"];
@@ -216,28 +257,11 @@ mod tests {
                 r#"{{"app":"a","timestamp":1,"version":2,"type":"message-event","payload":{{"id":"m{key}","type":"{status}","payload":{{"ts":{ts}}}}}}}"#
             )
         };
-        let object = ObjectRef {
-            name: "f.ndjson".into(),
-            generation: String::new(),
-            size: 0,
-            last_modified: chrono::Utc::now(),
-            location: Location::File("f.ndjson".into()),
-        };
         for n in 0..3 * LOOKAHEAD {
             let body: String = (0..n).map(|i| line(i) + "\n").collect();
-            let mut read = ReadResult::new(1);
-            parse_object(
-                &mut read,
-                &Routing::single(),
-                &object,
-                body.as_bytes(),
-                &mut Vec::new(),
-            );
-            let mut direct = Direct(Resolution::default());
-            body.lines()
-                .for_each(|l| callback::parse_line(l.as_bytes(), &mut direct));
+            let (read, direct) = parse_both(&body);
             assert_eq!(read.counts.events, n as u64);
-            assert_eq!(read.batches[0].resolution, direct.0, "{n} lines");
+            assert_eq!(read.batches[0].resolution, direct, "{n} lines");
             assert_eq!(read.batches[0].resolution.len(), n.min(5), "{n} lines");
         }
     }
