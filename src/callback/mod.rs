@@ -11,7 +11,7 @@ mod v3;
 use std::borrow::Cow;
 
 use self::json::{Error, Once, Reader};
-pub use self::scan::{Scan, Span};
+use self::scan::{Scan, Span};
 
 use crate::status::Status;
 
@@ -107,8 +107,40 @@ pub fn parse_line(line: &[u8], sink: &mut impl Sink) {
     parse_scanned(line, Scan::new(line).whole(), sink)
 }
 
-/// `parse_line`, with the line's span of a scan made over many lines (`Scan::window`).
-pub fn parse_scanned(line: &[u8], scan: Span<'_>, sink: &mut impl Sink) {
+/// Parses the lines of one text (a file's) with one scan of it, made a window at a
+/// time (`Scan::window`), instead of one scan per line. The scan is kept with the
+/// text it is of: what the reader takes on trust from it (where the quotes are,
+/// that a line is ASCII) is true of the line it reads.
+pub struct Parser<'t> {
+    text: &'t [u8],
+    scan: Scan,
+}
+
+impl<'t> Parser<'t> {
+    pub fn new(text: &'t [u8]) -> Self {
+        Parser {
+            text,
+            scan: Scan::default(),
+        }
+    }
+
+    /// Parses `line` (without its newline), a part of the text; a line from
+    /// elsewhere is scanned on its own. Blank lines must be filtered out before.
+    pub fn parse(&mut self, line: &[u8], sink: &mut impl Sink) {
+        // Within the text's bytes, `line` is those bytes: no other live slice can
+        // overlap them, and the text is borrowed unchanged.
+        let start = (line.as_ptr() as usize).wrapping_sub(self.text.as_ptr() as usize);
+        match start.checked_add(line.len()) {
+            Some(end) if end <= self.text.len() => {
+                parse_scanned(line, self.scan.window(self.text, start, end), sink)
+            }
+            _ => parse_line(line, sink),
+        }
+    }
+}
+
+/// `parse_line`, with `scan` the line's span.
+fn parse_scanned(line: &[u8], scan: Span<'_>, sink: &mut impl Sink) {
     let text = if scan.ascii {
         // SAFETY: every byte is below 0x80, and ASCII is UTF-8.
         unsafe { std::str::from_utf8_unchecked(line) }

@@ -61,7 +61,8 @@ impl Scan {
     }
 
     /// The span of `text[start..end]`, scanning a new window from `start` first when
-    /// the current one does not hold it. `text` is the same from call to call.
+    /// the current one does not hold it. `text` must be the same from call to call
+    /// (`Parser` keeps the two together).
     pub fn window(&mut self, text: &[u8], start: usize, end: usize) -> Span<'_> {
         if end - start > LONGEST {
             return Span::careful(end - start);

@@ -536,3 +536,25 @@ fn a_key_twice_in_the_v2_inner_payload_is_a_dead_letter_as_everywhere() {
     let other = v2(r#"{"id":"k","type":"failed","payload":"x"}"#);
     assert_eq!(one_event(&other).3, None);
 }
+
+/// A file's parser reads its own lines with its scan, and a line from elsewhere
+/// (its bytes not the text's) on its own: each as `parse_line` does.
+#[test]
+fn a_files_parser_reads_its_lines_and_any_other_as_parse_line_does() {
+    let v2 = |id: &str, status: &str| {
+        format!(
+            r#"{{"app":"a","timestamp":1,"type":"message-event","payload":{{"id":"{id}","type":"{status}","payload":{{"ts":1700000000}}}}}}"#
+        )
+    };
+    let text = [v2("a", "sent"), v2("b\\u0041", "read"), "\u{e9}".into()].join("\n");
+    let other = v2("c", "delivered");
+    let mut parser = Parser::new(text.as_bytes());
+    for line in text
+        .lines()
+        .chain([other.as_str(), &text[..0], &text[text.len()..]])
+    {
+        let mut c = Collected::default();
+        parser.parse(line.as_bytes(), &mut c);
+        assert_eq!(format!("{c:?}"), format!("{:?}", parse(line)), "{line}");
+    }
+}

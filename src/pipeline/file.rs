@@ -146,7 +146,7 @@ pub fn parse_object(
     read.counts.bytes += object.size;
     let unrouted = routing.route(None);
     let mut sink = FileSink::new(read, routing, object);
-    let mut scan = callback::Scan::default();
+    let mut parser = callback::Parser::new(decoded.data);
     // A batch's files are those with a line routed to it: compare its line count
     // before and after the file (per file, not per line, to keep the hot loop lean).
     let lines_before: smallvec::SmallVec<[u64; 8]> =
@@ -157,9 +157,7 @@ pub fn parse_object(
         sink.route = unrouted;
         sink.unknown_kept = false;
         sink.read.counts.lines += 1;
-        let start = line.as_ptr() as usize - decoded.data.as_ptr() as usize;
-        let span = scan.window(decoded.data, start, start + line.len());
-        callback::parse_scanned(line, span, &mut sink);
+        parser.parse(line, &mut sink);
         if let Some(i) = sink.route {
             sink.read.batches[i].counts.lines += 1;
         }
