@@ -100,7 +100,8 @@ impl Scan {
             return unsafe { self.fill_avx2(window) };
         }
         // CPUs without AVX2 (before 2013): rare enough that the byte loop will do.
-        self.fill_with::<false>(window);
+        // SAFETY: without AVX2.
+        unsafe { self.fill_with::<false>(window) };
     }
 
     /// Room for `window`'s bits.
@@ -116,16 +117,20 @@ impl Scan {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     fn fill_avx2(&mut self, window: &[u8]) {
-        self.fill_with::<true>(window);
+        // SAFETY: we are on a CPU with AVX2 (`fill` checked).
+        unsafe { self.fill_with::<true>(window) };
     }
 
-    /// The pass, with `avx2_block` when `AVX2` (only ever true on a CPU that has it).
+    /// The pass, with `avx2_block` when `AVX2`.
+    ///
+    /// # Safety
+    /// `AVX2` only on a CPU that has it.
     #[inline(always)]
-    fn fill_with<const AVX2: bool>(&mut self, window: &[u8]) {
+    unsafe fn fill_with<const AVX2: bool>(&mut self, window: &[u8]) {
         let block = |bytes: &[u8; 64]| {
             #[cfg(target_arch = "x86_64")]
             if AVX2 {
-                // SAFETY: `AVX2` is true only in `fill_avx2`, called on CPUs with AVX2.
+                // SAFETY: the caller's promise.
                 return unsafe { avx2_block(bytes) };
             }
             scalar_block(bytes)
@@ -309,7 +314,8 @@ mod tests {
                 let fast = Scan::new(&bytes);
                 let mut slow = Scan::default();
                 slow.resize(&bytes, 0);
-                slow.fill_with::<false>(&bytes);
+                // SAFETY: without AVX2.
+                unsafe { slow.fill_with::<false>(&bytes) };
                 prop_assert_eq!((&fast.quotes, &fast.special, &fast.high), (&slow.quotes, &slow.special, &slow.high));
                 bytes.extend_from_slice(&any_bytes);
             }
