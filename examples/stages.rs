@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use bsp_status_loader::callback::{Event, Reason, Sink, parse_line};
+use bsp_status_loader::callback::{Event, Parser, Reason, Sink};
 use bsp_status_loader::resolve::Resolution;
 use bsp_status_loader::source::{decode, lines};
 
@@ -60,8 +60,9 @@ fn main() {
         };
         let start = Instant::now();
         for text in &texts {
+            let mut parser = Parser::new(text);
             for (_, line) in lines(text) {
-                parse_line(line, &mut sink);
+                parser.parse(line, &mut sink);
             }
         }
         (start.elapsed().as_secs_f64(), sink.events)

@@ -146,7 +146,10 @@ pub fn write_row(out: &mut Vec<u8>, key: &str, r: &Resolved) {
 /// Opens an output line: `{"bsp_message_id":"<key, JSON-escaped>"`.
 fn write_key(out: &mut Vec<u8>, key: &str) {
     out.extend_from_slice(br#"{"bsp_message_id":"#);
-    if key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+    // No early exit: a loop over every byte becomes vector code (keys are short).
+    if key.bytes().fold(false, |seen, b| {
+        seen | (b == b'"') | (b == b'\\') | (b < 0x20)
+    }) {
         serde_json::to_writer(&mut *out, key).expect("writing to memory");
     } else {
         out.push(b'"');
