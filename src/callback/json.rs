@@ -226,17 +226,15 @@ impl<'a, 's> Reader<'a, 's> {
         }
         self.pos += 1;
         self.nest()?;
-        let mut first = true;
-        loop {
-            match self.peek()? {
-                b if b == close && first => break,
-                _ => item(self)?,
-            }
-            first = false;
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b if b == close => break,
-                _ => return Err(Error::Syntax),
+        // Empty; else items, each reading its own first byte.
+        if self.peek()? != close {
+            loop {
+                item(self)?;
+                match self.peek()? {
+                    b',' => self.pos += 1,
+                    b if b == close => break,
+                    _ => return Err(Error::Syntax),
+                }
             }
         }
         self.pos += 1;
