@@ -121,17 +121,16 @@ impl<'a, 's> Reader<'a, 's> {
     }
 
     /// Skips the next value, checking it; returns its text and whether it is a
-    /// string with escapes.
+    /// string with escapes. Inlined for scalars, nearly every value read: as a
+    /// call, saving and restoring registers had cost more than reading a string.
+    #[inline(always)]
     pub fn raw(&mut self) -> Result<Raw<'a>> {
-        let start = {
-            self.peek()?;
-            self.pos
-        };
+        let first = self.peek()?;
+        let start = self.pos;
         let mut escaped = false;
-        match self.bytes()[start] {
-            b'{' => self.object(|r, _| r.value().map(drop))?,
-            b'[' => self.array(|r| r.value().map(drop))?,
+        match first {
             b'"' => escaped = self.string()?.1,
+            b'{' | b'[' => self.container()?,
             b't' => self.literal(b"true")?,
             b'f' => self.literal(b"false")?,
             b'n' => self.literal(b"null")?,
@@ -141,6 +140,15 @@ impl<'a, 's> Reader<'a, 's> {
             text: self.since(start),
             escaped,
         })
+    }
+
+    /// Skips the object or array at `pos`, checking it.
+    #[inline(never)]
+    fn container(&mut self) -> Result<()> {
+        match self.bytes()[self.pos] {
+            b'{' => self.object(|r, _| r.value().map(drop)),
+            _ => self.array(|r| r.value().map(drop)),
+        }
     }
 
     /// The next value, or None for `null`.
