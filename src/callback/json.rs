@@ -398,7 +398,7 @@ fn well_formed(text: &str) -> bool {
 
 /// Where the first `"`, `\\` or control character of `bytes` is. Eight bytes at a
 /// time: strings here are short, too short for a SIMD search to pay its setup.
-fn special_byte(bytes: &[u8]) -> Option<usize> {
+pub fn special_byte(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     // High bit of each byte that is zero (exact up to the first such byte).
