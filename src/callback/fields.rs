@@ -11,18 +11,18 @@ const MAX_MS: u64 = 253_402_300_799_999;
 /// Values at or above this are milliseconds; smaller ones are seconds.
 const MS_THRESHOLD: u64 = 100_000_000_000;
 
-use super::json::{Raw, special_byte};
+use super::json::special_byte;
 
-/// The value as a string, if it is one.
-pub fn text(raw: Raw<'_>) -> Option<Cow<'_, str>> {
-    let inner = raw.text.strip_prefix('"')?.strip_suffix('"')?;
-    if !raw.escaped {
+/// The value (JSON text) as a string, if it is one.
+pub fn text(raw: &str) -> Option<Cow<'_, str>> {
+    match raw.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
         // No escapes: the text between the quotes is the string.
-        return Some(Cow::Borrowed(inner));
+        Some(inner) if !has_backslash(inner) => Some(Cow::Borrowed(inner)),
+        Some(inner) => unescape(inner)
+            .or_else(|| serde_json::from_str(raw).ok())
+            .map(Cow::Owned),
+        None => None,
     }
-    unescape(inner)
-        .or_else(|| serde_json::from_str(raw.text).ok())
-        .map(Cow::Owned)
 }
 
 /// A string's text between its quotes, unescaped, when it holds only one-letter
@@ -53,9 +53,36 @@ fn unescape(inner: &str) -> Option<String> {
     Some(out)
 }
 
+/// Whether `s` holds a backslash. Values are short (ids of 36 bytes, statuses,
+/// digits): eight bytes at a time, the last eight overlapping the one before, so
+/// no byte loop ends with a branch that depends on the length.
+///
+/// (Knowing it from the reader instead, which has seen every string, was tried:
+/// a flag beside each value's text made copying values through `Once` a stall
+/// that cost 13 %; docs/benchmarks.md.)
+fn has_backslash(s: &str) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let bytes = s.as_bytes();
+    let Some(last) = bytes.len().checked_sub(8) else {
+        return bytes.contains(&b'\\');
+    };
+    let word = |at: usize| {
+        let w = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"));
+        let x = w ^ (ONES * u64::from(b'\\'));
+        // A zero byte of x (a backslash of w) sets its high bit; exact whether any is.
+        x.wrapping_sub(ONES) & !x & HIGH
+    };
+    let mut found = word(last);
+    for at in (0..last).step_by(8) {
+        found |= word(at);
+    }
+    found != 0
+}
+
 /// The first usable message id: a string, trimmed, not empty.
-pub fn key<'r>(candidates: &[Option<Raw<'r>>]) -> Option<Cow<'r, str>> {
-    candidates.iter().flatten().find_map(|&raw| {
+pub fn key<'r>(candidates: &[Option<&'r str>]) -> Option<Cow<'r, str>> {
+    candidates.iter().flatten().find_map(|raw| {
         let s = text(raw)?;
         // Printable ASCII at both ends (nearly every id): nothing to trim.
         let printable = |b: Option<&u8>| b.is_some_and(|b| (b'!'..=b'~').contains(b));
@@ -74,10 +101,10 @@ pub fn key<'r>(candidates: &[Option<Raw<'r>>]) -> Option<Cow<'r, str>> {
 }
 
 /// An epoch time given as a number or a string of digits; seconds or milliseconds.
-pub fn epoch_ms(raw: Raw<'_>) -> Option<i64> {
+pub fn epoch_ms(raw: &str) -> Option<i64> {
     let digits = match text(raw) {
         Some(s) => s,
-        None => Cow::Borrowed(raw.text),
+        None => Cow::Borrowed(raw),
     };
     if digits.is_empty() {
         return None;
@@ -97,10 +124,10 @@ pub fn epoch_ms(raw: Raw<'_>) -> Option<i64> {
 }
 
 /// An integer error code, as a JSON integer or a string of digits.
-pub fn code(raw: Raw<'_>) -> Option<i64> {
+pub fn code(raw: &str) -> Option<i64> {
     match text(raw) {
         Some(s) => s.trim().parse().ok(),
-        None => raw.text.parse().ok(),
+        None => raw.parse().ok(),
     }
 }
 
@@ -119,17 +146,17 @@ mod tests {
         ) {
             // What the reader hands over: texts with any escapes that it accepts as a
             // value, and strings as serde_json writes them.
-            let read = |raw| super::super::json::Reader::document(raw, |r| r.raw());
+            let read = |raw: &str| super::super::json::Reader::document(raw, |r| r.value().map(drop));
             let raws = [
                 format!("\"{valid}\""),
                 format!("\"{valid}{unicode}\""),
                 format!("\"{valid}{broken}\""),
                 serde_json::to_string(&encoded).unwrap(),
             ];
-            for (raw, read) in raws.iter().filter_map(|raw| Some((raw, read(raw).ok()?))) {
+            for raw in raws.iter().filter(|raw| read(raw).is_ok()) {
                 let expected = serde_json::from_str::<String>(raw).ok();
                 prop_assert!(expected.is_some());
-                prop_assert_eq!(text(read).map(Cow::into_owned), expected, "{}", raw);
+                prop_assert_eq!(text(raw).map(Cow::into_owned), expected, "{}", raw);
             }
         }
     }

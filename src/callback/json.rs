@@ -23,15 +23,6 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// A value's JSON text, as read, and whether it is a string holding escapes: the
-/// reader knows (from the line's scan, or from reading the string byte by byte),
-/// so what reads the string's contents need not look for backslashes again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Raw<'a> {
-    pub text: &'a str,
-    pub escaped: bool,
-}
-
 /// A cursor over one JSON text.
 pub struct Reader<'a, 's> {
     text: &'a str,
@@ -114,32 +105,29 @@ impl<'a, 's> Reader<'a, 's> {
         }
     }
 
-    /// Skips the next value, checking it; returns its text.
-    #[inline]
-    pub fn value(&mut self) -> Result<&'a str> {
-        self.raw().map(|raw| raw.text)
-    }
-
-    /// Skips the next value, checking it; returns its text and whether it is a
-    /// string with escapes. Inlined for scalars, nearly every value read: as a
-    /// call, saving and restoring registers had cost more than reading a string.
+    /// Skips the next value, checking it; returns its text. Inlined for scalars,
+    /// nearly every value read: as a call, saving and restoring registers had cost
+    /// more than reading a string.
     #[inline(always)]
-    pub fn raw(&mut self) -> Result<Raw<'a>> {
+    pub fn value(&mut self) -> Result<&'a str> {
         let first = self.peek()?;
         let start = self.pos;
-        let mut escaped = false;
         match first {
-            b'"' => escaped = self.string()?.1,
+            b'"' => drop(self.string()?),
             b'{' | b'[' => self.container()?,
             b't' => self.literal(b"true")?,
             b'f' => self.literal(b"false")?,
             b'n' => self.literal(b"null")?,
             _ => self.number()?,
         }
-        Ok(Raw {
-            text: self.since(start),
-            escaped,
-        })
+        Ok(self.since(start))
+    }
+
+    /// The next value's text, or None for `null`.
+    #[inline]
+    pub fn nullable(&mut self) -> Result<Option<&'a str>> {
+        let text = self.value()?;
+        Ok((text != "null").then_some(text))
     }
 
     /// Skips the object or array at `pos`, checking it.
@@ -149,13 +137,6 @@ impl<'a, 's> Reader<'a, 's> {
             b'{' => self.object(|r, _| r.value().map(drop)),
             _ => self.array(|r| r.value().map(drop)),
         }
-    }
-
-    /// The next value, or None for `null`.
-    #[inline]
-    pub fn nullable(&mut self) -> Result<Option<Raw<'a>>> {
-        let raw = self.raw()?;
-        Ok((raw.text != "null").then_some(raw))
     }
 
     /// Reads the next value with `read`, or None for `null`.
@@ -611,11 +592,7 @@ mod tests {
                 Ok(a.into_inner())
             })
         };
-        let one = Raw {
-            text: "1",
-            escaped: false,
-        };
-        assert_eq!(read(r#"{"a":1,"b":2}"#), Ok(Some(one)));
+        assert_eq!(read(r#"{"a":1,"b":2}"#), Ok(Some("1")));
         assert_eq!(read(r#"{"\u0061":null}"#), Ok(None));
         assert_eq!(read(r#"{"a":1,"a":1}"#), Err(Error::Shape));
         assert_eq!(read(r#"[1]"#), Err(Error::Shape));

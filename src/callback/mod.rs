@@ -10,7 +10,7 @@ mod v3;
 
 use std::borrow::Cow;
 
-use self::json::{Error, Once, Raw, Reader};
+use self::json::{Error, Once, Reader};
 use self::scan::{Scan, Span};
 
 use crate::status::Status;
@@ -68,14 +68,14 @@ pub trait Sink {
 /// texts), V2's payload and V3's changes; the wrapper's body is kept as text.
 #[derive(Default)]
 struct Line<'a> {
-    app: Once<Raw<'a>>,
-    gs_app_id: Once<Raw<'a>>,
-    kind: Once<Raw<'a>>,
-    timestamp: Once<Raw<'a>>,
+    app: Once<&'a str>,
+    gs_app_id: Once<&'a str>,
+    kind: Once<&'a str>,
+    timestamp: Once<&'a str>,
     /// V2's payload; None also when it is not an object.
     payload: Once<Option<v2::Payload<'a>>>,
     entry: Once<v3::Units<'a>>,
-    body: Once<Raw<'a>>,
+    body: Once<&'a str>,
 }
 
 /// Reads `text` into `line` (filled in place: a line's parts are too large to move
@@ -172,7 +172,7 @@ fn handle(line: Line<'_>, scanned: (&str, Span<'_>), may_be_wrapped: bool, sink:
             .gs_app_id
             .get()
             .or(line.app.get())
-            .and_then(|&a| fields::text(a));
+            .and_then(|a| fields::text(a));
         sink.app(app.as_deref());
     }
     let mut counter = Counting {
@@ -183,9 +183,9 @@ fn handle(line: Line<'_>, scanned: (&str, Span<'_>), may_be_wrapped: bool, sink:
         v3::parse(units, &mut counter);
     } else if let Some(kind) = kind {
         let payload = line.payload.get().and_then(Option::as_ref);
-        v2::parse(*kind, line.timestamp.get().copied(), payload, &mut counter);
+        v2::parse(kind, line.timestamp.get().copied(), payload, &mut counter);
     } else if let (Some(body), true) = (line.body.get(), may_be_wrapped) {
-        return unwrap_body(*body, scanned, sink);
+        return unwrap_body(body, scanned, sink);
     }
     if !counter.seen {
         sink.dead_letter(Reason::UnknownShape, None);
@@ -194,15 +194,10 @@ fn handle(line: Line<'_>, scanned: (&str, Span<'_>), may_be_wrapped: bool, sink:
 
 /// The receiver's wrapper: `body` (a part of the line `text`) is the callback, as an
 /// object (read with its part of the line's scan) or as a JSON string.
-fn unwrap_body(body: Raw<'_>, (text, scan): (&str, Span<'_>), sink: &mut impl Sink) {
-    if body.text.starts_with('{') {
-        let from = body.text.as_ptr() as usize - text.as_ptr() as usize;
-        return parse_text(
-            body.text,
-            scan.part(from, from + body.text.len()),
-            false,
-            sink,
-        );
+fn unwrap_body(body: &str, (text, scan): (&str, Span<'_>), sink: &mut impl Sink) {
+    if body.starts_with('{') {
+        let from = body.as_ptr() as usize - text.as_ptr() as usize;
+        return parse_text(body, scan.part(from, from + body.len()), false, sink);
     }
     match fields::text(body) {
         Some(inner) => parse_text(&inner, Scan::new(inner.as_bytes()).whole(), false, sink),
@@ -233,9 +228,9 @@ impl<S: Sink> Sink for Counting<'_, S> {
 
 /// What a status entry yields once its fields are read.
 fn status_event<'a>(
-    status: Option<Raw<'_>>,
+    status: Option<&str>,
     key: Option<Cow<'a, str>>,
-    at: Option<Raw<'_>>,
+    at: Option<&str>,
     code: impl FnOnce() -> Option<i64>,
 ) -> Result<Event<'a>, Reason> {
     let status = fields::text(status.ok_or(Reason::UnknownStatus)?)

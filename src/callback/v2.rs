@@ -1,6 +1,6 @@
 //! Gupshup V2: `{"app", "timestamp", "version": 2, "type": "message-event", "payload": {...}}`.
 
-use super::json::{Once, Raw, Reader, Result};
+use super::json::{Once, Reader, Result};
 use super::{Sink, fields, status_event};
 
 /// Top-level types that share the bucket but are not statuses.
@@ -11,17 +11,17 @@ const NOT_STATUS_EVENTS: [&str; 2] = ["mismatch", "others"];
 /// The envelope's `payload`, as JSON texts.
 #[derive(Default)]
 pub struct Payload<'a> {
-    id: Once<Raw<'a>>,
-    gs_id: Once<Raw<'a>>,
-    kind: Once<Raw<'a>>,
+    id: Once<&'a str>,
+    gs_id: Once<&'a str>,
+    kind: Once<&'a str>,
     /// The inner `payload`'s `ts` and `code`; absent when it is not an object.
     inner: Once<Inner<'a>>,
 }
 
 #[derive(Default)]
 struct Inner<'a> {
-    ts: Once<Raw<'a>>,
-    code: Once<Raw<'a>>,
+    ts: Once<&'a str>,
+    code: Once<&'a str>,
 }
 
 /// Reads the envelope's `payload`: None when it is not an object.
@@ -56,8 +56,8 @@ fn read_inner<'a>(r: &mut Reader<'a, '_>) -> Result<Inner<'a>> {
 }
 
 pub fn parse(
-    kind: Raw<'_>,
-    envelope_ts: Option<Raw<'_>>,
+    kind: &str,
+    envelope_ts: Option<&str>,
     payload: Option<&Payload<'_>>,
     sink: &mut impl Sink,
 ) {
@@ -73,7 +73,7 @@ pub fn parse(
     let Some(payload) = payload else {
         return;
     };
-    let event_kind = payload.kind.get().and_then(|&k| fields::text(k));
+    let event_kind = payload.kind.get().and_then(|k| fields::text(k));
     if event_kind.is_some_and(|k| NOT_STATUS_EVENTS.iter().any(|n| n.eq_ignore_ascii_case(&k))) {
         return sink.skipped();
     }
@@ -83,7 +83,7 @@ pub fn parse(
     let code = || {
         inner
             .and_then(|i| i.code.get())
-            .and_then(|&c| fields::code(c))
+            .and_then(|c| fields::code(c))
     };
     match status_event(payload.kind.get().copied(), key, at, code) {
         Ok(event) => sink.event(event),

@@ -4,7 +4,7 @@
 
 use smallvec::SmallVec;
 
-use super::json::{Error, Once, Raw, Reader, Result};
+use super::json::{Error, Once, Reader, Result};
 use super::{Event, Reason, Sink, fields, status_event};
 
 /// What the changes of a line hold, in order; most lines hold one status.
@@ -22,13 +22,13 @@ pub enum Unit<'a> {
 
 #[derive(Default)]
 struct StatusEntry<'a> {
-    gs_id: Once<Raw<'a>>,
-    id: Once<Raw<'a>>,
-    status: Once<Raw<'a>>,
-    timestamp: Once<Raw<'a>>,
-    errors: Once<Raw<'a>>,
-    code: Once<Raw<'a>>,
-    kind: Once<Raw<'a>>,
+    gs_id: Once<&'a str>,
+    id: Once<&'a str>,
+    status: Once<&'a str>,
+    timestamp: Once<&'a str>,
+    errors: Once<&'a str>,
+    code: Once<&'a str>,
+    kind: Once<&'a str>,
 }
 
 /// What a change's `value` held.
@@ -80,7 +80,7 @@ fn read_change<'a>(r: &mut Reader<'a, '_>, units: &mut Units<'a>) -> Result<()> 
     })?;
     let is_messages = field
         .get()
-        .and_then(|&f| fields::text(f))
+        .and_then(|f| fields::text(f))
         .is_some_and(|f| f == "messages");
     if !is_messages {
         units.truncate(start);
@@ -160,8 +160,8 @@ fn read_status<'a>(entry: &StatusEntry<'a>) -> std::result::Result<Option<Event<
         entry
             .errors
             .get()
-            .and_then(|&e| first_error_code(e))
-            .or_else(|| entry.code.get().and_then(|&c| fields::code(c)))
+            .and_then(|e| first_error_code(e))
+            .or_else(|| entry.code.get().and_then(|c| fields::code(c)))
     };
     status_event(
         entry.status.get().copied(),
@@ -173,8 +173,8 @@ fn read_status<'a>(entry: &StatusEntry<'a>) -> std::result::Result<Option<Event<
 }
 
 /// `errors[0].code`, when `errors` is an array whose first element is an object.
-fn first_error_code(errors: Raw<'_>) -> Option<i64> {
-    let code = Reader::document(errors.text, |r| {
+fn first_error_code(errors: &str) -> Option<i64> {
+    let code = Reader::document(errors, |r| {
         let mut first = None;
         r.array(|r| {
             if first.is_some() {
