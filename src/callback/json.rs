@@ -124,7 +124,7 @@ impl<'a, 's> Reader<'a, 's> {
     }
 
     /// The next value's text, or None for `null`.
-    #[inline]
+    #[inline(always)]
     pub fn nullable(&mut self) -> Result<Option<&'a str>> {
         let text = self.value()?;
         Ok((text != "null").then_some(text))
