@@ -186,7 +186,7 @@ impl Span<'_> {
     }
 
     /// The first quote at or after `from`, in a plain span.
-    #[inline]
+    #[inline(always)]
     pub fn next_quote(&self, from: usize) -> Option<usize> {
         let at = self.start + from;
         let end = self.start + self.len;
