@@ -12,6 +12,7 @@ const MAX_MS: u64 = 253_402_300_799_999;
 const MS_THRESHOLD: u64 = 100_000_000_000;
 
 use super::json::special_byte;
+use super::words;
 
 /// The value (JSON text) as a string, if it is one. Inlined: nearly every string
 /// has no escapes, and as a call this was mostly saving registers.
@@ -69,21 +70,14 @@ fn unescape(inner: &str) -> Option<String> {
 /// a flag beside each value's text made copying values through `Once` a stall
 /// that cost 13 %; docs/benchmarks.md.)
 fn has_backslash(s: &str) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     let bytes = s.as_bytes();
     let Some(last) = bytes.len().checked_sub(8) else {
         return bytes.contains(&b'\\');
     };
-    let word = |at: usize| {
-        let w = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"));
-        let x = w ^ (ONES * u64::from(b'\\'));
-        // A zero byte of x (a backslash of w) sets its high bit; exact whether any is.
-        x.wrapping_sub(ONES) & !x & HIGH
-    };
-    let mut found = word(last);
+    let backslashes = |at| words::equal(words::word(bytes, at), b'\\');
+    let mut found = backslashes(last);
     for at in (0..last).step_by(8) {
-        found |= word(at);
+        found |= backslashes(at);
     }
     found != 0
 }

@@ -6,6 +6,7 @@
 //! time building or dispatching values we then throw away.
 
 use super::scan::{Scan, Span};
+use super::words;
 
 /// Deepest nesting read; deeper text is refused, so no input can exhaust the stack.
 const MAX_DEPTH: usize = 128;
@@ -380,19 +381,13 @@ fn well_formed(text: &str) -> bool {
 /// Where the first `"`, `\\` or control character of `bytes` is. Eight bytes at a
 /// time: strings here are short, too short for a SIMD search to pay its setup.
 pub fn special_byte(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    // High bit of each byte that is zero (exact up to the first such byte).
-    let zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH;
     let mut chunks = bytes.chunks_exact(8);
     let mut offset = 0;
     for chunk in &mut chunks {
-        let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-        let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-        let hits =
-            zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) | below_space;
+        let w = words::word(chunk, 0);
+        let hits = words::equal(w, b'"') | words::equal(w, b'\\') | words::below(w, 0x20);
         if hits != 0 {
-            return Some(offset + hits.trailing_zeros() as usize / 8);
+            return Some(offset + words::first(hits));
         }
         offset += 8;
     }
@@ -405,20 +400,12 @@ pub fn special_byte(bytes: &[u8]) -> Option<usize> {
 /// How many ASCII digits `bytes` starts with. Eight bytes at a time: times are
 /// 10–13 digits, which a byte loop ends with a mispredicted branch each.
 fn digit_run(bytes: &[u8]) -> usize {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     let mut chunks = bytes.chunks_exact(8);
     let mut count = 0;
     for chunk in &mut chunks {
-        let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-        // The high bit of a byte that is not a digit gets set: below '0' by the
-        // subtraction's borrow, above '9' in b - '0' itself or once 0x76 is added.
-        // Borrows and carries only leave bytes already flagged, so the lowest flag
-        // is exact.
-        let shifted = w.wrapping_sub(ONES * u64::from(b'0'));
-        let not_digit = (shifted | shifted.wrapping_add(ONES * 0x76)) & HIGH;
+        let not_digit = words::not_digit(words::word(chunk, 0));
         if not_digit != 0 {
-            return count + not_digit.trailing_zeros() as usize / 8;
+            return count + words::first(not_digit);
         }
         count += 8;
     }

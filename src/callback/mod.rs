@@ -7,6 +7,7 @@ mod json;
 mod scan;
 mod v2;
 mod v3;
+mod words;
 
 use std::borrow::Cow;
 
