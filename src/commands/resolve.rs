@@ -38,6 +38,9 @@ pub async fn resolve(args: &ResolveArgs) -> Result<()> {
     debug!(seconds = started.elapsed().as_secs_f64(), "written");
     keep_dead_letters(args.dead_letters.as_deref(), &read.batches[0])?;
     summarize(read.counts, messages);
+    // The process ends with this command: freeing every message's entry, page by
+    // page, took 10-20 ms that the kernel does at exit in one go.
+    std::mem::forget(read.batches);
     Ok(())
 }
 
@@ -133,6 +136,8 @@ fn summarize(c: Counts, messages: u64) {
         "files": c.files, "bytes": c.bytes, "lines": c.lines, "events": c.events,
         "duplicates": c.events - messages, "skipped": c.skipped,
         "dead_lettered": c.dead_lettered, "messages": messages,
-    });
+    })
+    // Text first: formatted straight into unbuffered stderr, it was a write per token.
+    .to_string();
     eprintln!("{summary}");
 }

@@ -17,7 +17,7 @@ use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, Equivalent};
 
-use super::index::Index;
+use super::index::{Index, prefetch};
 use super::{Key, Observation, Resolution, Timelines};
 
 /// Shards per fold: enough for every core of the machines this runs on to merge
@@ -165,13 +165,26 @@ impl<V: Observation> Shard<V> {
         }
     }
 
+    /// Folds `other`'s entries into this shard's. Each key's probe is started early:
+    /// its index slot `2 * AHEAD` keys before it is folded, the entry that slot
+    /// names `AHEAD` keys before, so the cache misses of many keys overlap. (No room
+    /// is reserved first: the two shards mostly hold the same keys.)
     fn merge(&mut self, mut other: Shard<V>) {
+        const AHEAD: usize = 8;
         if self.entries.len() < other.entries.len() {
             std::mem::swap(self, &mut other);
         }
-        self.index.reserve(other.entries.len());
-        for (key, value) in other.entries {
-            self.upsert(key, value);
+        let halves: Vec<u32> = (other.entries.iter())
+            .map(|(key, _)| self.hash(key.as_str()))
+            .collect();
+        for (i, (key, value)) in other.entries.into_iter().enumerate() {
+            if let Some(&half) = halves.get(i + 2 * AHEAD) {
+                self.index.prefetch(half);
+            }
+            if let Some(at) = halves.get(i + AHEAD).and_then(|&h| self.index.likely(h)) {
+                prefetch(&self.entries[at as usize]);
+            }
+            self.upsert_hashed(halves[i], key, value);
         }
     }
 }
@@ -348,9 +361,8 @@ impl<V: Observation + Sync> Fold<V> {
                 }
             });
             let mut runs: Vec<_> = runs.filter(|r| !r.rows.is_empty()).collect();
-            // First the order, from the small indexes alone; then each entry's key
-            // and value, in a loop whose loads (from all over memory) do not wait
-            // for each other; then the text, from what that loop brought into cache.
+            // First the order, from the small indexes alone; then the text, each
+            // entry (from all over memory) fetched a few rows before it is written.
             let mut picks = Vec::new();
             while !runs.is_empty() {
                 let mut first = 0;
@@ -366,11 +378,13 @@ impl<V: Observation + Sync> Fold<V> {
                     runs.swap_remove(first);
                 }
             }
-            let entries: Vec<(&str, V)> =
-                picks.into_iter().map(|(k, v)| (k.as_str(), *v)).collect();
-            let mut text = Vec::with_capacity(entries.len() * 128);
-            for (key, value) in &entries {
-                line(&mut text, key, value);
+            const AHEAD: usize = 8;
+            let mut text = Vec::with_capacity(picks.len() * 128);
+            for (i, (key, value)) in picks.iter().enumerate() {
+                if let Some(&ahead) = picks.get(i + AHEAD) {
+                    prefetch(ahead);
+                }
+                line(&mut text, key.as_str(), value);
             }
             text
         };
