@@ -50,6 +50,10 @@ impl<'a> FileSink<'a> {
             batches[to].resolution.prepare(event, &mut ready);
             return self.pending.push((to, ready));
         }
+        // Halfway through the ring, the index slot fetched when it came in names
+        // the entry this event's probe will compare: fetched now too.
+        let (batch, halfway) = &self.pending[(self.next + LOOKAHEAD / 2) % LOOKAHEAD];
+        batches[*batch].resolution.prefetch_entry(halfway);
         let (batch, ready) = &mut self.pending[self.next];
         batches[*batch].resolution.add_prepared(ready);
         batches[to].resolution.prepare(event, ready);

@@ -235,6 +235,15 @@ impl<V: Observation> Fold<V> {
         (ready.shard, ready.half, ready.value) = (shard, half, V::of(event));
     }
 
+    /// Starts fetching the entry `ready`'s key most likely has (once `prepare`'s
+    /// fetch of its index slot is done), so its probe's comparison does not wait.
+    pub fn prefetch_entry(&self, ready: &Prepared<V>) {
+        let shard = &self.shards[ready.shard];
+        if let Some(at) = shard.index.likely(ready.half) {
+            prefetch(&shard.entries[at as usize]);
+        }
+    }
+
     /// Adds an event made ready by `prepare` (on this fold; its key is taken).
     pub fn add_prepared(&mut self, ready: &mut Prepared<V>) -> bool {
         let key = std::mem::take(&mut ready.key);
