@@ -3,6 +3,8 @@
 //! validate or build a value, one thread, over a callback folder held in memory:
 //! rounds in rotating order, medians. `bash scripts/parsers.sh DIR`.
 
+mod structural;
+
 use std::time::Instant;
 
 use bsp_status_loader::callback::{Event, Parser, Reason, Sink};
@@ -62,6 +64,53 @@ fn simd_json_tape(texts: &[Vec<u8>]) -> u64 {
     })
 }
 
+fn structural(texts: &[Vec<u8>]) -> u64 {
+    let mut tokens = Vec::new();
+    each_line(texts, |l| structural::valid(l, &mut tokens))
+}
+
+/// The prototype against serde_json on every line and on damaged copies of lines
+/// (a byte dropped, changed or doubled): the same verdict, or the first line where
+/// they differ.
+fn check(texts: &[Vec<u8>]) {
+    let mut tokens = Vec::new();
+    let (mut seen, mut rng) = (0u64, 0x2545_f491_4f6c_dd1du64);
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for (_, line) in texts.iter().flat_map(|t| lines(t)) {
+        let mut variants = vec![line.to_vec()];
+        for _ in 0..4 {
+            let mut v = line.to_vec();
+            let at = next() as usize % v.len();
+            let pool = b"{}[]:,\\\"0-.eEtfn \t\x01\xc3a";
+            let byte = pool[next() as usize % pool.len()];
+            match next() % 3 {
+                0 => drop(v.remove(at)),
+                1 => v[at] = byte,
+                _ => v.insert(at, byte),
+            }
+            variants.push(v);
+        }
+        for v in variants {
+            seen += 1;
+            // serde_json does not check the UTF-8 of strings it ignores.
+            let theirs = std::str::from_utf8(&v)
+                .is_ok_and(|t| serde_json::from_str::<serde::de::IgnoredAny>(t).is_ok());
+            if structural::valid(&v, &mut tokens) != theirs {
+                panic!(
+                    "differs from serde_json ({theirs}) on: {}",
+                    String::from_utf8_lossy(&v)
+                );
+            }
+        }
+    }
+    println!("the prototype agrees with serde_json on {seen} lines and damaged lines");
+}
+
 fn files(dir: &std::path::Path, out: &mut Vec<Vec<u8>>) {
     for entry in std::fs::read_dir(dir).expect("a folder") {
         let path = entry.expect("an entry").path();
@@ -90,11 +139,16 @@ fn main() {
         bytes / 1_000_000
     );
 
-    let runs: [(&str, Run); 4] = [
+    assert!(is_x86_feature_detected!("avx2"), "the prototype needs AVX2");
+    if std::env::var_os("CHECK").is_some() {
+        check(&texts);
+    }
+    let runs: [(&str, Run); 5] = [
         ("resolve's reader (validates, extracts)", ours),
         ("serde_json, IgnoredAny (validates)", serde_ignored),
         ("sonic-rs, Value (validates, builds)", sonic_value),
         ("simd-json, tape (validates, builds)", simd_json_tape),
+        ("two-stage prototype (validates)", structural),
     ];
     let mut times = vec![Vec::new(); runs.len()];
     let mut counts = vec![0; runs.len()];
