@@ -3,6 +3,7 @@
 //! validate or build a value, one thread, over a callback folder held in memory:
 //! rounds in rotating order, medians. `bash scripts/parsers.sh DIR`.
 
+mod extract;
 mod structural;
 
 use std::time::Instant;
@@ -65,15 +66,28 @@ fn simd_json_tape(texts: &[Vec<u8>]) -> u64 {
 }
 
 fn structural(texts: &[Vec<u8>]) -> u64 {
-    let mut tokens = Vec::new();
-    each_line(texts, |l| structural::valid(l, &mut tokens))
+    let mut tape = structural::Tape::default();
+    each_line(texts, |l| structural::valid(l, &mut tape))
+}
+
+/// Events the prototype finds (validating each line, then reading it from its tape).
+fn structural_events(texts: &[Vec<u8>]) -> u64 {
+    let mut tape = structural::Tape::default();
+    let mut events = 0;
+    let mut count = |key: &[u8], _, at: i64| events += u64::from(!key.is_empty() && at > 0);
+    for (_, line) in texts.iter().flat_map(|t| lines(t)) {
+        if structural::valid(line, &mut tape) {
+            extract::events(line, &tape, &mut count);
+        }
+    }
+    events
 }
 
 /// The prototype against serde_json on every line and on damaged copies of lines
 /// (a byte dropped, changed or doubled): the same verdict, or the first line where
 /// they differ.
 fn check(texts: &[Vec<u8>]) {
-    let mut tokens = Vec::new();
+    let mut tape = structural::Tape::default();
     let (mut seen, mut rng) = (0u64, 0x2545_f491_4f6c_dd1du64);
     let mut next = || {
         rng ^= rng << 13;
@@ -100,7 +114,7 @@ fn check(texts: &[Vec<u8>]) {
             // serde_json does not check the UTF-8 of strings it ignores.
             let theirs = std::str::from_utf8(&v)
                 .is_ok_and(|t| serde_json::from_str::<serde::de::IgnoredAny>(t).is_ok());
-            if structural::valid(&v, &mut tokens) != theirs {
+            if structural::valid(&v, &mut tape) != theirs {
                 panic!(
                     "differs from serde_json ({theirs}) on: {}",
                     String::from_utf8_lossy(&v)
@@ -143,12 +157,16 @@ fn main() {
     if std::env::var_os("CHECK").is_some() {
         check(&texts);
     }
-    let runs: [(&str, Run); 5] = [
+    let runs: [(&str, Run); 6] = [
         ("resolve's reader (validates, extracts)", ours),
         ("serde_json, IgnoredAny (validates)", serde_ignored),
         ("sonic-rs, Value (validates, builds)", sonic_value),
         ("simd-json, tape (validates, builds)", simd_json_tape),
         ("two-stage prototype (validates)", structural),
+        (
+            "two-stage prototype (validates, extracts)",
+            structural_events,
+        ),
     ];
     let mut times = vec![Vec::new(); runs.len()];
     let mut counts = vec![0; runs.len()];
@@ -162,7 +180,11 @@ fn main() {
     let ours = median(&mut times[0]);
     for (i, (name, _)) in runs.iter().enumerate() {
         let t = median(&mut times[i]);
-        let what = if i == 0 { "events" } else { "valid lines" };
+        let what = if i == 0 || i == 5 {
+            "events"
+        } else {
+            "valid lines"
+        };
         println!(
             "{name:40} {t:6.3} s  {:5.2} x ours  ({} {what})",
             t / ours,

@@ -11,14 +11,24 @@ use std::arch::x86_64::*;
 /// Most containers open at once, as serde_json's default.
 const MAX_DEPTH: u32 = 128;
 
+/// A line's tokens: where each starts (a structural character, either quote of a
+/// string, the first byte of a number or literal) and, for a container's opening
+/// token, the index of its closing one.
+#[derive(Default)]
+pub struct Tape {
+    pub tokens: Vec<u32>,
+    pub matches: Vec<u32>,
+    stack: Vec<u32>,
+}
+
 /// Whether `line` is one JSON document. AVX2 must be there (checked by the caller).
-pub fn valid(line: &[u8], tokens: &mut Vec<u32>) -> bool {
+pub fn valid(line: &[u8], tape: &mut Tape) -> bool {
     if !line.is_ascii() && std::str::from_utf8(line).is_err() {
         return false;
     }
     // SAFETY: the caller checked for AVX2.
-    let closed = unsafe { tokenize(line, tokens) };
-    closed && grammar(line, tokens)
+    let closed = unsafe { tokenize(line, &mut tape.tokens) };
+    closed && grammar(line, tape)
 }
 
 /// Bitmaps of one 64-byte block: bit i is byte i.
@@ -112,7 +122,8 @@ fn tokenize(line: &[u8], tokens: &mut Vec<u32>) -> bool {
             return false;
         }
         let structural = b.structural & !inside;
-        let opening = quote & inside;
+        // Both quotes of a string: its text is between two tokens.
+        let opening = quote;
         // Numbers and literals: whatever is none of the above, outside strings.
         let scalar = !(b.whitespace | b.structural | quote | inside);
         let scalar_start = scalar & !(scalar << 1 | scalar_carry);
@@ -147,71 +158,79 @@ fn memchr(byte: u8, bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|&b| b == byte)
 }
 
-/// Stage 2: the tokens make one JSON value.
-fn grammar(line: &[u8], tokens: &[u32]) -> bool {
-    let mut it = tokens.iter().map(|&t| t as usize);
-    // Open containers, innermost lowest: a set bit is an object.
-    let (mut objects, mut depth) = (0u128, 0u32);
-    let mut next = it.next();
+/// Stage 2: the tokens make one JSON value; records each container's closing token.
+fn grammar(line: &[u8], tape: &mut Tape) -> bool {
+    let Tape {
+        tokens,
+        matches,
+        stack,
+    } = tape;
+    matches.clear();
+    matches.resize(tokens.len(), 0);
+    stack.clear();
+    let byte = |t: usize| tokens.get(t).map(|&at| line[at as usize]);
+    // A key: its two quotes and a colon, from token `t`.
+    let key =
+        |t: usize| byte(t) == Some(b'"') && byte(t + 1) == Some(b'"') && byte(t + 2) == Some(b':');
+    let mut t = 0;
     loop {
-        // A value.
-        let Some(at) = next else { return false };
-        match line[at] {
-            open @ (b'{' | b'[') => {
-                depth += 1;
-                if depth > MAX_DEPTH {
+        // A value at token t.
+        match byte(t) {
+            Some(open @ (b'{' | b'[')) => {
+                if stack.len() >= MAX_DEPTH as usize {
                     return false;
                 }
-                objects = objects << 1 | u128::from(open == b'{');
-                let Some(first) = it.next() else { return false };
+                stack.push(t as u32);
                 let close = if open == b'{' { b'}' } else { b']' };
-                if line[first] == close {
-                    depth -= 1;
-                    objects >>= 1;
+                if byte(t + 1) == Some(close) {
+                    stack.pop();
+                    matches[t] = (t + 1) as u32;
+                    t += 2;
                 } else if open == b'{' {
-                    // A key, then a colon, then the value.
-                    if line[first] != b'"' || it.next().map(|c| line[c]) != Some(b':') {
+                    if !key(t + 1) {
                         return false;
                     }
-                    next = it.next();
+                    t += 4;
                     continue;
                 } else {
-                    next = Some(first);
+                    t += 1;
                     continue;
                 }
             }
-            b'"' => {}
-            _ => {
-                if !scalar(line, at) {
+            Some(b'"') => t += 2,
+            Some(_) => {
+                if !scalar(line, tokens[t] as usize) {
                     return false;
                 }
+                t += 1;
             }
+            None => return false,
         }
         // After a value: a comma and the next, closers, or the end.
         loop {
-            if depth == 0 {
-                return it.next().is_none();
-            }
-            let Some(at) = it.next() else { return false };
-            let object = objects & 1 == 1;
-            match line[at] {
-                b',' => {
-                    next = it.next();
-                    if object {
-                        let key = next.map(|k| line[k]);
-                        if key != Some(b'"') || it.next().map(|c| line[c]) != Some(b':') {
-                            return false;
-                        }
-                        next = it.next();
+            let Some(&open) = stack.last() else {
+                return t == tokens.len();
+            };
+            let object = byte(open as usize) == Some(b'{');
+            match byte(t) {
+                Some(b',') if object => {
+                    if !key(t + 1) {
+                        return false;
                     }
+                    t += 4;
                     break;
                 }
-                b'}' if object => {}
-                b']' if !object => {}
+                Some(b',') => {
+                    t += 1;
+                    break;
+                }
+                Some(b'}') if object => {}
+                Some(b']') if !object => {}
                 _ => return false,
             }
-            depth -= 1;
-            objects >>= 1;
+            matches[open as usize] = t as u32;
+            stack.pop();
+            t += 1;
         }
     }
 }
