@@ -161,6 +161,13 @@ mod tests {
             }
             for (p, &(half, key)) in positions.iter().enumerate() {
                 prop_assert_eq!(index.find(half, |q| positions[q as usize] == (half, key)), Some(p as u32));
+                // A hint, but only ever to an entry of the same hash; the first key
+                // of a hash sits in its home slot unless another hash took it first.
+                let likely = index.likely(half);
+                prop_assert!(likely.is_none_or(|q| positions[q as usize].0 == half));
+                if positions.iter().all(|&(h, _)| h == half) {
+                    prop_assert_eq!(likely, Some(0));
+                }
             }
             index.clear();
             prop_assert_eq!(index.find(0, |_| true), None);
