@@ -2,9 +2,9 @@
 //! one line (RFC 8259, nesting up to 128) in two stages, as simdjson. Stage 1 turns
 //! every 64 bytes into bitmaps (quotes, backslashes, structural characters,
 //! whitespace, control bytes) and, from them, which bytes are inside strings;
-//! stage 2 walks the positions where a token starts (a structural character, a
-//! string's opening quote, a number's or literal's first byte) with a state machine.
-//! Validates only: nothing is extracted.
+//! stage 2 walks the positions where a token starts (a structural character, either
+//! quote of a string, a number's or literal's first byte) with a state machine and
+//! records where each container ends: a tape `extract.rs` reads the fields from.
 
 use std::arch::x86_64::*;
 
@@ -122,13 +122,12 @@ fn tokenize(line: &[u8], tokens: &mut Vec<u32>) -> bool {
             return false;
         }
         let structural = b.structural & !inside;
-        // Both quotes of a string: its text is between two tokens.
-        let opening = quote;
         // Numbers and literals: whatever is none of the above, outside strings.
         let scalar = !(b.whitespace | b.structural | quote | inside);
         let scalar_start = scalar & !(scalar << 1 | scalar_carry);
         scalar_carry = scalar >> 63;
-        let mut bits = structural | opening | scalar_start;
+        // Both quotes of a string are tokens: its text is between two.
+        let mut bits = structural | quote | scalar_start;
         while bits != 0 {
             tokens.push((n * 64) as u32 + bits.trailing_zeros());
             bits &= bits - 1;
@@ -140,7 +139,7 @@ fn tokenize(line: &[u8], tokens: &mut Vec<u32>) -> bool {
 /// Every backslash in a string starts a valid escape (a line with one is rare).
 fn escapes_valid(line: &[u8]) -> bool {
     let mut at = 0;
-    while let Some(i) = memchr(b'\\', &line[at..]) {
+    while let Some(i) = memchr::memchr(b'\\', &line[at..]) {
         let i = at + i;
         match line.get(i + 1) {
             Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => at = i + 2,
@@ -152,10 +151,6 @@ fn escapes_valid(line: &[u8]) -> bool {
         }
     }
     true
-}
-
-fn memchr(byte: u8, bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == byte)
 }
 
 /// Stage 2: the tokens make one JSON value; records each container's closing token.
