@@ -11,6 +11,7 @@ const MAX_MS: u64 = 253_402_300_799_999;
 /// Values at or above this are milliseconds; smaller ones are seconds.
 const MS_THRESHOLD: u64 = 100_000_000_000;
 
+use super::cursor::Value;
 use super::json::special_byte;
 use super::words;
 
@@ -82,10 +83,30 @@ fn has_backslash(s: &str) -> bool {
     found != 0
 }
 
+/// A value as the text reader keeps it: its JSON text.
+impl<'a> Value<'a> for &'a str {
+    #[inline(always)]
+    fn text(self) -> Option<Cow<'a, str>> {
+        text(self)
+    }
+    fn digits(self) -> Option<u64> {
+        digits(self)
+    }
+    fn integer(self) -> Option<i64> {
+        self.parse().ok()
+    }
+    fn is_object(self) -> bool {
+        self.starts_with('{')
+    }
+    fn source(self) -> Option<&'a str> {
+        Some(self)
+    }
+}
+
 /// The first usable message id: a string, trimmed, not empty.
-pub fn key<'r>(candidates: &[Option<&'r str>]) -> Option<Cow<'r, str>> {
-    candidates.iter().flatten().find_map(|raw| {
-        let s = text(raw)?;
+pub fn key<'r, V: Value<'r>>(candidates: &[Option<V>]) -> Option<Cow<'r, str>> {
+    candidates.iter().flatten().find_map(|value| {
+        let s = value.text()?;
         // Printable ASCII at both ends (nearly every id): nothing to trim.
         let printable = |b: Option<&u8>| b.is_some_and(|b| (b'!'..=b'~').contains(b));
         if printable(s.as_bytes().first()) && printable(s.as_bytes().last()) {
@@ -103,20 +124,11 @@ pub fn key<'r>(candidates: &[Option<&'r str>]) -> Option<Cow<'r, str>> {
 }
 
 /// An epoch time given as a number or a string of digits; seconds or milliseconds.
-pub fn epoch_ms(raw: &str) -> Option<i64> {
-    let digits = match text(raw) {
-        Some(s) => s,
-        None => Cow::Borrowed(raw),
+pub fn epoch_ms<'a>(value: impl Value<'a>) -> Option<i64> {
+    let value = match value.text() {
+        Some(s) => digits(&s)?,
+        None => value.digits()?,
     };
-    if digits.is_empty() {
-        return None;
-    }
-    // Checked and summed in one pass; more digits than a u64 holds is no time.
-    let value = digits.bytes().try_fold(0u64, |value, b| {
-        let digit = b.wrapping_sub(b'0');
-        (digit <= 9).then_some(())?;
-        value.checked_mul(10)?.checked_add(u64::from(digit))
-    })?;
     let ms = if value >= MS_THRESHOLD {
         value
     } else {
@@ -125,11 +137,24 @@ pub fn epoch_ms(raw: &str) -> Option<i64> {
     (MIN_MS..=MAX_MS).contains(&ms).then_some(ms as i64)
 }
 
+/// `text` as a number when it is digits alone; more digits than a u64 holds is none.
+fn digits(text: &str) -> Option<u64> {
+    if text.is_empty() {
+        return None;
+    }
+    // Checked and summed in one pass.
+    text.bytes().try_fold(0u64, |value, b| {
+        let digit = b.wrapping_sub(b'0');
+        (digit <= 9).then_some(())?;
+        value.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
 /// An integer error code, as a JSON integer or a string of digits.
-pub fn code(raw: &str) -> Option<i64> {
-    match text(raw) {
+pub fn code<'a>(value: impl Value<'a>) -> Option<i64> {
+    match value.text() {
         Some(s) => s.trim().parse().ok(),
-        None => raw.parse().ok(),
+        None => value.integer(),
     }
 }
 

@@ -5,11 +5,12 @@
 //! Hand-written because the job is mostly this loop: a general parser spends its
 //! time building or dispatching values we then throw away.
 
+use super::cursor::Cursor;
 use super::scan::{Scan, Span};
 use super::words;
 
 /// Deepest nesting read; deeper text is refused, so no input can exhaust the stack.
-const MAX_DEPTH: usize = 128;
+pub const MAX_DEPTH: usize = 128;
 
 /// Why a text could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +35,7 @@ pub struct Reader<'a, 's> {
 
 impl<'a, 's> Reader<'a, 's> {
     /// Reads `text` as one JSON document with `read`; only whitespace may follow.
+    #[cfg(test)]
     pub fn document<T>(
         text: &'a str,
         read: impl for<'t> FnOnce(&mut Reader<'a, 't>) -> Result<T>,
@@ -314,6 +316,42 @@ impl<'a, 's> Reader<'a, 's> {
         }
         self.pos = at;
         Ok(())
+    }
+}
+
+impl<'a> Cursor<'a> for Reader<'a, '_> {
+    type Value = &'a str;
+
+    #[inline(always)]
+    fn peek(&mut self) -> Result<u8> {
+        Reader::peek(self)
+    }
+    #[inline(always)]
+    fn value(&mut self) -> Result<&'a str> {
+        Reader::value(self)
+    }
+    #[inline(always)]
+    fn nullable(&mut self) -> Result<Option<&'a str>> {
+        Reader::nullable(self)
+    }
+    #[inline(always)]
+    fn object(&mut self, field: impl FnMut(&mut Self, &str) -> Result<()>) -> Result<()> {
+        Reader::object(self, field)
+    }
+    #[inline(always)]
+    fn array(&mut self, item: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
+        Reader::array(self, item)
+    }
+    #[inline(always)]
+    fn or_null<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T>) -> Result<Option<T>> {
+        Reader::or_null(self, read)
+    }
+    #[inline(always)]
+    fn lenient<T>(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<(Option<T>, &'a str)> {
+        Reader::lenient(self, read)
     }
 }
 

@@ -2,17 +2,21 @@
 //! envelope (several statuses), or either wrapped as `{"received_at", "body"}`.
 //! Every line ends as events, skips or dead letters: nothing is dropped unseen.
 
+mod cursor;
 mod fields;
 mod json;
 mod scan;
+mod tape;
 mod v2;
 mod v3;
 mod words;
 
 use std::borrow::Cow;
 
+use self::cursor::{Cursor, Value};
 use self::json::{Error, Once, Reader};
 use self::scan::{Scan, Span};
+use self::tape::{TapeReader, TapeValue};
 
 use crate::status::Status;
 
@@ -65,56 +69,74 @@ pub trait Sink {
     fn dead_letter(&mut self, reason: Reason, entry: Option<&str>);
 }
 
-/// A line, read in one pass: the fields that tell the shapes apart (as JSON
-/// texts), V2's payload and V3's changes; the wrapper's body is kept as text.
-#[derive(Default)]
-struct Line<'a> {
-    app: Once<&'a str>,
-    gs_app_id: Once<&'a str>,
-    kind: Once<&'a str>,
-    timestamp: Once<&'a str>,
+/// A line, read in one pass: the fields that tell the shapes apart, V2's payload
+/// and V3's changes; the wrapper's body is kept as a value.
+struct Line<'a, V> {
+    app: Once<V>,
+    gs_app_id: Once<V>,
+    kind: Once<V>,
+    timestamp: Once<V>,
     /// V2's payload; None also when it is not an object.
-    payload: Once<Option<v2::Payload<'a>>>,
-    entry: Once<v3::Units<'a>>,
-    body: Once<&'a str>,
+    payload: Once<Option<v2::Payload<V>>>,
+    entry: Once<v3::Units<'a, V>>,
+    body: Once<V>,
 }
 
-/// Reads `text` into `line` (filled in place: a line's parts are too large to move
-/// around once per line).
-fn read_line<'a>(text: &'a str, scan: Span<'a>, line: &mut Line<'a>) -> Result<(), Error> {
-    Reader::scanned(text, scan, |r| {
-        if r.peek()? != b'{' {
-            // Another kind of value: a shape error if it is valid JSON at all.
-            return r.value().map(|_| false);
+impl<V> Default for Line<'_, V> {
+    fn default() -> Self {
+        Line {
+            app: Once::default(),
+            gs_app_id: Once::default(),
+            kind: Once::default(),
+            timestamp: Once::default(),
+            payload: Once::default(),
+            entry: Once::default(),
+            body: Once::default(),
         }
-        r.object(|r, key| match key {
-            "app" => line.app.set(r.nullable()?),
-            "gs_app_id" => line.gs_app_id.set(r.nullable()?),
-            "type" => line.kind.set(r.nullable()?),
-            "timestamp" => line.timestamp.set(r.nullable()?),
-            "payload" => line.payload.set(Some(v2::read_payload(r)?)),
-            "entry" => line.entry.set(r.or_null(v3::read_entries)?),
-            "body" => line.body.set(r.nullable()?),
-            _ => r.value().map(drop),
-        })?;
-        Ok(true)
-    })?
-    .then_some(())
-    .ok_or(Error::Shape)
+    }
+}
+
+/// Reads the next value into `line` (filled in place: a line's parts are too large
+/// to move around once per line). False when it is not an object: a shape error
+/// once the rest of the document is known to be JSON.
+fn read_line<'a, C: Cursor<'a>>(r: &mut C, line: &mut Line<'a, C::Value>) -> Result<bool, Error> {
+    if r.peek()? != b'{' {
+        return r.value().map(|_| false);
+    }
+    r.object(|r, key| match key {
+        "app" => line.app.set(r.nullable()?),
+        "gs_app_id" => line.gs_app_id.set(r.nullable()?),
+        "type" => line.kind.set(r.nullable()?),
+        "timestamp" => line.timestamp.set(r.nullable()?),
+        "payload" => line.payload.set(Some(v2::read_payload(r)?)),
+        "entry" => line.entry.set(r.or_null(v3::read_entries)?),
+        "body" => line.body.set(r.nullable()?),
+        _ => r.value().map(drop),
+    })?;
+    Ok(true)
 }
 
 /// Parses one line (without its newline). Blank lines must be filtered out before.
 pub fn parse_line(line: &[u8], sink: &mut impl Sink) {
+    Parser::new(line).parse(line, sink)
+}
+
+/// `parse_line` with the text reader alone: what the tape must agree with.
+#[cfg(test)]
+fn parse_line_text(line: &[u8], sink: &mut impl Sink) {
     parse_scanned(line, Scan::new(line).whole(), sink)
 }
 
-/// Parses the lines of one text (a file's) with one scan of it, made a window at a
-/// time (`Scan::window`), instead of one scan per line. The scan is kept with the
-/// text it is of: what the reader takes on trust from it (where the quotes are,
-/// that a line is ASCII) is true of the line it reads.
+/// Parses the lines of one text (a file's). Each line is parsed on simdjson's tape
+/// (`tape`) when simdjson accepts it, and by the text reader (`json`) when it does
+/// not or the tape declines it; the text reader reads with one scan of the text,
+/// made a window at a time (`Scan::window`) when first needed. The scan is kept
+/// with the text it is of: what the reader takes on trust from it (where the
+/// quotes are, that a line is ASCII) is true of the line it reads.
 pub struct Parser<'t> {
     text: &'t [u8],
     scan: Scan,
+    tape: tape::Lines,
 }
 
 impl<'t> Parser<'t> {
@@ -122,6 +144,7 @@ impl<'t> Parser<'t> {
         Parser {
             text,
             scan: Scan::default(),
+            tape: tape::Lines::take(),
         }
     }
 
@@ -133,11 +156,54 @@ impl<'t> Parser<'t> {
         let start = (line.as_ptr() as usize).wrapping_sub(self.text.as_ptr() as usize);
         match start.checked_add(line.len()) {
             Some(end) if end <= self.text.len() => {
+                if let Some((tape, mut bodies)) = self.tape.parse(self.text, start..end)
+                    && read_tape(TapeReader::root(&tape), Some(&mut bodies), sink).is_ok()
+                {
+                    return;
+                }
                 parse_scanned(line, self.scan.window(self.text, start, end), sink)
             }
-            _ => parse_line(line, sink),
+            _ => Parser::new(line).parse(line, sink),
         }
     }
+}
+
+/// The tape could not say what a line yields; nothing was told to the sink.
+struct Declined;
+
+/// Reads a line simdjson accepted from its tape and tells the sink what it yields;
+/// `bodies` parses a wrapper's body given as a string (None: this is a body, not
+/// unwrapped again). Declines what only the text reader can tell: lines of no
+/// known shape (it says why) and dead-lettered V3 entries (it keeps their text).
+fn read_tape<S: Sink>(
+    mut r: TapeReader<'_>,
+    bodies: Option<&mut tape::Bodies<'_>>,
+    sink: &mut S,
+) -> Result<(), Declined> {
+    let mut line = Line::default();
+    if read_line(&mut r, &mut line) != Ok(true) {
+        return Err(Declined);
+    }
+    let may_be_wrapped = bodies.is_some();
+    handle(
+        line,
+        may_be_wrapped,
+        sink,
+        |body: TapeValue<'_>, sink: &mut S| {
+            if body.is_object() {
+                return read_tape(TapeReader::at(body), None, sink);
+            }
+            // The callback in a string: on a tape of its own, else by the text reader.
+            if let (Some(bodies), Some(inner)) = (bodies, body.text())
+                && let Some(tape) = bodies.parse(&inner)
+                && read_tape(TapeReader::root(&tape), None, sink).is_ok()
+            {
+                return Ok(());
+            }
+            unwrap_string(body, sink);
+            Ok(())
+        },
+    )
 }
 
 /// `parse_line`, with `scan` the line's span.
@@ -154,26 +220,52 @@ fn parse_scanned(line: &[u8], scan: Span<'_>, sink: &mut impl Sink) {
     parse_text(text, scan, true, sink);
 }
 
-fn parse_text(text: &str, scan: Span<'_>, may_be_wrapped: bool, sink: &mut impl Sink) {
+/// Reads `text` with the text reader and tells the sink what it yields.
+fn parse_text<S: Sink>(text: &str, scan: Span<'_>, may_be_wrapped: bool, sink: &mut S) {
     let mut line = Line::default();
-    match read_line(text, scan, &mut line) {
-        Ok(()) => handle(line, (text, scan), may_be_wrapped, sink),
-        Err(Error::Shape) => sink.dead_letter(Reason::UnknownShape, None),
+    match Reader::scanned(text, scan, |r| read_line(r, &mut line)) {
+        Ok(true) => {
+            // The wrapper's body, as an object: read with its part of the line's scan.
+            let unwrap = |body: &str, sink: &mut S| {
+                if body.is_object() {
+                    let from = body.as_ptr() as usize - text.as_ptr() as usize;
+                    parse_text(body, scan.part(from, from + body.len()), false, sink);
+                } else {
+                    unwrap_string(body, sink);
+                }
+                Ok(())
+            };
+            let told = handle(line, may_be_wrapped, sink, unwrap);
+            debug_assert!(told.is_ok(), "the text reader keeps every part's text");
+        }
+        Ok(false) | Err(Error::Shape) => sink.dead_letter(Reason::UnknownShape, None),
         Err(Error::Syntax) => sink.dead_letter(Reason::NotJson, None),
         Err(Error::TooDeep) => sink.dead_letter(Reason::NestedTooDeeply, None),
     }
 }
 
-/// What a line read into `line` yields; `scanned` is the line's text and span.
-fn handle(line: Line<'_>, scanned: (&str, Span<'_>), may_be_wrapped: bool, sink: &mut impl Sink) {
+/// Tells the sink what a line read into `line` yields; `unwrap` reads the
+/// receiver's wrapper's `body` when it is the callback.
+fn handle<'a, V: Value<'a>, S: Sink>(
+    line: Line<'a, V>,
+    may_be_wrapped: bool,
+    sink: &mut S,
+    unwrap: impl FnOnce(V, &mut S) -> Result<(), Declined>,
+) -> Result<(), Declined> {
     let kind = line.kind.get();
     let entry = line.entry.into_inner();
+    if entry
+        .as_ref()
+        .is_some_and(|units| units.iter().any(v3::Unit::lacks_text))
+    {
+        return Err(Declined);
+    }
     if entry.is_some() || kind.is_some() {
         let app = line
             .gs_app_id
             .get()
             .or(line.app.get())
-            .and_then(|a| fields::text(a));
+            .and_then(|a| a.text());
         sink.app(app.as_deref());
     }
     let mut counter = Counting {
@@ -182,25 +274,21 @@ fn handle(line: Line<'_>, scanned: (&str, Span<'_>), may_be_wrapped: bool, sink:
     };
     if let Some(units) = entry {
         v3::parse(units, &mut counter);
-    } else if let Some(kind) = kind {
+    } else if let Some(&kind) = kind {
         let payload = line.payload.get().and_then(Option::as_ref);
         v2::parse(kind, line.timestamp.get().copied(), payload, &mut counter);
-    } else if let (Some(body), true) = (line.body.get(), may_be_wrapped) {
-        return unwrap_body(body, scanned, sink);
+    } else if let (Some(&body), true) = (line.body.get(), may_be_wrapped) {
+        return unwrap(body, sink);
     }
     if !counter.seen {
         sink.dead_letter(Reason::UnknownShape, None);
     }
+    Ok(())
 }
 
-/// The receiver's wrapper: `body` (a part of the line `text`) is the callback, as an
-/// object (read with its part of the line's scan) or as a JSON string.
-fn unwrap_body(body: &str, (text, scan): (&str, Span<'_>), sink: &mut impl Sink) {
-    if body.starts_with('{') {
-        let from = body.as_ptr() as usize - text.as_ptr() as usize;
-        return parse_text(body, scan.part(from, from + body.len()), false, sink);
-    }
-    match fields::text(body) {
+/// The receiver's wrapper with the callback as a JSON string in `body`.
+fn unwrap_string<'a>(body: impl Value<'a>, sink: &mut impl Sink) {
+    match body.text() {
         Some(inner) => parse_text(&inner, Scan::new(inner.as_bytes()).whole(), false, sink),
         None => sink.dead_letter(Reason::UnknownShape, None),
     }
@@ -228,13 +316,13 @@ impl<S: Sink> Sink for Counting<'_, S> {
 }
 
 /// What a status entry yields once its fields are read.
-fn status_event<'a>(
-    status: Option<&str>,
+fn status_event<'a, V: Value<'a>>(
+    status: Option<V>,
     key: Option<Cow<'a, str>>,
-    at: Option<&str>,
+    at: Option<V>,
     code: impl FnOnce() -> Option<i64>,
 ) -> Result<Event<'a>, Reason> {
-    let status = fields::text(status.ok_or(Reason::UnknownStatus)?)
+    let status = (status.ok_or(Reason::UnknownStatus)?.text())
         .and_then(|w| Status::from_callback(&w))
         .ok_or(Reason::UnknownStatus)?;
     let key = key.ok_or(Reason::MissingKey)?;

@@ -300,7 +300,7 @@ mod hostile {
     use proptest::prelude::*;
 
     /// Fragments of real callbacks, so random joins reach deep into the parser.
-    const PIECES: [&str; 16] = [
+    pub(super) const PIECES: [&str; 16] = [
         r#"{"entry":[{"changes":[{"field":"messages","value":{"statuses":["#,
         r#"{"gs_id":"k","status":"read","timestamp":"1763773200"}"#,
         r#"]}}]}]}"#,
@@ -344,7 +344,7 @@ mod round_trip {
     use proptest::prelude::*;
 
     #[derive(Debug, Clone)]
-    struct Params {
+    pub(super) struct Params {
         key: String,
         padded: bool,
         status: usize,
@@ -357,7 +357,7 @@ mod round_trip {
         wrap: u8,
     }
 
-    fn params() -> impl Strategy<Value = Params> {
+    pub(super) fn params() -> impl Strategy<Value = Params> {
         (
             "[a-zA-Z0-9-]{1,40}",
             any::<bool>(),
@@ -397,7 +397,7 @@ mod round_trip {
             )
     }
 
-    fn line(p: &Params) -> String {
+    pub(super) fn line(p: &Params) -> String {
         let word = crate::status::STATUSES[p.status].0;
         let word = if p.upper {
             word.to_uppercase()
@@ -466,6 +466,170 @@ mod round_trip {
             prop_assert_eq!(c.skipped, 0);
             prop_assert!(c.dead.is_empty(), "{:?}", c.dead);
             prop_assert_eq!(c.events, vec![(p.key.clone(), status, at_ms, code)]);
+        }
+    }
+}
+
+/// simdjson's tape and the text reader agree on every line: what the tape answers
+/// is what the text reader says, and `parse_line` (the tape, else the text reader)
+/// always says what the text reader alone says.
+mod tape_and_text {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn text_only(line: &[u8]) -> String {
+        let mut c = Collected::default();
+        parse_line_text(line, &mut c);
+        format!("{c:?}")
+    }
+
+    fn either(line: &[u8]) -> String {
+        let mut c = Collected::default();
+        parse_line(line, &mut c);
+        format!("{c:?}")
+    }
+
+    /// What the tape alone says, or None when simdjson refuses the line or the
+    /// tape declines it.
+    fn tape_only(line: &[u8]) -> Option<String> {
+        let mut lines = tape::Lines::take();
+        let (tape, mut bodies) = lines.parse(line, 0..line.len())?;
+        let mut c = Collected::default();
+        read_tape(TapeReader::root(&tape), Some(&mut bodies), &mut c).ok()?;
+        Some(format!("{c:?}"))
+    }
+
+    /// Values a callback's fields may hold that are not what they should be, and
+    /// numbers written in every way JSON allows.
+    const ODD: [&str; 32] = [
+        "-0",
+        "0",
+        "-1",
+        "1.0",
+        "1e3",
+        "1E+2",
+        "-0.0",
+        "0.5e-3",
+        "18446744073709551615",
+        "18446744073709551616",
+        "9223372036854775808",
+        "-9223372036854775809",
+        "1e400",
+        "null",
+        "true",
+        "false",
+        r#""""#,
+        r#"" ""#,
+        r#""\u00e9""#,
+        r#""\ud83d\ude00""#,
+        r#""\ud800""#,
+        r#""x\"y""#,
+        "[]",
+        "{}",
+        r#"[1,{"code":5}]"#,
+        r#"[{"code":"7"},{"code":8}]"#,
+        r#"{"a":[null]}"#,
+        r#""1763773200""#,
+        r#""  17 ""#,
+        "1763773200123",
+        r#""-5""#,
+        r#""+5""#,
+    ];
+
+    /// Where each scalar value of `line` is (a string or a number or literal after
+    /// a key's colon).
+    fn scalars(line: &str) -> Vec<std::ops::Range<usize>> {
+        let bytes = line.as_bytes();
+        let mut found = Vec::new();
+        for (colon, _) in line.match_indices("\":") {
+            let start = colon + 2;
+            let end = match bytes.get(start) {
+                Some(b'"') => {
+                    let mut at = start + 1;
+                    while at < bytes.len() && bytes[at] != b'"' {
+                        at += if bytes[at] == b'\\' { 2 } else { 1 };
+                    }
+                    at + 1
+                }
+                Some(b'{' | b'[') | None => continue,
+                Some(_) => {
+                    start
+                        + bytes[start..]
+                            .iter()
+                            .position(|b| matches!(b, b',' | b'}' | b']'))
+                            .unwrap_or(bytes.len() - start)
+                }
+            };
+            found.push(start..end.min(bytes.len()));
+        }
+        found
+    }
+
+    /// A callback with some of its values replaced by odd ones or nested deep
+    /// around the depth limits, or a key's field written twice.
+    fn odd_callbacks() -> impl Strategy<Value = String> {
+        (
+            super::round_trip::params(),
+            proptest::collection::vec((any::<prop::sample::Index>(), 0..ODD.len() + 2), 1..3),
+            120usize..135,
+        )
+            .prop_map(|(p, edits, depth)| {
+                let mut line = super::round_trip::line(&p);
+                for (which, odd) in edits {
+                    let spots = scalars(&line);
+                    if spots.is_empty() {
+                        break;
+                    }
+                    let spot = spots[which.index(spots.len())].clone();
+                    let with = match odd {
+                        n if n < ODD.len() => ODD[n].to_owned(),
+                        n if n == ODD.len() => "[".repeat(depth) + &"]".repeat(depth),
+                        // The field twice: its value, a comma, and the key and value again.
+                        _ => {
+                            let key_start = line[..spot.start - 2]
+                                .rfind('"')
+                                .map_or(0, |q| line[..q].rfind(['{', ',']).map_or(q, |b| b + 1));
+                            format!("{},{}", &line[spot.clone()], &line[key_start..spot.end])
+                        }
+                    };
+                    line.replace_range(spot, &with);
+                }
+                line
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #[test]
+        fn the_tape_reads_every_well_formed_callback_itself(p in super::round_trip::params()) {
+            let line = super::round_trip::line(&p);
+            let tape = tape_only(line.as_bytes());
+            prop_assert!(tape.is_some(), "{}", line);
+            prop_assert_eq!(tape.unwrap(), text_only(line.as_bytes()));
+        }
+
+        #[test]
+        fn the_tape_agrees_with_the_text_reader_on_odd_values(line in odd_callbacks()) {
+            let text = text_only(line.as_bytes());
+            if let Some(tape) = tape_only(line.as_bytes()) {
+                prop_assert_eq!(&tape, &text, "{}", line);
+            }
+            prop_assert_eq!(either(line.as_bytes()), text, "{}", line);
+        }
+
+        #[test]
+        fn the_tape_agrees_with_the_text_reader_on_broken_lines(
+            parts in proptest::collection::vec(0..super::hostile::PIECES.len(), 0..40),
+            bytes in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let spliced: String = parts.iter().map(|&i| super::hostile::PIECES[i]).collect();
+            for line in [spliced.as_bytes(), &bytes] {
+                let text = text_only(line);
+                if let Some(tape) = tape_only(line) {
+                    prop_assert_eq!(&tape, &text);
+                }
+                prop_assert_eq!(either(line), text);
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Gupshup V2: `{"app", "timestamp", "version": 2, "type": "message-event", "payload": {...}}`.
 
-use super::json::{Once, Reader, Result};
+use super::cursor::{Cursor, Value};
+use super::json::{Once, Result};
 use super::{Sink, fields, status_event};
 
 /// Top-level types that share the bucket but are not statuses.
@@ -8,28 +9,31 @@ const NOT_STATUSES: [&str; 4] = ["message", "user-event", "billing-event", "syst
 /// `payload.type` values of message events that are not statuses.
 const NOT_STATUS_EVENTS: [&str; 2] = ["mismatch", "others"];
 
-/// The envelope's `payload`, as JSON texts.
-#[derive(Default)]
-pub struct Payload<'a> {
-    id: Once<&'a str>,
-    gs_id: Once<&'a str>,
-    kind: Once<&'a str>,
+/// The envelope's `payload`, as values.
+pub struct Payload<V> {
+    id: Once<V>,
+    gs_id: Once<V>,
+    kind: Once<V>,
     /// The inner `payload`'s `ts` and `code`; absent when it is not an object.
-    inner: Once<Inner<'a>>,
+    inner: Once<Inner<V>>,
 }
 
-#[derive(Default)]
-struct Inner<'a> {
-    ts: Once<&'a str>,
-    code: Once<&'a str>,
+struct Inner<V> {
+    ts: Once<V>,
+    code: Once<V>,
 }
 
 /// Reads the envelope's `payload`: None when it is not an object.
-pub fn read_payload<'a>(r: &mut Reader<'a, '_>) -> Result<Option<Payload<'a>>> {
+pub fn read_payload<'a, C: Cursor<'a>>(r: &mut C) -> Result<Option<Payload<C::Value>>> {
     if r.peek()? != b'{' {
         return r.value().map(|_| None);
     }
-    let mut p = Payload::default();
+    let mut p = Payload {
+        id: Once::default(),
+        gs_id: Once::default(),
+        kind: Once::default(),
+        inner: Once::default(),
+    };
     r.object(|r, key| match key {
         "id" => p.id.set(r.nullable()?),
         "gsId" => p.gs_id.set(r.nullable()?),
@@ -45,8 +49,11 @@ pub fn read_payload<'a>(r: &mut Reader<'a, '_>) -> Result<Option<Payload<'a>>> {
     Ok(Some(p))
 }
 
-fn read_inner<'a>(r: &mut Reader<'a, '_>) -> Result<Inner<'a>> {
-    let mut inner = Inner::default();
+fn read_inner<'a, C: Cursor<'a>>(r: &mut C) -> Result<Inner<C::Value>> {
+    let mut inner = Inner {
+        ts: Once::default(),
+        code: Once::default(),
+    };
     r.object(|r, key| match key {
         "ts" => inner.ts.set(r.nullable()?),
         "code" => inner.code.set(r.nullable()?),
@@ -55,13 +62,13 @@ fn read_inner<'a>(r: &mut Reader<'a, '_>) -> Result<Inner<'a>> {
     Ok(inner)
 }
 
-pub fn parse(
-    kind: &str,
-    envelope_ts: Option<&str>,
-    payload: Option<&Payload<'_>>,
+pub fn parse<'a, V: Value<'a>>(
+    kind: V,
+    envelope_ts: Option<V>,
+    payload: Option<&Payload<V>>,
     sink: &mut impl Sink,
 ) {
-    let Some(kind) = fields::text(kind) else {
+    let Some(kind) = kind.text() else {
         return;
     };
     if NOT_STATUSES.iter().any(|k| k.eq_ignore_ascii_case(&kind)) {
@@ -73,7 +80,7 @@ pub fn parse(
     let Some(payload) = payload else {
         return;
     };
-    let event_kind = payload.kind.get().and_then(|k| fields::text(k));
+    let event_kind = payload.kind.get().and_then(|k| k.text());
     if event_kind.is_some_and(|k| NOT_STATUS_EVENTS.iter().any(|n| n.eq_ignore_ascii_case(&k))) {
         return sink.skipped();
     }
@@ -83,7 +90,7 @@ pub fn parse(
     let code = || {
         inner
             .and_then(|i| i.code.get())
-            .and_then(|c| fields::code(c))
+            .and_then(|&c| fields::code(c))
     };
     match status_event(payload.kind.get().copied(), key, at, code) {
         Ok(event) => sink.event(event),

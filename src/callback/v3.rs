@@ -4,35 +4,46 @@
 
 use smallvec::SmallVec;
 
-use super::json::{Error, Once, Reader, Result};
+use super::cursor::{Cursor, Value};
+use super::json::{Error, Once, Result};
 use super::{Event, Reason, Sink, fields, status_event};
 
 /// What the changes of a line hold, in order; most lines hold one status.
-pub type Units<'a> = SmallVec<[Unit<'a>; 1]>;
+pub type Units<'a, V> = SmallVec<[Unit<'a, V>; 1]>;
 
-pub enum Unit<'a> {
+pub enum Unit<'a, V> {
     /// A change of another field, or inbound messages.
     Skipped,
-    /// A status entry: what it holds (see `read_status`) and its text.
-    Status(std::result::Result<Option<Event<'a>>, Reason>, &'a str),
+    /// A status entry: what it holds (see `read_status`) and the entry.
+    Status(std::result::Result<Option<Event<'a>>, Reason>, V),
     /// A part of the envelope (an entry, a change, a status entry) of no known
     /// shape, or one that yields nothing: dead-lettered alone, with its text.
-    Bad(&'a str),
+    Bad(V),
 }
 
-#[derive(Default)]
-struct StatusEntry<'a> {
-    gs_id: Once<&'a str>,
-    id: Once<&'a str>,
-    status: Once<&'a str>,
-    timestamp: Once<&'a str>,
-    errors: Once<&'a str>,
-    code: Once<&'a str>,
-    kind: Once<&'a str>,
+impl<'a, V: Value<'a>> Unit<'a, V> {
+    /// Whether it is dead-lettered with its text, and the reader kept none.
+    pub fn lacks_text(&self) -> bool {
+        match self {
+            Unit::Status(Err(_), part) | Unit::Bad(part) => part.source().is_none(),
+            Unit::Status(Ok(_), _) | Unit::Skipped => false,
+        }
+    }
+}
+
+struct StatusEntry<V> {
+    gs_id: Once<V>,
+    id: Once<V>,
+    status: Once<V>,
+    timestamp: Once<V>,
+    /// `errors[0].code`; None when `errors` is of another shape.
+    errors: Once<Option<V>>,
+    code: Once<V>,
+    kind: Once<V>,
 }
 
 /// What a change's `value` held.
-enum Value {
+enum Change {
     Statuses,
     Messages,
     Neither,
@@ -40,7 +51,7 @@ enum Value {
 
 /// Reads `entry`: an array of `{"changes": [...]}` objects. Each entry and each
 /// change stands alone: one of another shape is a `Bad` unit, its siblings count.
-pub fn read_entries<'a>(r: &mut Reader<'a, '_>) -> Result<Units<'a>> {
+pub fn read_entries<'a, C: Cursor<'a>>(r: &mut C) -> Result<Units<'a, C::Value>> {
     let mut units = Units::new();
     r.array(|r| {
         part(r, &mut units, |r, units| {
@@ -56,10 +67,10 @@ pub fn read_entries<'a>(r: &mut Reader<'a, '_>) -> Result<Units<'a>> {
 
 /// Reads one part of the envelope with `read`; if it is of another shape or adds
 /// no unit, whatever it added is dropped and it becomes one `Bad` unit.
-fn part<'a>(
-    r: &mut Reader<'a, '_>,
-    units: &mut Units<'a>,
-    read: impl FnOnce(&mut Reader<'a, '_>, &mut Units<'a>) -> Result<()>,
+fn part<'a, C: Cursor<'a>>(
+    r: &mut C,
+    units: &mut Units<'a, C::Value>,
+    read: impl FnOnce(&mut C, &mut Units<'a, C::Value>) -> Result<()>,
 ) -> Result<()> {
     let start = units.len();
     let (read, text) = r.lenient(|r| read(r, units))?;
@@ -70,7 +81,7 @@ fn part<'a>(
     Ok(())
 }
 
-fn read_change<'a>(r: &mut Reader<'a, '_>, units: &mut Units<'a>) -> Result<()> {
+fn read_change<'a, C: Cursor<'a>>(r: &mut C, units: &mut Units<'a, C::Value>) -> Result<()> {
     let start = units.len();
     let (mut field, mut value) = (Once::default(), Once::default());
     r.object(|r, key| match key {
@@ -80,21 +91,21 @@ fn read_change<'a>(r: &mut Reader<'a, '_>, units: &mut Units<'a>) -> Result<()> 
     })?;
     let is_messages = field
         .get()
-        .and_then(|f| fields::text(f))
+        .and_then(|f| f.text())
         .is_some_and(|f| f == "messages");
     if !is_messages {
         units.truncate(start);
         units.push(Unit::Skipped);
         return Ok(());
     }
-    match value.into_inner().unwrap_or(Value::Neither) {
-        Value::Statuses | Value::Neither => {}
-        Value::Messages => units.push(Unit::Skipped),
+    match value.into_inner().unwrap_or(Change::Neither) {
+        Change::Statuses | Change::Neither => {}
+        Change::Messages => units.push(Unit::Skipped),
     }
     Ok(())
 }
 
-fn read_value<'a>(r: &mut Reader<'a, '_>, units: &mut Units<'a>) -> Result<Value> {
+fn read_value<'a, C: Cursor<'a>>(r: &mut C, units: &mut Units<'a, C::Value>) -> Result<Change> {
     let (mut statuses, mut messages) = (Once::default(), Once::default());
     r.object(|r, key| match key {
         "statuses" => {
@@ -105,22 +116,34 @@ fn read_value<'a>(r: &mut Reader<'a, '_>, units: &mut Units<'a>) -> Result<Value
         _ => r.value().map(drop),
     })?;
     Ok(match (statuses.get(), messages.get()) {
-        (Some(()), _) => Value::Statuses,
-        (None, Some(_)) => Value::Messages,
-        (None, None) => Value::Neither,
+        (Some(()), _) => Change::Statuses,
+        (None, Some(_)) => Change::Messages,
+        (None, None) => Change::Neither,
     })
 }
 
-fn read_status_entry<'a>(r: &mut Reader<'a, '_>, units: &mut Units<'a>) -> Result<()> {
+fn read_status_entry<'a, C: Cursor<'a>>(r: &mut C, units: &mut Units<'a, C::Value>) -> Result<()> {
     let (entry, text) = r.lenient(|r| {
-        let mut e = StatusEntry::default();
+        let mut e = StatusEntry {
+            gs_id: Once::default(),
+            id: Once::default(),
+            status: Once::default(),
+            timestamp: Once::default(),
+            errors: Once::default(),
+            code: Once::default(),
+            kind: Once::default(),
+        };
         r.object(|r, key| {
             let slot = match key {
                 "gs_id" => &mut e.gs_id,
                 "id" => &mut e.id,
                 "status" => &mut e.status,
                 "timestamp" => &mut e.timestamp,
-                "errors" => &mut e.errors,
+                "errors" => {
+                    let first =
+                        r.or_null(|r| r.lenient(first_error_code).map(|(c, _)| c.flatten()))?;
+                    return e.errors.set(first);
+                }
                 "code" => &mut e.code,
                 "type" => &mut e.kind,
                 _ => return r.value().map(drop),
@@ -136,22 +159,24 @@ fn read_status_entry<'a>(r: &mut Reader<'a, '_>, units: &mut Units<'a>) -> Resul
     Ok(())
 }
 
-pub fn parse(units: Units<'_>, sink: &mut impl Sink) {
+pub fn parse<'a, V: Value<'a>>(units: Units<'a, V>, sink: &mut impl Sink) {
     for unit in units {
         match unit {
             Unit::Skipped => sink.skipped(),
             Unit::Status(outcome, text) => match outcome {
                 Ok(Some(event)) => sink.event(event),
                 Ok(None) => sink.skipped(),
-                Err(reason) => sink.dead_letter(reason, Some(text)),
+                Err(reason) => sink.dead_letter(reason, text.source()),
             },
-            Unit::Bad(text) => sink.dead_letter(Reason::UnknownShape, Some(text)),
+            Unit::Bad(text) => sink.dead_letter(Reason::UnknownShape, text.source()),
         }
     }
 }
 
 /// What one status entry holds: an event, nothing (a skip), or why it is unusable.
-fn read_status<'a>(entry: &StatusEntry<'a>) -> std::result::Result<Option<Event<'a>>, Reason> {
+fn read_status<'a, V: Value<'a>>(
+    entry: &StatusEntry<V>,
+) -> std::result::Result<Option<Event<'a>>, Reason> {
     if entry.status.get().is_none() && entry.kind.get().is_some() {
         return Ok(None); // e.g. {"type": "set-callback"}
     }
@@ -160,8 +185,8 @@ fn read_status<'a>(entry: &StatusEntry<'a>) -> std::result::Result<Option<Event<
         entry
             .errors
             .get()
-            .and_then(|e| first_error_code(e))
-            .or_else(|| entry.code.get().and_then(|c| fields::code(c)))
+            .and_then(|&c| fields::code(c?))
+            .or_else(|| entry.code.get().and_then(|&c| fields::code(c)))
     };
     status_event(
         entry.status.get().copied(),
@@ -172,23 +197,21 @@ fn read_status<'a>(entry: &StatusEntry<'a>) -> std::result::Result<Option<Event<
     .map(Some)
 }
 
-/// `errors[0].code`, when `errors` is an array whose first element is an object.
-fn first_error_code(errors: &str) -> Option<i64> {
-    let code = Reader::document(errors, |r| {
-        let mut first = None;
-        r.array(|r| {
-            if first.is_some() {
-                return r.value().map(drop);
-            }
-            let mut code = Once::default();
-            r.object(|r, key| match key {
-                "code" => code.set(r.nullable()?),
-                _ => r.value().map(drop),
-            })?;
-            first = Some(code.into_inner());
-            Ok(())
+/// `errors[0].code`: `errors` must be an array whose first element is an object
+/// (the code itself may be absent).
+fn first_error_code<'a, C: Cursor<'a>>(r: &mut C) -> Result<Option<C::Value>> {
+    let mut first = None;
+    r.array(|r| {
+        if first.is_some() {
+            return r.value().map(drop);
+        }
+        let mut code = Once::default();
+        r.object(|r, key| match key {
+            "code" => code.set(r.nullable()?),
+            _ => r.value().map(drop),
         })?;
-        first.ok_or(Error::Shape)
-    });
-    code.ok().flatten().and_then(fields::code)
+        first = Some(code.into_inner());
+        Ok(())
+    })?;
+    first.ok_or(Error::Shape)
 }

@@ -49,6 +49,19 @@ fn serde_ignored(texts: &[Vec<u8>]) -> u64 {
     })
 }
 
+fn simdjson_dom(texts: &[Vec<u8>]) -> u64 {
+    let mut parser = simdjson_tape::Parser::new(128).expect("memory");
+    let mut valid = 0;
+    for text in texts {
+        let base = text.as_ptr() as usize;
+        for (_, line) in lines(text) {
+            let start = line.as_ptr() as usize - base;
+            valid += u64::from(parser.parse_in(text, start..start + line.len()).is_ok());
+        }
+    }
+    valid
+}
+
 fn sonic_value(texts: &[Vec<u8>]) -> u64 {
     each_line(texts, |l| {
         sonic_rs::from_slice::<sonic_rs::Value>(l).is_ok()
@@ -157,9 +170,10 @@ fn main() {
     if std::env::var_os("CHECK").is_some() {
         check(&texts);
     }
-    let runs: [(&str, Run); 6] = [
+    let runs: [(&str, Run); 7] = [
         ("resolve's reader (validates, extracts)", ours),
         ("serde_json, IgnoredAny (validates)", serde_ignored),
+        ("simdjson (C++), DOM tape (validates)", simdjson_dom),
         ("sonic-rs, Value (validates, builds)", sonic_value),
         ("simd-json, tape (validates, builds)", simd_json_tape),
         ("two-stage prototype (validates)", structural),
@@ -188,7 +202,7 @@ fn main() {
             continue;
         }
         let t = median(&mut times[i]);
-        let what = if i == 0 || i == 5 {
+        let what = if i == 0 || i == 6 {
             "events"
         } else {
             "valid lines"

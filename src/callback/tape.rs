@@ -1,0 +1,238 @@
+//! Reading a line from simdjson's tape: simdjson validates the whole line (JSON and
+//! UTF-8) in one vectorised pass and writes every value's kind and place, so the
+//! shapes find their fields by walking words, skipping what they do not read in
+//! one step. About twice as fast as the text reader on callback lines
+//! (docs/benchmarks.md); the text reader stays for what the tape cannot say.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+
+use simdjson_tape::{Kind, Tape};
+
+use super::cursor::{Cursor, Value};
+use super::json::{Error, MAX_DEPTH, Result};
+
+/// Longest line parsed on the tape: simdjson's memory grows with the longest
+/// document, and a hostile line may be hundreds of MB (the text reader needs none).
+pub const LONGEST: usize = 256 << 10;
+
+thread_local! {
+    /// One pair of parsers per thread, reused from file to file (they keep their memory).
+    static PARSERS: RefCell<Option<Parsers>> = const { RefCell::new(None) };
+}
+
+struct Parsers {
+    line: simdjson_tape::Parser,
+    body: simdjson_tape::Parser,
+}
+
+/// simdjson's parsers for the files of one thread: a line's, and a wrapper's body's
+/// (a callback inside a JSON string, parsed while the line's tape is being read).
+/// Put back for the thread's next file when dropped.
+pub struct Lines(Option<Parsers>);
+
+/// The parser for the callback in a wrapper's string `body`.
+pub struct Bodies<'p>(&'p mut simdjson_tape::Parser);
+
+impl Lines {
+    pub fn take() -> Lines {
+        // simdjson's depth counts the document itself; a line it accepts is never
+        // too deep for the text reader.
+        let new = || simdjson_tape::Parser::new(MAX_DEPTH);
+        Lines(PARSERS.take().or_else(|| {
+            Some(Parsers {
+                line: new()?,
+                body: new()?,
+            })
+        }))
+    }
+
+    /// `text[range]` on the tape, and the parser for a body in it; None when
+    /// simdjson refuses the line, or it is too long.
+    pub fn parse(
+        &mut self,
+        text: &[u8],
+        range: std::ops::Range<usize>,
+    ) -> Option<(Tape<'_>, Bodies<'_>)> {
+        if range.len() > LONGEST {
+            return None;
+        }
+        let Parsers { line, body } = self.0.as_mut()?;
+        Some((line.parse_in(text, range).ok()?, Bodies(body)))
+    }
+}
+
+impl Bodies<'_> {
+    /// `body` on the tape; None when simdjson refuses it, or it is too long.
+    pub fn parse(&mut self, body: &str) -> Option<Tape<'_>> {
+        if body.len() > LONGEST {
+            return None;
+        }
+        self.0.parse(body.as_bytes()).ok()
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        PARSERS.set(self.0.take());
+    }
+}
+
+/// A position on a tape.
+pub struct TapeReader<'a> {
+    tape: &'a Tape<'a>,
+    at: usize,
+}
+
+/// A value on a tape.
+#[derive(Clone, Copy)]
+pub struct TapeValue<'a> {
+    tape: &'a Tape<'a>,
+    at: usize,
+}
+
+impl<'a> TapeReader<'a> {
+    /// The document's value.
+    pub fn root(tape: &'a Tape<'a>) -> Self {
+        TapeReader::at(TapeValue {
+            tape,
+            at: Tape::ROOT,
+        })
+    }
+
+    /// Before `value`.
+    pub fn at(value: TapeValue<'a>) -> Self {
+        TapeReader {
+            tape: value.tape,
+            at: value.at,
+        }
+    }
+
+    fn here(&self) -> TapeValue<'a> {
+        TapeValue {
+            tape: self.tape,
+            at: self.at,
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        self.tape.kind(self.at)
+    }
+
+    /// The items of the container at `at`, if it is of `kind`, each read by `item`
+    /// (after the key, for an object).
+    #[inline(always)]
+    fn items(&mut self, kind: Kind, mut item: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
+        if self.kind() != kind {
+            return Err(Error::Shape);
+        }
+        let end = self.tape.end(self.at);
+        self.at += 1;
+        while self.at < end {
+            item(self)?;
+        }
+        debug_assert_eq!(self.at, end, "an item read past its container");
+        self.at = end + 1;
+        Ok(())
+    }
+}
+
+impl<'a> Cursor<'a> for TapeReader<'a> {
+    type Value = TapeValue<'a>;
+
+    #[inline(always)]
+    fn peek(&mut self) -> Result<u8> {
+        Ok(match self.kind() {
+            Kind::Object => b'{',
+            Kind::Array => b'[',
+            Kind::String => b'"',
+            Kind::True => b't',
+            Kind::False => b'f',
+            Kind::Null => b'n',
+            Kind::Int | Kind::UInt | Kind::Float => b'0',
+        })
+    }
+
+    #[inline(always)]
+    fn value(&mut self) -> Result<TapeValue<'a>> {
+        let value = self.here();
+        self.at = self.tape.next(self.at);
+        Ok(value)
+    }
+
+    #[inline(always)]
+    fn nullable(&mut self) -> Result<Option<TapeValue<'a>>> {
+        let value = self.value()?;
+        Ok((value.kind() != Kind::Null).then_some(value))
+    }
+
+    #[inline(always)]
+    fn object(&mut self, mut field: impl FnMut(&mut Self, &str) -> Result<()>) -> Result<()> {
+        self.items(Kind::Object, |r| {
+            let key = r.tape.str(r.at);
+            r.at += 1;
+            field(r, key)
+        })
+    }
+
+    #[inline(always)]
+    fn array(&mut self, item: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
+        self.items(Kind::Array, item)
+    }
+
+    #[inline(always)]
+    fn or_null<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T>) -> Result<Option<T>> {
+        if self.kind() == Kind::Null {
+            self.at += 1;
+            Ok(None)
+        } else {
+            read(self).map(Some)
+        }
+    }
+
+    #[inline(always)]
+    fn lenient<T>(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<(Option<T>, TapeValue<'a>)> {
+        let value = self.here();
+        match read(self) {
+            Ok(read) => Ok((Some(read), value)),
+            Err(Error::Shape) => {
+                self.at = self.tape.next(value.at);
+                Ok((None, value))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl TapeValue<'_> {
+    fn kind(self) -> Kind {
+        self.tape.kind(self.at)
+    }
+}
+
+impl<'a> Value<'a> for TapeValue<'a> {
+    #[inline(always)]
+    fn text(self) -> Option<Cow<'a, str>> {
+        (self.kind() == Kind::String).then(|| Cow::Borrowed(self.tape.str(self.at)))
+    }
+
+    /// (`-0` too, as 0: no use of `digits` tells 0 from an error.)
+    fn digits(self) -> Option<u64> {
+        self.tape.u64(self.at)
+    }
+
+    fn integer(self) -> Option<i64> {
+        (self.kind() == Kind::Int).then(|| self.tape.i64(self.at))
+    }
+
+    fn is_object(self) -> bool {
+        self.kind() == Kind::Object
+    }
+
+    fn source(self) -> Option<&'a str> {
+        None
+    }
+}
