@@ -51,7 +51,8 @@ impl Parser {
     pub fn new(max_depth: usize) -> Option<Parser> {
         // SAFETY: plain values in; the bridge checks the allocation.
         debug_assert_eq!(unsafe { simdjson_tape_padding() }, PADDING);
-        let raw = NonNull::new(unsafe { simdjson_tape_new(64 << 10, max_depth) })?;
+        // Room for 4 kB documents at first; a longer one grows it (and it stays grown).
+        let raw = NonNull::new(unsafe { simdjson_tape_new(4 << 10, max_depth) })?;
         Some(Parser {
             raw,
             padded: Vec::new(),
