@@ -219,7 +219,8 @@ impl<'a> Value<'a> for TapeValue<'a> {
         (self.kind() == Kind::String).then(|| Cow::Borrowed(self.tape.str(self.at)))
     }
 
-    /// (`-0` too, as 0: no use of `digits` tells 0 from an error.)
+    /// `-0` too, which the tape holds as 0 (the text reader: none); a time of 0 is
+    /// refused either way, the only use.
     fn digits(self) -> Option<u64> {
         self.tape.u64(self.at)
     }
@@ -234,5 +235,23 @@ impl<'a> Value<'a> for TapeValue<'a> {
 
     fn source(self) -> Option<&'a str> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A line longer than `LONGEST` is left to the text reader (no memory grows with
+    /// it); one within is parsed, copied with padding when it ends its text.
+    #[test]
+    fn a_line_past_the_longest_is_left_to_the_text_reader() {
+        let line = |len: usize| format!(r#"{{"a":"{}"}}"#, "x".repeat(len - 8));
+        let mut lines = Lines::take();
+        let within = line(LONGEST);
+        assert_eq!(within.len(), LONGEST);
+        assert!(lines.parse(within.as_bytes(), 0..LONGEST).is_some());
+        let past = line(LONGEST + 1);
+        assert!(lines.parse(past.as_bytes(), 0..past.len()).is_none());
     }
 }

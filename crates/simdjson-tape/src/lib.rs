@@ -245,6 +245,10 @@ mod tests {
                 ]
             );
         });
+        // JSON's -0 is the integer 0 on the tape (it cannot tell the two apart).
+        parsed("-0", |tape| {
+            assert_eq!((tape.kind(1), tape.i64(1)), (Kind::Int, 0))
+        });
         parsed(r#"["v\"x", -5, 18446744073709551615, 7]"#, |tape| {
             assert_eq!(tape.str(2), "v\"x");
             assert_eq!((tape.i64(3), tape.u64(3)), (-5, None));
