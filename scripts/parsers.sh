@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# resolve's reader against general JSON parsers (serde_json, sonic-rs, simd-json) on
+# resolve's reader against general JSON parsers (serde_json, simdjson, sonic-rs, simd-json) on
 # the lines of a callback folder, one thread: bench/parsers. Usage:
 #   bash scripts/parsers.sh DIR [ROUNDS]      (DIR: e.g. a folder scripts/bench.sh wrote)
 #   CHECK=1 ...   first holds the two-stage prototype's verdicts to serde_json's, on every
