@@ -16,6 +16,12 @@ use super::json::{Error, MAX_DEPTH, Result};
 /// document, and a hostile line may be hundreds of MB (the text reader needs none).
 pub const LONGEST: usize = 256 << 10;
 
+/// Whether a document is for the tape: not too long, and not starting with a byte
+/// order mark, which simdjson skips and the text reader (as serde_json) refuses.
+fn for_the_tape(json: &[u8]) -> bool {
+    json.len() <= LONGEST && !json.starts_with("\u{feff}".as_bytes())
+}
+
 thread_local! {
     /// One pair of parsers per thread, reused from file to file (they keep their memory).
     static PARSERS: RefCell<Option<Parsers>> = const { RefCell::new(None) };
@@ -48,13 +54,13 @@ impl Lines {
     }
 
     /// `text[range]` on the tape, and the parser for a body in it; None when
-    /// simdjson refuses the line, or it is too long.
+    /// simdjson refuses the line, or it is not for the tape.
     pub fn parse(
         &mut self,
         text: &[u8],
         range: std::ops::Range<usize>,
     ) -> Option<(Tape<'_>, Bodies<'_>)> {
-        if range.len() > LONGEST {
+        if !for_the_tape(&text[range.clone()]) {
             return None;
         }
         let Parsers { line, body } = self.0.as_mut()?;
@@ -63,9 +69,9 @@ impl Lines {
 }
 
 impl Bodies<'_> {
-    /// `body` on the tape; None when simdjson refuses it, or it is too long.
+    /// `body` on the tape; None when simdjson refuses it, or it is not for the tape.
     pub fn parse(&mut self, body: &str) -> Option<Tape<'_>> {
-        if body.len() > LONGEST {
+        if !for_the_tape(body.as_bytes()) {
             return None;
         }
         self.0.parse(body.as_bytes()).ok()
