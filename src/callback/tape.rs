@@ -149,13 +149,8 @@ impl<'a> Cursor<'a> for TapeReader<'a> {
     #[inline(always)]
     fn peek(&mut self) -> Result<u8> {
         Ok(match self.kind() {
-            Kind::Object => b'{',
-            Kind::Array => b'[',
-            Kind::String => b'"',
-            Kind::True => b't',
-            Kind::False => b'f',
-            Kind::Null => b'n',
             Kind::Int | Kind::UInt | Kind::Float => b'0',
+            other => other as u8,
         })
     }
 

@@ -102,21 +102,24 @@ impl Parser {
 
 const PAYLOAD: u64 = (1 << 56) - 1;
 
-/// What a value on the tape is.
+/// What a value on the tape is. Each is the tag simdjson writes for it (so telling
+/// it from a tag is a check, not a search), and for a string, container or literal
+/// its first byte as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Kind {
-    Object,
-    Array,
-    String,
+    Object = b'{',
+    Array = b'[',
+    String = b'"',
     /// An integer that fits an `i64`.
-    Int,
+    Int = b'l',
     /// An integer above `i64::MAX` that fits a `u64`.
-    UInt,
+    UInt = b'u',
     /// Any other number.
-    Float,
-    True,
-    False,
-    Null,
+    Float = b'd',
+    True = b't',
+    False = b'f',
+    Null = b'n',
 }
 
 /// A parsed document: `at` arguments are indices of a value's first word, starting
