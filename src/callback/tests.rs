@@ -598,6 +598,15 @@ mod tape_and_text {
             })
     }
 
+    /// A key written with escapes is the key it spells, on the tape as in the text.
+    #[test]
+    fn an_escaped_key_reads_the_same_from_the_tape() {
+        let line = r#"{"app":"a","timestamp":1,"\u0074ype":"message-event","payload":{"i\u0064":"k","type":"read","payload":{"ts":1763773200}}}"#;
+        let tape = tape_only(line.as_bytes());
+        assert_eq!(tape.as_deref(), Some(text_only(line.as_bytes()).as_str()));
+        assert!(tape.unwrap().contains("Read"));
+    }
+
     /// simdjson skips a byte order mark before a document; the text reader, as
     /// serde_json, does not (a line is not JSON with one): the tape leaves such a line to it.
     #[test]
