@@ -161,6 +161,7 @@ pub fn code<'a>(value: impl Value<'a>) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::callback::cursor::Cursor;
     use proptest::prelude::*;
 
     proptest! {

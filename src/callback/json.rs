@@ -91,13 +91,6 @@ impl<'a, 's> Reader<'a, 's> {
         }
     }
 
-    /// The first byte of the next value.
-    #[inline]
-    pub fn peek(&mut self) -> Result<u8> {
-        self.skip_whitespace();
-        self.bytes().get(self.pos).copied().ok_or(Error::Syntax)
-    }
-
     #[inline]
     fn eat(&mut self, byte: u8) -> Result<()> {
         if self.peek()? == byte {
@@ -106,31 +99,6 @@ impl<'a, 's> Reader<'a, 's> {
         } else {
             Err(Error::Syntax)
         }
-    }
-
-    /// Skips the next value, checking it; returns its text. Inlined for scalars,
-    /// nearly every value read: as a call, saving and restoring registers had cost
-    /// more than reading a string.
-    #[inline(always)]
-    pub fn value(&mut self) -> Result<&'a str> {
-        let first = self.peek()?;
-        let start = self.pos;
-        match first {
-            b'"' => drop(self.string()?),
-            b'{' | b'[' => self.container()?,
-            b't' => self.literal(b"true")?,
-            b'f' => self.literal(b"false")?,
-            b'n' => self.literal(b"null")?,
-            _ => self.number()?,
-        }
-        Ok(self.since(start))
-    }
-
-    /// The next value's text, or None for `null`.
-    #[inline(always)]
-    pub fn nullable(&mut self) -> Result<Option<&'a str>> {
-        let text = self.value()?;
-        Ok((text != "null").then_some(text))
     }
 
     /// Skips the object or array at `pos`, checking it.
@@ -142,36 +110,6 @@ impl<'a, 's> Reader<'a, 's> {
         }
     }
 
-    /// Reads the next value with `read`, or None for `null`.
-    pub fn or_null<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T>) -> Result<Option<T>> {
-        if self.peek()? == b'n' {
-            self.literal(b"null").map(|()| None)
-        } else {
-            read(self).map(Some)
-        }
-    }
-
-    /// Reads the next value with `read`; if it is of another shape, skips it and
-    /// gives None with its text. Returns the value's text too.
-    pub fn lenient<T>(
-        &mut self,
-        read: impl FnOnce(&mut Self) -> Result<T>,
-    ) -> Result<(Option<T>, &'a str)> {
-        let start = {
-            self.peek()?;
-            self.pos
-        };
-        let depth = self.depth;
-        match read(self) {
-            Ok(value) => Ok((Some(value), self.since(start))),
-            Err(Error::Shape) => {
-                (self.pos, self.depth) = (start, depth);
-                self.value().map(|text| (None, text))
-            }
-            Err(e) => Err(e),
-        }
-    }
-
     fn nest(&mut self) -> Result<()> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
@@ -179,31 +117,6 @@ impl<'a, 's> Reader<'a, 's> {
         } else {
             Ok(())
         }
-    }
-
-    /// Reads an object, calling `field` with each key; `field` must read the value.
-    /// Not an object: a shape error.
-    pub fn object(&mut self, mut field: impl FnMut(&mut Self, &str) -> Result<()>) -> Result<()> {
-        self.sequence(b'{', b'}', |r| {
-            if r.peek()? != b'"' {
-                return Err(Error::Syntax);
-            }
-            let (raw, escaped) = r.string()?;
-            r.eat(b':')?;
-            let key = &raw[1..raw.len() - 1];
-            if escaped {
-                let key: String = serde_json::from_str(raw).map_err(|_| Error::Syntax)?;
-                field(r, &key)
-            } else {
-                field(r, key)
-            }
-        })
-    }
-
-    /// Reads an array, calling `item` for each element; `item` must read it.
-    /// Not an array: a shape error.
-    pub fn array(&mut self, item: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
-        self.sequence(b'[', b']', item)
     }
 
     /// `open`, items separated by commas, `close`; another first byte is a shape error.
@@ -322,36 +235,84 @@ impl<'a, 's> Reader<'a, 's> {
 impl<'a> Cursor<'a> for Reader<'a, '_> {
     type Value = &'a str;
 
-    #[inline(always)]
+    #[inline]
     fn peek(&mut self) -> Result<u8> {
-        Reader::peek(self)
+        self.skip_whitespace();
+        self.bytes().get(self.pos).copied().ok_or(Error::Syntax)
     }
+
+    /// Skips the next value, checking it; returns its text. Inlined for scalars,
+    /// nearly every value read: as a call, saving and restoring registers had cost
+    /// more than reading a string.
     #[inline(always)]
     fn value(&mut self) -> Result<&'a str> {
-        Reader::value(self)
+        let first = self.peek()?;
+        let start = self.pos;
+        match first {
+            b'"' => drop(self.string()?),
+            b'{' | b'[' => self.container()?,
+            b't' => self.literal(b"true")?,
+            b'f' => self.literal(b"false")?,
+            b'n' => self.literal(b"null")?,
+            _ => self.number()?,
+        }
+        Ok(self.since(start))
     }
+
     #[inline(always)]
     fn nullable(&mut self) -> Result<Option<&'a str>> {
-        Reader::nullable(self)
+        let text = self.value()?;
+        Ok((text != "null").then_some(text))
     }
-    #[inline(always)]
-    fn object(&mut self, field: impl FnMut(&mut Self, &str) -> Result<()>) -> Result<()> {
-        Reader::object(self, field)
-    }
-    #[inline(always)]
-    fn array(&mut self, item: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
-        Reader::array(self, item)
-    }
-    #[inline(always)]
+
     fn or_null<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T>) -> Result<Option<T>> {
-        Reader::or_null(self, read)
+        if self.peek()? == b'n' {
+            self.literal(b"null").map(|()| None)
+        } else {
+            read(self).map(Some)
+        }
     }
-    #[inline(always)]
+
+    /// Reads the next value with `read`; if it is of another shape, skips it and
+    /// gives None with its text. Returns the value's text too.
     fn lenient<T>(
         &mut self,
         read: impl FnOnce(&mut Self) -> Result<T>,
     ) -> Result<(Option<T>, &'a str)> {
-        Reader::lenient(self, read)
+        let start = {
+            self.peek()?;
+            self.pos
+        };
+        let depth = self.depth;
+        match read(self) {
+            Ok(value) => Ok((Some(value), self.since(start))),
+            Err(Error::Shape) => {
+                (self.pos, self.depth) = (start, depth);
+                self.value().map(|text| (None, text))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn object(&mut self, mut field: impl FnMut(&mut Self, &str) -> Result<()>) -> Result<()> {
+        self.sequence(b'{', b'}', |r| {
+            if r.peek()? != b'"' {
+                return Err(Error::Syntax);
+            }
+            let (raw, escaped) = r.string()?;
+            r.eat(b':')?;
+            let key = &raw[1..raw.len() - 1];
+            if escaped {
+                let key: String = serde_json::from_str(raw).map_err(|_| Error::Syntax)?;
+                field(r, &key)
+            } else {
+                field(r, key)
+            }
+        })
+    }
+
+    fn array(&mut self, item: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
+        self.sequence(b'[', b']', item)
     }
 }
 
