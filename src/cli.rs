@@ -216,7 +216,8 @@ pub struct ResolveArgs {
     #[command(flatten)]
     pub source: SourceArgs,
 
-    /// Write the resolution here instead of standard output.
+    /// Write the resolution here instead of standard output (replacing the file;
+    /// it is whole only when the run exits 0).
     #[arg(long, short, env = "BSP_OUTPUT")]
     pub output: Option<PathBuf>,
 

@@ -59,6 +59,28 @@ fn resolve_accepts_file_urls_single_files_and_an_output_file() {
 }
 
 #[test]
+fn resolve_output_replaces_a_longer_file_and_may_be_a_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixtures().join("callbacks");
+    let output = dir.path().join("out.ndjson");
+    let expected = std::fs::read_to_string(fixtures().join("expected/resolve.ndjson")).unwrap();
+    // An older output, longer than this one: none of it may be left behind.
+    std::fs::write(&output, "{\"old\":1}\n".repeat(expected.len())).unwrap();
+    for output in [output.to_str().unwrap(), "/dev/null"] {
+        let args = [
+            "resolve",
+            "--source",
+            src.to_str().unwrap(),
+            "--output",
+            output,
+        ];
+        let out = run(&args, &[]);
+        assert!(out.status.success(), "{output}: {}", stderr(&out));
+    }
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), expected);
+}
+
+#[test]
 fn usage_errors_exit_2_with_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [&[&str]; 4] = [

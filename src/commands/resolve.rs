@@ -2,8 +2,8 @@
 //! (statuses, or with `--timeline` timelines), keep dead letters if asked, and end
 //! stderr with a JSON summary. Writes no target.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Seek, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -70,18 +70,51 @@ async fn read(args: &ResolveArgs) -> Result<ReadResult> {
 }
 
 /// Writes one line per message, sorted by id, to `--output` or stdout; returns
-/// how many. Spilled state is merged from disk; otherwise the batch's map is sorted.
+/// how many.
 fn write_resolution(
     args: &ResolveArgs,
     spilled: Option<crate::resolve::spill::Spill>,
     batch: &Batch,
 ) -> Result<u64> {
-    let out: Box<dyn Write> = match &args.output {
-        Some(path) => {
-            Box::new(File::create(path).with_context(|| format!("creating {}", path.display()))?)
-        }
-        None => Box::new(std::io::stdout().lock()),
+    let Some(path) = &args.output else {
+        return write_lines(args, spilled, batch, &mut std::io::stdout().lock());
     };
+    // Overwritten in place and cut to length at the end: truncating first made
+    // ext4 free every cached page of the old output and flush the new ones at
+    // close, ~30 ms of a 0.6 s run. A failed write leaves the file empty; a run
+    // killed while writing leaves it partly old, as truncating left it partly
+    // written: only exit code 0 says the file is whole.
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    let regular = file.metadata()?.is_file();
+    let written = write_lines(args, spilled, batch, &mut file)
+        .and_then(|messages| Ok((messages, file.stream_position()?)));
+    match written {
+        Ok((messages, end)) if regular => {
+            file.set_len(end).context("writing the resolution")?;
+            Ok(messages)
+        }
+        Ok((messages, _)) => Ok(messages),
+        Err(e) if regular => {
+            let _ = file.set_len(0);
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The lines themselves: spilled state is merged from disk; otherwise the
+/// batch's map is sorted.
+fn write_lines(
+    args: &ResolveArgs,
+    spilled: Option<crate::resolve::spill::Spill>,
+    batch: &Batch,
+    out: &mut dyn Write,
+) -> Result<u64> {
     let mut out = BufWriter::with_capacity(1 << 16, out);
     let threads = pipeline::workers();
     let messages = match spilled {
