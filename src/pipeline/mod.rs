@@ -298,12 +298,14 @@ mod tests {
                 .unwrap()
                 .success()
         );
+        // A socket cannot even be opened.
+        let _socket = std::os::unix::net::UnixListener::bind(dir.path().join("socket")).unwrap();
         let source = Source::open(dir.path().to_str().unwrap()).unwrap();
         let objects = source.list().await.unwrap();
         assert_eq!(
             objects.len(),
-            42,
-            "a dangling link and a FIFO are listed too"
+            43,
+            "a dangling link, a FIFO and a socket are listed too"
         );
         std::fs::remove_file(dir.path().join("f17.ndjson")).unwrap();
         let routing = Routing::single();
@@ -311,7 +313,7 @@ mod tests {
             .await
             .unwrap();
         let batch = &read.batches[0];
-        assert_eq!(batch.files.len(), 42, "every object is marked done");
+        assert_eq!(batch.files.len(), 43, "every object is marked done");
         let unreadable: Vec<_> = batch
             .dead_letters
             .iter()
@@ -320,7 +322,12 @@ mod tests {
             .collect();
         assert_eq!(
             unreadable,
-            [("dangling", 0), ("f17.ndjson", 0), ("fifo", 0)]
+            [
+                ("dangling", 0),
+                ("f17.ndjson", 0),
+                ("fifo", 0),
+                ("socket", 0)
+            ]
         );
         // The other 39 files' lines are read: `{}` is a dead letter of its own.
         assert_eq!(read.counts.lines, 39);

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::fs::Metadata;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -21,15 +21,21 @@ use super::{Fetched, Location, ObjectRef};
 pub fn list(root: &Path, only: Option<&Path>, start: &str) -> Result<Vec<ObjectRef>> {
     let mut objects = Vec::new();
     match only {
-        Some(file) => objects.push(object(root.join(file), file.to_string_lossy().into_owned())),
+        Some(file) => objects.push(object(
+            root.join(file),
+            file.to_string_lossy().into_owned(),
+            None,
+        )),
         None => {
+            let meta =
+                std::fs::metadata(root).with_context(|| format!("listing {}", root.display()))?;
             let mut walk = Walk {
                 root,
                 start,
                 seen: HashSet::new(),
                 out: &mut objects,
             };
-            walk.folder(root)?;
+            walk.folder(root, identity(root, &meta))?;
         }
     }
     objects.retain(|o| o.name.as_str() >= start);
@@ -41,9 +47,27 @@ struct Walk<'a> {
     /// Folders whose every name sorts before it are not entered: with date
     /// folders, a listing from a watermark opens O(new) folders.
     start: &'a str,
-    /// The folders visited (by real path), so a link loop ends.
-    seen: HashSet<PathBuf>,
+    /// The folders visited, so a link loop ends.
+    seen: HashSet<Identity>,
     out: &'a mut Vec<ObjectRef>,
+}
+
+/// A folder whatever the path it was reached by: its device and inode (no path
+/// to resolve, where canonicalizing cost a `readlink` per component and folder).
+#[cfg(unix)]
+type Identity = (u64, u64);
+#[cfg(not(unix))]
+type Identity = PathBuf;
+
+#[cfg(unix)]
+fn identity(_: &Path, m: &Metadata) -> Identity {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
+#[cfg(not(unix))]
+fn identity(dir: &Path, _: &Metadata) -> Identity {
+    dir.canonicalize().unwrap_or_else(|_| dir.to_owned())
 }
 
 impl Walk<'_> {
@@ -62,9 +86,8 @@ impl Walk<'_> {
         inside.as_str() < self.start && !self.start.starts_with(&inside)
     }
 
-    fn folder(&mut self, dir: &Path) -> Result<()> {
-        let real = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
-        if !self.seen.insert(real) {
+    fn folder(&mut self, dir: &Path, id: Identity) -> Result<()> {
+        if !self.seen.insert(id) {
             return Ok(());
         }
         // A folder that cannot be listed fails the run: its files are unknown, so
@@ -75,23 +98,30 @@ impl Walk<'_> {
             let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
             let path = entry.path();
             let name = self.name(&path);
-            // Follows links; a dangling one is a file that cannot be read.
-            if std::fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
-                if !self.all_before_start(&name) {
-                    self.folder(&path)?;
-                }
-            } else if name.as_str() >= self.start {
-                self.out.push(object(path, name));
+            // One stat an entry, relative to the folder; a link is followed.
+            let meta = match entry.file_type() {
+                Ok(t) if t.is_symlink() => std::fs::metadata(&path),
+                _ => entry.metadata(),
+            };
+            match meta {
+                Ok(m) if m.is_dir() && self.all_before_start(&name) => {}
+                Ok(m) if m.is_dir() => self.folder(&path, identity(&path, &m))?,
+                // A dangling link is a file that cannot be read.
+                _ if name.as_str() >= self.start => self.out.push(object(path, name, meta.ok())),
+                _ => {}
             }
         }
         Ok(())
     }
 }
 
-/// The listed file; its generation is object_store's ETag scheme (inode, time,
-/// size), so files done by earlier versions stay done.
-fn object(path: PathBuf, name: String) -> ObjectRef {
-    let meta = std::fs::metadata(&path).or_else(|_| std::fs::symlink_metadata(&path));
+/// The listed file, from its `meta` when known; its generation is object_store's
+/// ETag scheme (inode, time, size), so files done by earlier versions stay done.
+fn object(path: PathBuf, name: String, meta: Option<Metadata>) -> ObjectRef {
+    let meta = match meta {
+        Some(m) => Ok(m),
+        None => std::fs::metadata(&path).or_else(|_| std::fs::symlink_metadata(&path)),
+    };
     let (generation, size, modified) = match &meta {
         Ok(m) => (
             etag(m),
@@ -127,15 +157,35 @@ fn etag(m: &Metadata) -> String {
 /// looping link, no permission, not a file) is `Unreadable`; other errors fail
 /// the run, so a rerun tries again.
 pub fn read(path: &Path) -> Result<Fetched> {
-    // A FIFO or a device would block or never end.
-    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
-        return Ok(Fetched::Unreadable("not a regular file".into()));
-    }
-    match std::fs::read(path) {
-        Ok(body) => Ok(Fetched::Body(Bytes::from(body))),
+    match read_regular(path) {
+        Ok(Some(body)) => Ok(Fetched::Body(Bytes::from(body))),
+        // A FIFO or a device would block or never end.
+        Ok(None) => Ok(Fetched::Unreadable("not a regular file".into())),
         Err(e) if is_permanent(&e, path) => Ok(Fetched::Unreadable(e.to_string())),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
+}
+
+/// The bytes of the file at `path`, or None when it is not a regular file. Asked
+/// of the open file, one path walk a file: opening does not wait for a FIFO's
+/// writer (non-blocking, which a regular file ignores).
+fn read_regular(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let mut file = match options.open(path) {
+        Ok(file) => file,
+        // A socket cannot even be opened.
+        Err(_) if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !file.metadata()?.is_file() {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    file.read_to_end(&mut body)?;
+    Ok(Some(body))
 }
 
 fn is_permanent(e: &std::io::Error, path: &Path) -> bool {
@@ -152,4 +202,36 @@ fn is_permanent(e: &std::io::Error, path: &Path) -> bool {
     );
     // A link that leads nowhere (a loop included) stays that way until someone fixes it.
     kind_says || std::fs::metadata(path).is_err()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A folder reached twice (by its name and by a link) is listed once, and a
+    /// link back to an ancestor ends; a dangling link is a file.
+    #[test]
+    fn links_are_followed_and_loops_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("a/deep")).unwrap();
+        std::fs::write(root.join("a/deep/f.ndjson"), "{}\n").unwrap();
+        std::fs::write(root.join("top.ndjson"), "{}\n").unwrap();
+        std::os::unix::fs::symlink(root.join("a"), root.join("b")).unwrap();
+        std::os::unix::fs::symlink(root, root.join("a/deep/up")).unwrap();
+        std::os::unix::fs::symlink(root.join("nowhere"), root.join("dangling")).unwrap();
+        let mut names: Vec<_> = list(root, None, "")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        names.sort();
+        let twice = ["a/deep/f.ndjson", "b/deep/f.ndjson"];
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(
+            names.iter().filter(|n| twice.contains(&n.as_str())).count(),
+            1
+        );
+        assert!(names.contains(&"dangling".to_owned()) && names.contains(&"top.ndjson".to_owned()));
+    }
 }
