@@ -90,7 +90,7 @@ fn write_resolution(
         .truncate(false)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
-    let regular = file.metadata()?.is_file();
+    let regular = file.metadata().context("writing the resolution")?.is_file();
     let written = write_lines(args, spilled, batch, &mut file)
         .and_then(|messages| Ok((messages, file.stream_position()?)));
     match written {
