@@ -81,6 +81,33 @@ fn resolve_output_replaces_a_longer_file_and_may_be_a_device() {
 }
 
 #[test]
+fn resolve_output_may_be_a_fifo() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("out.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+    let src = fixtures().join("callbacks");
+    let args = [
+        "resolve",
+        "--source",
+        src.to_str().unwrap(),
+        "--output",
+        fifo.to_str().unwrap(),
+    ];
+    let out = run(&args, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected = std::fs::read_to_string(fixtures().join("expected/resolve.ndjson")).unwrap();
+    assert_eq!(reader.join().unwrap(), expected);
+}
+
+#[test]
 fn usage_errors_exit_2_with_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [&[&str]; 4] = [

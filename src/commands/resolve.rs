@@ -91,20 +91,19 @@ fn write_resolution(
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
     let regular = file.metadata().context("writing the resolution")?.is_file();
-    let written = write_lines(args, spilled, batch, &mut file)
-        .and_then(|messages| Ok((messages, file.stream_position()?)));
-    match written {
-        Ok((messages, end)) if regular => {
-            file.set_len(end).context("writing the resolution")?;
-            Ok(messages)
+    let messages = write_lines(args, spilled, batch, &mut file);
+    if regular {
+        // (A pipe or a device has no length to cut, nor a position to ask.)
+        match messages {
+            Ok(_) => {
+                let end = file.stream_position().context("writing the resolution")?;
+                file.set_len(end).context("writing the resolution")?;
+            }
+            // The write's own error is the one to report.
+            Err(_) => drop(file.set_len(0)),
         }
-        Ok((messages, _)) => Ok(messages),
-        Err(e) if regular => {
-            let _ = file.set_len(0);
-            Err(e)
-        }
-        Err(e) => Err(e),
     }
+    messages
 }
 
 /// The lines themselves: spilled state is merged from disk; otherwise the
