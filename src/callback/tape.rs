@@ -55,11 +55,11 @@ impl Lines {
 
     /// `text[range]` on the tape, and the parser for a body in it; None when
     /// simdjson refuses the line, or it is not for the tape.
-    pub fn parse(
-        &mut self,
-        text: &[u8],
+    pub fn parse<'a>(
+        &'a mut self,
+        text: &'a [u8],
         range: std::ops::Range<usize>,
-    ) -> Option<(Tape<'_>, Bodies<'_>)> {
+    ) -> Option<(Tape<'a>, Bodies<'a>)> {
         if !for_the_tape(&text[range.clone()]) {
             return None;
         }
@@ -70,7 +70,7 @@ impl Lines {
 
 impl Bodies<'_> {
     /// `body` on the tape; None when simdjson refuses it, or it is not for the tape.
-    pub fn parse(&mut self, body: &str) -> Option<Tape<'_>> {
+    pub fn parse<'a>(&'a mut self, body: &'a str) -> Option<Tape<'a>> {
         if !for_the_tape(body.as_bytes()) {
             return None;
         }

@@ -2,7 +2,10 @@
 //! from Rust: every value of the document in order, one or two 64-bit words each,
 //! strings unescaped beside it (<https://github.com/simdjson/simdjson/blob/master/doc/tape.md>).
 //! simdjson validates the whole document (RFC 8259, UTF-8) at a few GB/s; the tape
-//! is then walked without calls into C++.
+//! is then walked without calls into C++. A document shaped like one parsed before
+//! is put on the tape without simdjson (`shapes`).
+
+mod shapes;
 
 use std::ffi::{c_int, c_void};
 use std::marker::PhantomData;
@@ -34,6 +37,9 @@ pub struct Parser {
     raw: NonNull<c_void>,
     /// A document with too few bytes after it, copied with padding.
     padded: Vec<u8>,
+    shapes: shapes::Shapes,
+    /// Whether shapes are learned and matched (off: simdjson parses every document).
+    learning: bool,
 }
 
 // SAFETY: a simdjson parser is plain memory, used by one thread at a time (`&mut`).
@@ -56,46 +62,72 @@ impl Parser {
         Some(Parser {
             raw,
             padded: Vec::new(),
+            shapes: shapes::Shapes::default(),
+            learning: true,
         })
+    }
+
+    /// A parser that hands every document to simdjson: what the shapes are held to.
+    pub fn without_shapes(max_depth: usize) -> Option<Parser> {
+        let mut parser = Parser::new(max_depth)?;
+        parser.learning = false;
+        Some(parser)
     }
 
     /// Parses `text[range]` as one JSON document. The bytes after it in `text` serve
     /// as simdjson's padding when there are enough; else the document is copied.
-    pub fn parse_in(&mut self, text: &[u8], range: Range<usize>) -> Result<Tape<'_>, Refused> {
-        let json = &text[range.clone()];
-        let ptr = if text.len() - range.end >= PADDING {
-            json.as_ptr()
+    pub fn parse_in<'t>(
+        &'t mut self,
+        text: &'t [u8],
+        range: Range<usize>,
+    ) -> Result<Tape<'t>, Refused> {
+        let len = range.len();
+        let padded = if text.len() - range.end >= PADDING {
+            &text[range.start..]
         } else {
             self.padded.clear();
-            self.padded.extend_from_slice(json);
-            self.padded.resize(json.len() + PADDING, 0);
-            self.padded.as_ptr()
+            self.padded.extend_from_slice(&text[range]);
+            self.padded.resize(len + PADDING, 0);
+            &self.padded[..]
         };
+        if self.learning
+            && let Some(shape) = self.shapes.find(padded, len)
+        {
+            return Ok(self.shapes.tape(shape, padded));
+        }
         let (mut tape, mut strings) = (std::ptr::null(), std::ptr::null());
-        // SAFETY: `ptr` points at `json.len()` bytes followed by PADDING readable
-        // ones (in `text` or in `padded`), which outlive the call.
+        // SAFETY: `padded` holds the document's `len` bytes followed by PADDING
+        // readable ones (in `text` or in `self.padded`), which outlive the call.
         let error = unsafe {
-            simdjson_tape_parse(self.raw.as_ptr(), ptr, json.len(), &mut tape, &mut strings)
+            simdjson_tape_parse(
+                self.raw.as_ptr(),
+                padded.as_ptr(),
+                len,
+                &mut tape,
+                &mut strings,
+            )
         };
         if error != 0 {
             return Err(Refused(error));
         }
         // SAFETY: on success the tape starts with the root word, whose payload is the
-        // index of the last (root) word; both buffers live in the parser until it
+        // index past the last (root) word; both buffers live in the parser until it
         // parses again, which needs `&mut self`, so not while the tape is borrowed.
-        let words = unsafe {
-            let last = (*tape & PAYLOAD) as usize;
-            std::slice::from_raw_parts(tape, last + 1)
-        };
-        Ok(Tape {
+        let words = unsafe { std::slice::from_raw_parts(tape, (*tape & PAYLOAD) as usize) };
+        let tape = Tape {
             words,
             strings,
+            document: std::ptr::null(),
             parser: PhantomData,
-        })
+        };
+        if self.learning {
+            self.shapes.learn(&padded[..len], &tape);
+        }
+        Ok(tape)
     }
 
     /// Parses all of `json`.
-    pub fn parse(&mut self, json: &[u8]) -> Result<Tape<'_>, Refused> {
+    pub fn parse<'t>(&'t mut self, json: &'t [u8]) -> Result<Tape<'t>, Refused> {
         self.parse_in(json, 0..json.len())
     }
 }
@@ -128,12 +160,28 @@ pub enum Kind {
 pub struct Tape<'p> {
     words: &'p [u64],
     strings: *const u8,
+    /// The document, for strings read where they are written (`IN_DOCUMENT`).
+    document: *const u8,
     parser: PhantomData<&'p Parser>,
 }
+
+/// The payload bit of a string that has no escape, read where the document has it
+/// (not simdjson's: `shapes` writes it): its start in bits 24–54, its length in 0–23.
+const IN_DOCUMENT: u64 = 1 << 55;
 
 impl<'p> Tape<'p> {
     /// The document's value.
     pub const ROOT: usize = 1;
+
+    /// A tape written in Rust, in simdjson's layout but for strings in `document`.
+    fn from_parts(words: &'p [u64], strings: &'p [u8], document: &'p [u8]) -> Tape<'p> {
+        Tape {
+            words,
+            strings: strings.as_ptr(),
+            document: document.as_ptr(),
+            parser: PhantomData,
+        }
+    }
 
     #[inline]
     fn tag(&self, at: usize) -> u8 {
@@ -181,7 +229,18 @@ impl<'p> Tape<'p> {
     #[inline]
     pub fn str(&self, at: usize) -> &'p str {
         debug_assert_eq!(self.tag(at), b'"');
-        let offset = (self.words[at] & PAYLOAD) as usize;
+        let word = self.words[at];
+        if word & IN_DOCUMENT != 0 {
+            let (start, len) = ((word >> 24) & 0x7fff_ffff, word & 0xff_ffff);
+            let (start, len) = (start as usize, len as usize);
+            // SAFETY: `shapes` wrote this word for bytes of the document it checked
+            // to be UTF-8, and the document outlives the tape.
+            return unsafe {
+                let at = self.document.add(start);
+                std::str::from_utf8_unchecked(std::slice::from_raw_parts(at, len))
+            };
+        }
+        let offset = (word & PAYLOAD) as usize;
         // SAFETY: a string's payload is its offset in the string buffer, where a
         // 4-byte little-endian length precedes its bytes; simdjson validated the
         // document's UTF-8 and refuses unpaired surrogates in escapes, so the

@@ -1,0 +1,699 @@
+//! Documents shaped like one parsed before, put on the tape without simdjson.
+//!
+//! Callbacks come from a few serializers, so most lines differ from an earlier one
+//! only in the values of their strings and integers. A *shape* is such a line with
+//! those values taken out: its keys, punctuation, spacing and literals (`true`,
+//! `null`), byte for byte. A document that has a learned shape's bytes around values
+//! that are valid where they stand is JSON, and its tape is the shape's tape with its
+//! values written in, so it needs no parse: a string value must hold no escape, no
+//! control byte and only UTF-8; an integer must be `0` or at most 18 digits without
+//! a leading zero, with an optional minus (no `-0`, which simdjson makes 0). Anything
+//! else is simdjson's to parse, and it learns the shape of what it accepts.
+//!
+//! A shape is matched as a program: its stretches of bytes in order, each compared
+//! eight bytes at a time and followed by a value (or the end), so matching walks one
+//! array front to back. Shapes that begin alike are linked where they part: when a
+//! document leaves a shape at its `i`-th stretch, the next shape with the same first
+//! `i` stretches is tried from there, so no stretch is compared twice.
+
+use super::Tape;
+
+/// Shapes learned at most, and their bytes at most, per parser: a run of lines that
+/// are all shaped differently stops learning instead of growing.
+const MAX_SHAPES: usize = 1024;
+const MAX_BYTES: usize = 4 << 20;
+
+/// An integer value: at most this many digits always fits an `i64`.
+const MAX_DIGITS: usize = 18;
+
+/// Sixteen bytes of a stretch, or a stretch's header: its length (bytes 0–3), what
+/// follows it (4), which bytes of its last block are its own (6–7) and which of
+/// its first 32 (8–11).
+#[derive(Clone, Copy, PartialEq)]
+#[repr(align(16))]
+struct Block([u8; 16]);
+
+/// No next shape.
+const NONE: u32 = u32::MAX;
+
+/// The learned shapes of one parser; the first is where matching starts.
+#[derive(Default)]
+pub(crate) struct Shapes {
+    shapes: Vec<Shape>,
+    bytes: usize,
+    /// The values of the document last matched, in order.
+    values: Vec<Value>,
+}
+
+/// A learned document: how to match it, and its tape, into which a match writes
+/// its values.
+struct Shape {
+    /// Each stretch: a header, then its bytes sixteen to a block.
+    program: Vec<Block>,
+    /// Where each stretch starts in `program`.
+    starts: Vec<u32>,
+    /// For each stretch, the next shape with the same stretches before it (NONE).
+    others: Vec<u32>,
+    words: Vec<u64>,
+    /// The keys' strings, as simdjson's string buffer holds them.
+    strings: Vec<u8>,
+    /// The tape index of each value, in order.
+    slots: Vec<u32>,
+}
+
+#[derive(Clone, Copy)]
+enum Value {
+    /// A string's contents, as a range of the document.
+    String(usize, usize),
+    Integer(i64),
+}
+
+/// What follows a stretch of a shape's bytes.
+#[derive(Clone, Copy, PartialEq)]
+#[repr(u8)]
+enum Then {
+    String = STRING,
+    Integer = INTEGER,
+    End = 2,
+}
+
+const STRING: u8 = 0;
+const INTEGER: u8 = 1;
+
+impl Shapes {
+    /// The shape `doc[..len]` has, if one was learned; its values are then kept for
+    /// `tape`. `doc` holds at least `PADDING` bytes after the document.
+    pub(crate) fn find(&mut self, doc: &[u8], len: usize) -> Option<usize> {
+        // Every read stays within the padding (the `scan` module's contract); a
+        // string's start and length must fit its tape word.
+        if doc.len() < len + super::PADDING || len >= 1 << 24 {
+            return None;
+        }
+        let mut id = 0;
+        let mut shape = self.shapes.first()?;
+        self.values.clear();
+        let (mut at, mut k) = (0, 0);
+        'stretches: loop {
+            'failed: {
+                let Block(header) = shape.program[k];
+                let stretch = u32::from_le_bytes(header[..4].try_into().unwrap()) as usize;
+                let blocks = stretch.div_ceil(16);
+                let after = at + stretch;
+                if after > len {
+                    break 'failed;
+                }
+                // The first 32 bytes at once (most stretches are shorter), then the rest.
+                let program = &shape.program;
+                let first = scan::equal(doc, at, &program[k + 1].0)
+                    | scan::equal(doc, at + 16, &program[k + 2].0) << 16;
+                let mut missing = !first & u32::from_le_bytes(header[8..12].try_into().unwrap());
+                if blocks > 2 {
+                    let last = u16::from_le_bytes([header[6], header[7]]) as u32;
+                    for i in 2..blocks {
+                        let wanted = if i + 1 == blocks { last } else { 0xffff };
+                        missing |= !scan::equal(doc, at + 16 * i, &program[k + 1 + i].0) & wanted;
+                    }
+                }
+                if missing != 0 {
+                    break 'failed;
+                }
+                let value = match header[4] {
+                    STRING => match string_end(doc, len, after) {
+                        Some(end) => (end, Value::String(after, end)),
+                        None => break 'failed,
+                    },
+                    INTEGER => match integer(doc, len, after) {
+                        Some((value, end)) => (end, Value::Integer(value)),
+                        None => break 'failed,
+                    },
+                    _ if after == len => return Some(id),
+                    _ => break 'failed,
+                };
+                self.values.push(value.1);
+                at = value.0;
+                k += 1 + blocks;
+                continue 'stretches;
+            }
+            // Another shape alike so far, from this stretch on.
+            let i = self.values.len();
+            id = shape.others[i] as usize;
+            shape = self.shapes.get(id)?;
+            k = shape.starts[i] as usize;
+        }
+    }
+
+    /// The tape of the document `find` matched to `shape`: its strings are read
+    /// where `doc` has them.
+    pub(crate) fn tape<'a>(&'a mut self, shape: usize, doc: &'a [u8]) -> Tape<'a> {
+        let shape = &mut self.shapes[shape];
+        debug_assert_eq!(shape.slots.len(), self.values.len());
+        for (&at, value) in shape.slots.iter().zip(&self.values) {
+            let at = at as usize;
+            match *value {
+                Value::String(start, end) => {
+                    let (start, len) = (start as u64, (end - start) as u64);
+                    shape.words[at] = string_word(super::IN_DOCUMENT | start << 24 | len);
+                }
+                Value::Integer(value) => shape.words[at + 1] = value as u64,
+            }
+        }
+        Tape::from_parts(&shape.words, &shape.strings, doc)
+    }
+
+    /// Learns the shape of `doc`, an object simdjson put on `tape`, unless its values
+    /// cannot all be written in (a string with an escape, a number not an `i64`
+    /// written plainly) or enough shapes are known.
+    pub(crate) fn learn(&mut self, doc: &[u8], tape: &Tape<'_>) {
+        if self.shapes.len() >= MAX_SHAPES || self.bytes >= MAX_BYTES {
+            return;
+        }
+        let Some(mut shape) = outline(doc, tape) else {
+            return;
+        };
+        let id = self.shapes.len() as u32;
+        // Linked after the last shape alike so far where they part.
+        let (mut alike, mut i) = (0, 0);
+        while let Some(known) = self.shapes.get(alike) {
+            if i == shape.starts.len() {
+                return; // known already
+            }
+            if known.stretch(i) == shape.stretch(i) {
+                i += 1;
+                continue;
+            }
+            match known.others[i] {
+                NONE => {
+                    self.shapes[alike].others[i] = id;
+                    break;
+                }
+                other => alike = other as usize,
+            }
+        }
+        shape.others.resize(shape.starts.len(), NONE);
+        self.bytes += shape.program.len() * 8 + shape.words.len() * 8 + shape.strings.len();
+        self.shapes.push(shape);
+    }
+}
+
+impl Shape {
+    /// The `i`-th stretch of the program, header and blocks.
+    fn stretch(&self, i: usize) -> &[Block] {
+        let start = self.starts[i] as usize;
+        let Block(header) = self.program[start];
+        let len = u32::from_le_bytes(header[..4].try_into().unwrap()) as usize;
+        &self.program[start..start + 1 + len.div_ceil(16)]
+    }
+
+    /// Appends a stretch of bytes and what follows it to the program.
+    fn push_stretch(&mut self, bytes: &[u8], then: Then) {
+        self.starts.push(self.program.len() as u32);
+        let mut header = [0; 16];
+        header[..4].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
+        header[4] = then as u8;
+        let last = match bytes.len() % 16 {
+            0 => 0xffff,
+            tail => (1u16 << tail) - 1,
+        };
+        header[6..8].copy_from_slice(&last.to_le_bytes());
+        let first = match bytes.len() {
+            32.. => u32::MAX,
+            n => (1u32 << n) - 1,
+        };
+        header[8..12].copy_from_slice(&first.to_le_bytes());
+        self.program.push(Block(header));
+        for chunk in bytes.chunks(16) {
+            let mut block = [0; 16];
+            block[..chunk.len()].copy_from_slice(chunk);
+            self.program.push(Block(block));
+        }
+    }
+}
+
+/// The index of the closing quote of the string value whose contents start at
+/// `at`; None if the contents hold an escape or a control byte, are not UTF-8, or
+/// the document ends first.
+#[inline(always)]
+fn string_end(doc: &[u8], len: usize, at: usize) -> Option<usize> {
+    let mut from = at;
+    let mut ascii = true;
+    loop {
+        // 64 bytes at once: nearly every value ends within them.
+        let flags = (0..4).fold(0, |flags, i| {
+            flags | u64::from(scan::special(doc, from + 16 * i)) << (16 * i)
+        });
+        if flags == 0 {
+            from += 64;
+            if from >= len {
+                return None;
+            }
+            continue;
+        }
+        let end = from + flags.trailing_zeros() as usize;
+        if end >= len {
+            return None;
+        }
+        match doc[end] {
+            b'"' => {
+                return (ascii || std::str::from_utf8(&doc[at..end]).is_ok()).then_some(end);
+            }
+            byte if byte >= 0x80 => {
+                // Validated as a whole once the end is found; look on for it.
+                ascii = false;
+                from = end + 1;
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Sixteen bytes of a document at a time, a bit for each (lowest first). The
+/// document must have sixteen readable bytes from where it is read.
+mod scan {
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::*;
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn load(doc: &[u8], at: usize) -> __m128i {
+        // Checked by the tests: every read is within the document and its padding.
+        debug_assert!(at + 16 <= doc.len());
+        // SAFETY: the caller's document has sixteen bytes from `at` (the module's
+        // contract), read unaligned; SSE2 is part of x86-64.
+        unsafe { _mm_loadu_si128(doc.as_ptr().add(at).cast()) }
+    }
+
+    /// The bytes at `at` equal to `block`'s.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    pub fn equal(doc: &[u8], at: usize, block: &[u8; 16]) -> u32 {
+        let block = load(block, 0);
+        // SAFETY: SSE2 is part of x86-64.
+        unsafe { _mm_movemask_epi8(_mm_cmpeq_epi8(load(doc, at), block)) as u32 }
+    }
+
+    /// The bytes at `at` a string value cannot hold plainly: a quote, a backslash,
+    /// a control byte, and bytes of multi-byte UTF-8 (checked apart).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    pub fn special(doc: &[u8], at: usize) -> u32 {
+        let bytes = load(doc, at);
+        // SAFETY: SSE2 is part of x86-64.
+        unsafe {
+            let quote = _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'"' as i8));
+            let backslash = _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'\\' as i8));
+            // Signed: bytes from 0x80 are negative, so below 0x20 too.
+            let below = _mm_cmplt_epi8(bytes, _mm_set1_epi8(0x20));
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), below)) as u32
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub fn equal(doc: &[u8], at: usize, block: &[u8; 16]) -> u32 {
+        flags(doc, at, |i, byte| byte == block[i])
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub fn special(doc: &[u8], at: usize) -> u32 {
+        flags(doc, at, |_, byte| {
+            matches!(byte, b'"' | b'\\' | ..0x20 | 0x80..)
+        })
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn flags(doc: &[u8], at: usize, flag: impl Fn(usize, u8) -> bool) -> u32 {
+        (0..16).fold(0, |flags, i| flags | (flag(i, doc[at + i]) as u32) << i)
+    }
+}
+
+/// The integer at `at` and the index after it; None unless written plainly (see
+/// the module's comment).
+#[inline(always)]
+fn integer(doc: &[u8], len: usize, at: usize) -> Option<(i64, usize)> {
+    let negative = doc[at] == b'-';
+    let first = at + negative as usize;
+    let mut end = first;
+    let mut value: i64 = 0;
+    while end < len && doc[end].is_ascii_digit() {
+        value = value * 10 + (doc[end] - b'0') as i64;
+        end += 1;
+        if end - first > MAX_DIGITS {
+            return None;
+        }
+    }
+    match (end - first, doc.get(first)) {
+        (0, _) => None,
+        // A leading zero, and -0 (the tape's 0, not a shape's `-` and digits).
+        (n, Some(b'0')) if n > 1 || negative => None,
+        _ => Some((if negative { -value } else { value }, end)),
+    }
+}
+
+/// Whether `number` is an integer `integer` reads.
+fn plain_integer(number: &[u8]) -> bool {
+    let mut padded = number.to_vec();
+    padded.resize(number.len() + 8, b' ');
+    integer(&padded, number.len(), 0).is_some_and(|(_, end)| end == number.len())
+}
+
+fn string_word(payload: u64) -> u64 {
+    (u64::from(b'"') << 56) | payload
+}
+
+/// Appends a string as simdjson's string buffer holds it: its length (4 bytes,
+/// little-endian), its bytes, a NUL.
+fn push_string(strings: &mut Vec<u8>, text: &[u8]) {
+    strings.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    strings.extend_from_slice(text);
+    strings.push(0);
+}
+
+/// The index of the quote closing the string whose contents start at `at`.
+fn quote_end(doc: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        match *doc.get(at)? {
+            b'"' => return Some(at),
+            b'\\' => at += 2,
+            _ => at += 1,
+        }
+    }
+}
+
+/// The shape of `doc`, read from the document and simdjson's tape of it together;
+/// None when a value could not be written in (see `learn`) or `doc` is not an object.
+fn outline(doc: &[u8], tape: &Tape<'_>) -> Option<Shape> {
+    if doc.first() != Some(&b'{') {
+        return None;
+    }
+    let mut shape = Shape {
+        program: Vec::new(),
+        starts: Vec::new(),
+        others: Vec::new(),
+        words: Vec::new(),
+        strings: Vec::new(),
+        slots: Vec::new(),
+    };
+    // Where each key's string is in `strings`, to be written into the words last.
+    let mut keys = Vec::new();
+    // Whether each open container is an object, and whether a key comes next.
+    let mut objects = Vec::new();
+    let mut key_next = false;
+    let (mut from, mut at, mut t) = (0, 0, Tape::ROOT);
+    while at < doc.len() {
+        if t >= tape.words.len() {
+            debug_assert!(false, "the outline and the tape part");
+            return None;
+        }
+        match doc[at] {
+            b' ' | b'\t' | b'\n' | b'\r' | b':' => {}
+            b',' => key_next = objects.last() == Some(&true),
+            open @ (b'{' | b'[') => {
+                if tape.tag(t) != open {
+                    return None;
+                }
+                objects.push(open == b'{');
+                key_next = open == b'{';
+                t += 1;
+            }
+            close @ (b'}' | b']') => {
+                if tape.tag(t) != close {
+                    return None;
+                }
+                objects.pop();
+                t += 1;
+            }
+            b'"' if tape.tag(t) != b'"' => return None,
+            b'"' if key_next => {
+                // A key stays in the stretch; its tape string moves to the keys.
+                at = quote_end(doc, at + 1)?;
+                keys.push((t, shape.strings.len()));
+                push_string(&mut shape.strings, tape.str(t).as_bytes());
+                key_next = false;
+                t += 1;
+            }
+            b'"' => {
+                let end = at
+                    + 1
+                    + doc[at + 1..]
+                        .iter()
+                        .position(|&b| b == b'"' || b == b'\\')?;
+                if doc[end] == b'\\' {
+                    return None;
+                }
+                shape.push_stretch(&doc[from..at + 1], Then::String);
+                shape.slots.push(t as u32);
+                from = end;
+                t += 1;
+                at = end;
+            }
+            b'-' | b'0'..=b'9' => {
+                let end = at
+                    + doc[at..]
+                        .iter()
+                        .position(|b| !matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
+                        .unwrap_or(doc.len() - at);
+                if tape.tag(t) != b'l' || !plain_integer(&doc[at..end]) {
+                    return None;
+                }
+                shape.push_stretch(&doc[from..at], Then::Integer);
+                shape.slots.push(t as u32);
+                from = end;
+                t += 2;
+                at = end;
+                continue;
+            }
+            literal @ (b't' | b'f' | b'n') => {
+                if tape.tag(t) != literal {
+                    return None;
+                }
+                t += 1;
+                at += if literal == b'f' { 5 } else { 4 };
+                continue;
+            }
+            _ => return None,
+        }
+        at += 1;
+    }
+    // Read in step with the tape to its last (root) word, or not learned.
+    if t + 1 != tape.words.len() {
+        debug_assert!(false, "the outline and the tape part");
+        return None;
+    }
+    shape.push_stretch(&doc[from..], Then::End);
+    // Read past the last stretch's blocks (masked), as past every other's.
+    shape.program.push(Block([0; 16]));
+    shape.words = tape.words.to_vec();
+    for (t, offset) in keys {
+        shape.words[t] = string_word(offset as u64);
+    }
+    Some(shape)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{PADDING, Parser};
+
+    /// A tape's words, each string as its text (the buffers' layouts may differ).
+    fn decoded(tape: &Tape<'_>) -> Vec<(u8, u64, Option<String>)> {
+        let mut items = Vec::new();
+        let mut at = 0;
+        while at < tape.words.len() {
+            let tag = tape.tag(at);
+            items.push(match tag {
+                b'"' => (tag, 0, Some(tape.str(at).to_owned())),
+                b'l' | b'u' | b'd' => {
+                    at += 1;
+                    (tag, tape.words[at], None)
+                }
+                _ => (tag, tape.words[at] & crate::PAYLOAD, None),
+            });
+            at += 1;
+        }
+        items
+    }
+
+    /// simdjson's tape of `doc`, decoded; None when it refuses it.
+    fn simdjson(doc: &[u8]) -> Option<Vec<(u8, u64, Option<String>)>> {
+        let mut parser = Parser::without_shapes(64).unwrap();
+        parser.parse(doc).ok().map(|tape| decoded(&tape))
+    }
+
+    /// What `shapes` make of `doc`: its tape when it has a learned shape (which
+    /// must be simdjson's), else None after learning it when simdjson accepts it.
+    fn through(shapes: &mut Shapes, doc: &[u8]) -> Option<Vec<(u8, u64, Option<String>)>> {
+        let mut padded = doc.to_vec();
+        padded.resize(doc.len() + PADDING, b'"');
+        let expected = simdjson(doc);
+        match shapes.find(&padded, doc.len()) {
+            Some(shape) => {
+                let tape = decoded(&shapes.tape(shape, &padded));
+                assert_eq!(
+                    Some(&tape),
+                    expected.as_ref(),
+                    "{}",
+                    String::from_utf8_lossy(doc)
+                );
+                Some(tape)
+            }
+            None => {
+                let mut parser = Parser::without_shapes(64).unwrap();
+                if let Ok(tape) = parser.parse(doc) {
+                    shapes.learn(doc, &tape);
+                }
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn a_document_shaped_like_one_before_gets_simdjsons_tape() {
+        let mut shapes = Shapes::default();
+        let first = br#"{"app":"Demo","ts":1763942086505,"p":{"id":"wamid.1","n":null,"ok":true,"l":[1,"x",-7]}}"#;
+        assert!(through(&mut shapes, first).is_none());
+        for same_shape in [
+            "{\"app\":\"Other app\",\"ts\":0,\"p\":{\"id\":\"\",\"n\":null,\"ok\":true,\"l\":[99,\"y\u{7f}z\",-123456789012345678]}}".as_bytes(),
+            "{\"app\":\"caf\u{e9} \u{1F600}\",\"ts\":5,\"p\":{\"id\":\"w\",\"n\":null,\"ok\":true,\"l\":[1,\"x\",2]}}".as_bytes(),
+        ] {
+            assert!(through(&mut shapes, same_shape).is_some());
+        }
+        // Values the shape cannot take go to simdjson, which says what they are.
+        for other in [
+            &br#"{"app":"a\"b","ts":1,"p":{"id":"w","n":null,"ok":true,"l":[1,"x",2]}}"#[..],
+            br#"{"app":"a\u0041","ts":1,"p":{"id":"w","n":null,"ok":true,"l":[1,"x",2]}}"#,
+            b"{\"app\":\"a\x01\",\"ts\":1,\"p\":{\"id\":\"w\",\"n\":null,\"ok\":true,\"l\":[1,\"x\",2]}}",
+            b"{\"app\":\"a\xff\",\"ts\":1,\"p\":{\"id\":\"w\",\"n\":null,\"ok\":true,\"l\":[1,\"x\",2]}}",
+            br#"{"app":"a","ts":-0,"p":{"id":"w","n":null,"ok":true,"l":[1,"x",2]}}"#,
+            br#"{"app":"a","ts":01,"p":{"id":"w","n":null,"ok":true,"l":[1,"x",2]}}"#,
+            br#"{"app":"a","ts":1.5,"p":{"id":"w","n":null,"ok":true,"l":[1,"x",2]}}"#,
+            br#"{"app":"a","ts":1e3,"p":{"id":"w","n":null,"ok":true,"l":[1,"x",2]}}"#,
+            br#"{"app":"a","ts":1234567890123456789,"p":{"id":"w","n":null,"ok":true,"l":[1,"x",2]}}"#,
+            br#"{"app":null,"ts":1,"p":{"id":"w","n":null,"ok":true,"l":[1,"x",2]}}"#,
+            br#"{"app":"a","ts":1,"p":{"id":"w","n":null,"ok":true,"l":[1,"x",2]}} "#,
+            br#"{"app":"a","ts":1,"p":{"id":"w","n":null,"ok":true,"l":[1,"x",2]}}x"#,
+            br#"{"app":"a","ts":1,"p":{"id":"w","n":null,"ok":true,"l":[1,"x",2]}"#,
+            br#"{"app":"a","ts":1,"p":{"id":"w","n":null,"ok":true,"l":[1,"x",2"#,
+        ] {
+            assert!(
+                through(&mut shapes, other).is_none(),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
+
+    /// A document's structure, its values left out.
+    #[derive(Debug, Clone)]
+    enum Outline {
+        Object(Vec<(String, Outline)>),
+        Array(Vec<Outline>),
+        Value,
+        Literal(&'static str),
+    }
+
+    fn outline_strategy() -> impl Strategy<Value = Outline> {
+        let leaf = prop_oneof![
+            3 => Just(Outline::Value),
+            1 => prop_oneof![Just("true"), Just("false"), Just("null")].prop_map(Outline::Literal),
+        ];
+        let tree = leaf.prop_recursive(4, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(("[a-c]{1,2}|k\\\\\"", inner.clone()), 0..4)
+                    .prop_map(Outline::Object),
+                prop::collection::vec(inner, 0..4).prop_map(Outline::Array),
+            ]
+        });
+        prop::collection::vec(("[a-c]{1,2}", tree), 1..5).prop_map(Outline::Object)
+    }
+
+    /// A value as written: plain ones a shape takes, and ones it must leave to simdjson.
+    fn value_strategy() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "[a-zé😀 .:-]{0,20}".prop_map(|s| format!("\"{s}\"")),
+            4 => any::<i64>().prop_map(|n| n.to_string()),
+            2 => (0u64..1000).prop_map(|n| n.to_string()),
+            1 => prop_oneof![
+                Just("\"a\\\"b\""), Just("\"\\u00e9\""), Just("\"\\\\\""), Just("\"a\u{1}b\""),
+                Just("\"\u{7f}\""), Just("-0"), Just("007"), Just("0"), Just("-"), Just("1.5"),
+                Just("1e3"), Just("-1E-2"), Just("12345678901234567890"), Just("999999999999999999"),
+                Just("-999999999999999999"), Just("1234567890123456789"), Just("\"\""),
+                Just("null"), Just("[]"), Just("{}"), Just("\"unterminated"), Just("tru"),
+            ]
+            .prop_map(str::to_owned),
+        ]
+    }
+
+    fn render(
+        outline: &Outline,
+        spaced: bool,
+        values: &mut impl Iterator<Item = String>,
+        out: &mut String,
+    ) {
+        let (colon, comma) = if spaced { (": ", ", ") } else { (":", ",") };
+        match outline {
+            Outline::Object(fields) => {
+                out.push('{');
+                for (i, (key, value)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(comma);
+                    }
+                    out.push_str(&format!("\"{key}\"{colon}"));
+                    render(value, spaced, values, out);
+                }
+                out.push('}');
+            }
+            Outline::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(comma);
+                    }
+                    render(item, spaced, values, out);
+                }
+                out.push(']');
+            }
+            Outline::Value => out.push_str(&values.next().unwrap()),
+            Outline::Literal(literal) => out.push_str(literal),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Documents of a few outlines, with any values and damaged: whatever the
+        /// shapes put on the tape is simdjson's tape (`through` checks), and a second
+        /// document with the values of one they learned is theirs.
+        #[test]
+        fn shapes_give_simdjsons_tape_or_nothing(
+            outlines in prop::collection::vec((outline_strategy(), any::<bool>()), 1..4),
+            values in prop::collection::vec(value_strategy(), 1..64),
+            picks in prop::collection::vec((0usize..4, 0usize..64, any::<prop::sample::Index>(), any::<u8>()), 1..24),
+        ) {
+            let mut shapes = Shapes::default();
+            let mut docs: Vec<Vec<u8>> = Vec::new();
+            for (outline, offset, damage, byte) in picks {
+                let (outline, spaced) = &outlines[outline % outlines.len()];
+                let mut cycled = values.iter().cycle().skip(offset).cloned();
+                let mut doc = String::new();
+                render(outline, *spaced, &mut cycled, &mut doc);
+                let mut doc = doc.into_bytes();
+                if byte % 4 == 0 {
+                    let at = damage.index(doc.len());
+                    doc[at] = byte;
+                }
+                docs.push(doc);
+            }
+            for doc in &docs {
+                through(&mut shapes, doc);
+            }
+            // Each learned document again: now its shape's, with its own values.
+            let mut parser = Parser::without_shapes(64).unwrap();
+            for doc in &docs {
+                let learnable = parser.parse(doc).is_ok_and(|tape| outline(doc, &tape).is_some());
+                let again = through(&mut shapes, doc);
+                prop_assert_eq!(again.is_some(), learnable, "{}", String::from_utf8_lossy(doc));
+            }
+        }
+    }
+}
