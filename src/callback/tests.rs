@@ -629,18 +629,23 @@ mod tape_and_text {
         #[test]
         fn the_tape_reads_every_well_formed_callback_itself(p in super::round_trip::params()) {
             let line = super::round_trip::line(&p);
-            let tape = tape_only(line.as_bytes());
-            prop_assert!(tape.is_some(), "{}", line);
-            prop_assert_eq!(tape.unwrap(), text_only(line.as_bytes()));
+            // Twice: the second time from the shape the first taught the parser.
+            for _ in 0..2 {
+                let tape = tape_only(line.as_bytes());
+                prop_assert!(tape.is_some(), "{}", line);
+                prop_assert_eq!(tape.unwrap(), text_only(line.as_bytes()));
+            }
         }
 
         #[test]
         fn the_tape_agrees_with_the_text_reader_on_odd_values(line in odd_callbacks()) {
             let text = text_only(line.as_bytes());
-            if let Some(tape) = tape_only(line.as_bytes()) {
-                prop_assert_eq!(&tape, &text, "{}", line);
+            for _ in 0..2 {
+                if let Some(tape) = tape_only(line.as_bytes()) {
+                    prop_assert_eq!(&tape, &text, "{}", line);
+                }
+                prop_assert_eq!(&either(line.as_bytes()), &text, "{}", line);
             }
-            prop_assert_eq!(either(line.as_bytes()), text, "{}", line);
         }
 
         #[test]
