@@ -389,11 +389,11 @@ fn integer(doc: &[u8], len: usize, at: usize) -> Option<(i64, usize)> {
     let mut end = first;
     let mut value: i64 = 0;
     while end < len && doc[end].is_ascii_digit() {
-        value = value * 10 + (doc[end] - b'0') as i64;
-        end += 1;
-        if end - first > MAX_DIGITS {
+        if end - first == MAX_DIGITS {
             return None;
         }
+        value = value * 10 + (doc[end] - b'0') as i64;
+        end += 1;
     }
     match (end - first, doc.get(first)) {
         (0, _) => None,
@@ -624,6 +624,7 @@ mod tests {
             br#"{"app":"a","ts":1.5,"p":{"id":"w","n":null,"ok":true,"l":[1,"x",2]}}"#,
             br#"{"app":"a","ts":1e3,"p":{"id":"w","n":null,"ok":true,"l":[1,"x",2]}}"#,
             br#"{"app":"a","ts":1234567890123456789,"p":{"id":"w","n":null,"ok":true,"l":[1,"x",2]}}"#,
+            br#"{"app":"a","ts":99999999999999999999,"p":{"id":"w","n":null,"ok":true,"l":[1,"x",2]}}"#,
             br#"{"app":null,"ts":1,"p":{"id":"w","n":null,"ok":true,"l":[1,"x",2]}}"#,
             br#"{"app":"a","ts":1,"p":{"id":"w","n":null,"ok":true,"l":[1,"x",2]}} "#,
             br#"{"app":"a","ts":1,"p":{"id":"w","n":null,"ok":true,"l":[1,"x",2]}}x"#,
@@ -698,6 +699,7 @@ mod tests {
         prop_oneof![
             4 => "[a-zé😀 .:-]{0,20}".prop_map(|s| format!("\"{s}\"")),
             4 => any::<i64>().prop_map(|n| n.to_string()),
+            2 => any::<u64>().prop_map(|n| n.to_string()),
             2 => (0u64..1000).prop_map(|n| n.to_string()),
             1 => prop_oneof![
                 Just("\"a\\\"b\""), Just("\"\\u00e9\""), Just("\"\\\\\""), Just("\"a\u{1}b\""),
