@@ -238,7 +238,8 @@ impl Shapes {
             }
         }
         shape.others.resize(shape.starts.len(), NONE);
-        self.bytes += shape.program.len() * 8 + shape.words.len() * 8 + shape.strings.len();
+        self.bytes +=
+            size_of_val(&shape.program[..]) + size_of_val(&shape.words[..]) + shape.strings.len();
         self.shapes.push(shape);
     }
 }
