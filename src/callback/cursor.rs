@@ -9,15 +9,18 @@ use super::json::Result;
 
 /// A position in one JSON document, read value by value.
 pub trait Cursor<'a> {
-    /// A value as the shapes keep it, to be interpreted once the line is read.
-    type Value: Value<'a>;
+    /// Where a value is, as the shapes keep it. Reading a line looks at keys and
+    /// kinds alone, never at values: a place is interpreted as a value (`Value`)
+    /// once the line is read, so every line of one learned shape is read alike
+    /// (`tape::Plans` reads each shape once).
+    type Place: Copy;
 
     /// The first byte of the next value as written (`0` for any number).
     fn peek(&mut self) -> Result<u8>;
-    /// Skips the next value, giving it.
-    fn value(&mut self) -> Result<Self::Value>;
-    /// The next value, or None for `null`.
-    fn nullable(&mut self) -> Result<Option<Self::Value>>;
+    /// Skips the next value, giving its place.
+    fn value(&mut self) -> Result<Self::Place>;
+    /// The next value's place, or None for `null`.
+    fn nullable(&mut self) -> Result<Option<Self::Place>>;
     /// Reads an object, calling `field` with each key; `field` must read the value.
     /// Not an object: a shape error.
     fn object(&mut self, field: impl FnMut(&mut Self, &str) -> Result<()>) -> Result<()>;
@@ -27,11 +30,11 @@ pub trait Cursor<'a> {
     /// Reads the next value with `read`, or None for `null`.
     fn or_null<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T>) -> Result<Option<T>>;
     /// Reads the next value with `read`; if it is of another shape, skips it and
-    /// gives None. Gives the value too.
+    /// gives None. Gives its place too.
     fn lenient<T>(
         &mut self,
         read: impl FnOnce(&mut Self) -> Result<T>,
-    ) -> Result<(Option<T>, Self::Value)>;
+    ) -> Result<(Option<T>, Self::Place)>;
 }
 
 /// One JSON value, read leniently: a wrong type is "missing", never an error.

@@ -233,7 +233,7 @@ impl<'a, 's> Reader<'a, 's> {
 }
 
 impl<'a> Cursor<'a> for Reader<'a, '_> {
-    type Value = &'a str;
+    type Place = &'a str;
 
     #[inline]
     fn peek(&mut self) -> Result<u8> {

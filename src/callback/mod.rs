@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use self::cursor::{Cursor, Value};
 use self::json::{Error, Once, Reader};
 use self::scan::{Scan, Span};
-use self::tape::{TapeReader, TapeValue};
+use self::tape::TapeReader;
 
 use crate::status::Status;
 
@@ -71,18 +71,21 @@ pub trait Sink {
 
 /// A line, read in one pass: the fields that tell the shapes apart, V2's payload
 /// and V3's changes; the wrapper's body is kept as a value.
-struct Line<'a, V> {
+struct Line<V> {
     app: Once<V>,
     gs_app_id: Once<V>,
     kind: Once<V>,
     timestamp: Once<V>,
     /// V2's payload; None also when it is not an object.
     payload: Once<Option<v2::Payload<V>>>,
-    entry: Once<v3::Units<'a, V>>,
+    /// V3's `entry`, when it is there and not null: its units are in `units`
+    /// (filled in place, as the whole line: they are the largest part).
+    entry: Once<()>,
+    units: v3::Units<V>,
     body: Once<V>,
 }
 
-impl<V> Default for Line<'_, V> {
+impl<V> Default for Line<V> {
     fn default() -> Self {
         Line {
             app: Once::default(),
@@ -91,6 +94,7 @@ impl<V> Default for Line<'_, V> {
             timestamp: Once::default(),
             payload: Once::default(),
             entry: Once::default(),
+            units: v3::Units::new(),
             body: Once::default(),
         }
     }
@@ -99,7 +103,7 @@ impl<V> Default for Line<'_, V> {
 /// Reads the next value into `line` (filled in place: a line's parts are too large
 /// to move around once per line). False when it is not an object: a shape error
 /// once the rest of the document is known to be JSON.
-fn read_line<'a, C: Cursor<'a>>(r: &mut C, line: &mut Line<'a, C::Value>) -> Result<bool, Error> {
+fn read_line<'a, C: Cursor<'a>>(r: &mut C, line: &mut Line<C::Place>) -> Result<bool, Error> {
     if r.peek()? != b'{' {
         return r.value().map(|_| false);
     }
@@ -109,7 +113,10 @@ fn read_line<'a, C: Cursor<'a>>(r: &mut C, line: &mut Line<'a, C::Value>) -> Res
         "type" => line.kind.set(r.nullable()?),
         "timestamp" => line.timestamp.set(r.nullable()?),
         "payload" => line.payload.set(Some(v2::read_payload(r)?)),
-        "entry" => line.entry.set(r.or_null(v3::read_entries)?),
+        "entry" => {
+            let read = r.or_null(|r| v3::read_entries(r, &mut line.units))?;
+            line.entry.set(read)
+        }
         "body" => line.body.set(r.nullable()?),
         _ => r.value().map(drop),
     })?;
@@ -156,8 +163,8 @@ impl<'t> Parser<'t> {
         let start = (line.as_ptr() as usize).wrapping_sub(self.text.as_ptr() as usize);
         match start.checked_add(line.len()) {
             Some(end) if end <= self.text.len() => {
-                if let Some((tape, mut bodies)) = self.tape.parse(self.text, start..end)
-                    && read_tape(TapeReader::root(&tape), Some(&mut bodies), sink).is_ok()
+                if let Some((tape, plans, mut bodies)) = self.tape.parse(self.text, start..end)
+                    && read_tape(TapeReader::root(&tape), plans, Some(&mut bodies), sink).is_ok()
                 {
                     return;
                 }
@@ -172,38 +179,45 @@ impl<'t> Parser<'t> {
 struct Declined;
 
 /// Reads a line simdjson accepted from its tape and tells the sink what it yields;
-/// `bodies` parses a wrapper's body given as a string (None: this is a body, not
-/// unwrapped again). Declines what only the text reader can tell: lines of no
-/// known shape (it says why) and dead-lettered V3 entries (it keeps their text).
+/// `plans` are those of the tape's parser; `bodies` parses a wrapper's body given
+/// as a string (None: this is a body, not unwrapped again). Declines what only the
+/// text reader can tell: lines of no known shape (it says why) and dead-lettered
+/// V3 entries (it keeps their text).
 fn read_tape<S: Sink>(
-    mut r: TapeReader<'_>,
+    r: TapeReader<'_>,
+    plans: &mut tape::Plans,
     bodies: Option<&mut tape::Bodies<'_>>,
     sink: &mut S,
 ) -> Result<(), Declined> {
-    let mut line = Line::default();
-    if read_line(&mut r, &mut line) != Ok(true) {
-        return Err(Declined);
-    }
     let may_be_wrapped = bodies.is_some();
-    handle(
-        &mut line,
-        may_be_wrapped,
-        sink,
-        |body: TapeValue<'_>, sink: &mut S| {
-            if body.is_object() {
-                return read_tape(TapeReader::at(body), None, sink);
+    let value = |place| r.value_at(place);
+    let body = match plans.get(&r) {
+        Some(line) => handle(line, value, may_be_wrapped, sink)?,
+        None => {
+            let mut line = Line::default();
+            if read_line(&mut r.clone(), &mut line) != Ok(true) {
+                return Err(Declined);
             }
-            // The callback in a string: on a tape of its own, else by the text reader.
-            if let (Some(bodies), Some(inner)) = (bodies, body.text())
-                && let Some(tape) = bodies.parse(&inner)
-                && read_tape(TapeReader::root(&tape), None, sink).is_ok()
-            {
-                return Ok(());
-            }
-            unwrap_string(body, sink);
-            Ok(())
-        },
-    )
+            let told = handle(&line, value, may_be_wrapped, sink);
+            plans.keep(&r, line);
+            told?
+        }
+    };
+    let Some(body) = body.map(value) else {
+        return Ok(());
+    };
+    if body.is_object() {
+        return read_tape(TapeReader::at(body), plans, None, sink);
+    }
+    // The callback in a string: on a tape of its own, else by the text reader.
+    if let (Some(bodies), Some(inner)) = (bodies, body.text())
+        && let Some((tape, plans)) = bodies.parse(&inner)
+        && read_tape(TapeReader::root(&tape), plans, None, sink).is_ok()
+    {
+        return Ok(());
+    }
+    unwrap_string(body, sink);
+    Ok(())
 }
 
 /// `parse_line`, with `scan` the line's span.
@@ -225,18 +239,17 @@ fn parse_text<S: Sink>(text: &str, scan: Span<'_>, may_be_wrapped: bool, sink: &
     let mut line = Line::default();
     match Reader::scanned(text, scan, |r| read_line(r, &mut line)) {
         Ok(true) => {
+            let told = handle(&line, |text| text, may_be_wrapped, sink);
+            debug_assert!(told.is_ok(), "the text reader keeps every part's text");
             // The wrapper's body, as an object: read with its part of the line's scan.
-            let unwrap = |body: &str, sink: &mut S| {
-                if body.is_object() {
+            match told {
+                Ok(Some(body)) if body.is_object() => {
                     let from = body.as_ptr() as usize - text.as_ptr() as usize;
                     parse_text(body, scan.part(from, from + body.len()), false, sink);
-                } else {
-                    unwrap_string(body, sink);
                 }
-                Ok(())
-            };
-            let told = handle(&mut line, may_be_wrapped, sink, unwrap);
-            debug_assert!(told.is_ok(), "the text reader keeps every part's text");
+                Ok(Some(body)) => unwrap_string(body, sink),
+                Ok(None) | Err(Declined) => {}
+            }
         }
         Ok(false) | Err(Error::Shape) => sink.dead_letter(Reason::UnknownShape, None),
         Err(Error::Syntax) => sink.dead_letter(Reason::NotJson, None),
@@ -244,47 +257,46 @@ fn parse_text<S: Sink>(text: &str, scan: Span<'_>, may_be_wrapped: bool, sink: &
     }
 }
 
-/// Tells the sink what a line read into `line` yields; `unwrap` reads the
-/// receiver's wrapper's `body` when it is the callback. (`line` by reference:
-/// moving it was a sixth of reading a line from the tape.)
-fn handle<'a, V: Value<'a>, S: Sink>(
-    line: &mut Line<'a, V>,
+/// Tells the sink what a line read into `line` yields, its places made values by
+/// `value`; or gives the place of the receiver's wrapper's `body` when that is
+/// the callback, for the caller to read. (`line` by reference: moving it was a
+/// sixth of reading a line from the tape.)
+fn handle<'a, P: Copy, V: Value<'a>, S: Sink>(
+    line: &Line<P>,
+    value: impl Fn(P) -> V + Copy,
     may_be_wrapped: bool,
     sink: &mut S,
-    unwrap: impl FnOnce(V, &mut S) -> Result<(), Declined>,
-) -> Result<(), Declined> {
-    let kind = line.kind.get();
-    let entry = std::mem::take(&mut line.entry).into_inner();
-    if entry
-        .as_ref()
-        .is_some_and(|units| units.iter().any(v3::Unit::lacks_text))
-    {
-        return Err(Declined);
+) -> Result<Option<P>, Declined> {
+    let kind = line.kind.get().map(|&k| value(k));
+    let v3 = line.entry.get().is_some();
+    let mut changes = v3::Outcomes::new();
+    if v3 {
+        v3::outcomes(&line.units, value, &mut changes);
+        if changes.iter().any(v3::Outcome::lacks_text) {
+            return Err(Declined);
+        }
     }
-    if entry.is_some() || kind.is_some() {
-        let app = line
-            .gs_app_id
-            .get()
-            .or(line.app.get())
-            .and_then(|a| a.text());
-        sink.app(app.as_deref());
+    if v3 || kind.is_some() {
+        let app = line.gs_app_id.get().or(line.app.get());
+        sink.app(app.and_then(|&a| value(a).text()).as_deref());
     }
     let mut counter = Counting {
         inner: sink,
         seen: false,
     };
-    if let Some(units) = entry {
-        v3::parse(units, &mut counter);
-    } else if let Some(&kind) = kind {
+    if v3 {
+        v3::tell(&mut changes, &mut counter);
+    } else if let Some(kind) = kind {
         let payload = line.payload.get().and_then(Option::as_ref);
-        v2::parse(kind, line.timestamp.get().copied(), payload, &mut counter);
+        let envelope_ts = line.timestamp.get().map(|&t| value(t));
+        v2::parse(kind, envelope_ts, payload, value, &mut counter);
     } else if let (Some(&body), true) = (line.body.get(), may_be_wrapped) {
-        return unwrap(body, sink);
+        return Ok(Some(body));
     }
     if !counter.seen {
         sink.dead_letter(Reason::UnknownShape, None);
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The receiver's wrapper with the callback as a JSON string in `body`.

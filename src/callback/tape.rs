@@ -11,6 +11,7 @@ use std::cell::RefCell;
 
 use simdjson_tape::{Kind, Tape};
 
+use super::Line;
 use super::cursor::{Cursor, Value};
 use super::json::{Error, MAX_DEPTH, Result};
 
@@ -25,13 +26,37 @@ fn for_the_tape(json: &[u8]) -> bool {
 }
 
 thread_local! {
-    /// One pair of parsers per thread, reused from file to file (they keep their memory).
+    /// One pair of parsers per thread, reused from file to file (they keep their
+    /// memory, their shapes and their plans).
     static PARSERS: RefCell<Option<Parsers>> = const { RefCell::new(None) };
 }
 
 struct Parsers {
-    line: simdjson_tape::Parser,
-    body: simdjson_tape::Parser,
+    line: Reading,
+    body: Reading,
+}
+
+impl Parsers {
+    fn new() -> Option<Parsers> {
+        // simdjson's depth counts the document itself; a line it accepts is never
+        // too deep for the text reader.
+        let new = || {
+            Some(Reading {
+                parser: simdjson_tape::Parser::new(MAX_DEPTH)?,
+                plans: Plans::default(),
+            })
+        };
+        Some(Parsers {
+            line: new()?,
+            body: new()?,
+        })
+    }
+}
+
+/// A parser and the plans of its shapes (whose numbers are the parser's own).
+struct Reading {
+    parser: simdjson_tape::Parser,
+    plans: Plans,
 }
 
 /// simdjson's parsers for the files of one thread: a line's, and a wrapper's body's
@@ -40,43 +65,75 @@ struct Parsers {
 pub struct Lines(Option<Parsers>);
 
 /// The parser for the callback in a wrapper's string `body`.
-pub struct Bodies<'p>(&'p mut simdjson_tape::Parser);
+pub struct Bodies<'p>(&'p mut Reading);
 
 impl Lines {
     pub fn take() -> Lines {
-        // simdjson's depth counts the document itself; a line it accepts is never
-        // too deep for the text reader.
-        let new = || simdjson_tape::Parser::new(MAX_DEPTH);
-        Lines(PARSERS.take().or_else(|| {
-            Some(Parsers {
-                line: new()?,
-                body: new()?,
-            })
-        }))
+        Lines(PARSERS.take().or_else(Parsers::new))
     }
 
-    /// `text[range]` on the tape, and the parser for a body in it; None when
-    /// simdjson refuses the line, or it is not for the tape.
+    /// New parsers, which have learned no shape yet.
+    #[cfg(test)]
+    pub fn new() -> Lines {
+        Lines(Parsers::new())
+    }
+
+    /// `text[range]` on the tape, its parser's plans, and the parser for a body in
+    /// it; None when simdjson refuses the line, or it is not for the tape.
     pub fn parse<'a>(
         &'a mut self,
         text: &'a [u8],
         range: std::ops::Range<usize>,
-    ) -> Option<(Tape<'a>, Bodies<'a>)> {
+    ) -> Option<(Tape<'a>, &'a mut Plans, Bodies<'a>)> {
         if !for_the_tape(&text[range.clone()]) {
             return None;
         }
         let Parsers { line, body } = self.0.as_mut()?;
-        Some((line.parse_in(text, range).ok()?, Bodies(body)))
+        let tape = line.parser.parse_in(text, range).ok()?;
+        Some((tape, &mut line.plans, Bodies(body)))
     }
 }
 
 impl Bodies<'_> {
-    /// `body` on the tape; None when simdjson refuses it, or it is not for the tape.
-    pub fn parse<'a>(&'a mut self, body: &'a str) -> Option<Tape<'a>> {
+    /// `body` on the tape, and its parser's plans; None when simdjson refuses it,
+    /// or it is not for the tape.
+    pub fn parse<'a>(&'a mut self, body: &'a str) -> Option<(Tape<'a>, &'a mut Plans)> {
         if !for_the_tape(body.as_bytes()) {
             return None;
         }
-        self.0.parse(body.as_bytes()).ok()
+        let Reading { parser, plans } = &mut *self.0;
+        Some((parser.parse(body.as_bytes()).ok()?, plans))
+    }
+}
+
+/// Where reading found a line's parts, for each learned shape it was read from
+/// (and where on the tape it began: a wrapper's body is a line of its own). A
+/// line of a learned shape has the tape of the line the shape was learned from
+/// but for its values, and reading looks at keys and kinds alone, never at values
+/// (`Cursor::Place`), so its parts are where they were found before: a line of a
+/// shape read before is not read again (docs/benchmarks.md, ninth session).
+#[derive(Default)]
+pub struct Plans(Vec<Vec<(usize, Line<Place>)>>);
+
+impl Plans {
+    /// What reading from `r` found, if a line of its tape's shape was read there.
+    pub fn get(&self, r: &TapeReader<'_>) -> Option<&Line<Place>> {
+        let plans = self.0.get(r.tape.shape()?)?;
+        plans
+            .iter()
+            .find(|(from, _)| *from == r.at)
+            .map(|(_, line)| line)
+    }
+
+    /// Keeps what reading from `from` found, when its tape has a learned shape.
+    pub fn keep(&mut self, from: &TapeReader<'_>, line: Line<Place>) {
+        let Some(shape) = from.tape.shape() else {
+            return;
+        };
+        if self.0.len() <= shape {
+            self.0.resize_with(shape + 1, Vec::new);
+        }
+        self.0[shape].push((from.at, line));
     }
 }
 
@@ -86,7 +143,12 @@ impl Drop for Lines {
     }
 }
 
+/// A value's index on a tape: small, as a line holds many (a tape has about a
+/// word per byte of its line at most, and a line on the tape is `LONGEST` at most).
+pub type Place = u32;
+
 /// A position on a tape.
+#[derive(Clone)]
 pub struct TapeReader<'a> {
     tape: &'a Tape<'a>,
     at: usize,
@@ -116,10 +178,11 @@ impl<'a> TapeReader<'a> {
         }
     }
 
-    fn here(&self) -> TapeValue<'a> {
+    /// The value at `place` on this reader's tape.
+    pub fn value_at(&self, place: Place) -> TapeValue<'a> {
         TapeValue {
             tape: self.tape,
-            at: self.at,
+            at: place as usize,
         }
     }
 
@@ -146,7 +209,7 @@ impl<'a> TapeReader<'a> {
 }
 
 impl<'a> Cursor<'a> for TapeReader<'a> {
-    type Value = TapeValue<'a>;
+    type Place = Place;
 
     #[inline(always)]
     fn peek(&mut self) -> Result<u8> {
@@ -157,16 +220,17 @@ impl<'a> Cursor<'a> for TapeReader<'a> {
     }
 
     #[inline(always)]
-    fn value(&mut self) -> Result<TapeValue<'a>> {
-        let value = self.here();
-        self.at = self.tape.next(self.at);
-        Ok(value)
+    fn value(&mut self) -> Result<Place> {
+        let at = self.at;
+        self.at = self.tape.next(at);
+        Ok(at as Place)
     }
 
     #[inline(always)]
-    fn nullable(&mut self) -> Result<Option<TapeValue<'a>>> {
-        let value = self.value()?;
-        Ok((value.kind() != Kind::Null).then_some(value))
+    fn nullable(&mut self) -> Result<Option<Place>> {
+        let null = self.kind() == Kind::Null;
+        let at = self.value()?;
+        Ok((!null).then_some(at))
     }
 
     #[inline(always)]
@@ -197,13 +261,13 @@ impl<'a> Cursor<'a> for TapeReader<'a> {
     fn lenient<T>(
         &mut self,
         read: impl FnOnce(&mut Self) -> Result<T>,
-    ) -> Result<(Option<T>, TapeValue<'a>)> {
-        let value = self.here();
+    ) -> Result<(Option<T>, Place)> {
+        let at = self.at;
         match read(self) {
-            Ok(read) => Ok((Some(read), value)),
+            Ok(read) => Ok((Some(read), at as Place)),
             Err(Error::Shape) => {
-                self.at = self.tape.next(value.at);
-                Ok((None, value))
+                self.at = self.tape.next(at);
+                Ok((None, at as Place))
             }
             Err(e) => Err(e),
         }

@@ -24,7 +24,7 @@ struct Inner<V> {
 }
 
 /// Reads the envelope's `payload`: None when it is not an object.
-pub fn read_payload<'a, C: Cursor<'a>>(r: &mut C) -> Result<Option<Payload<C::Value>>> {
+pub fn read_payload<'a, C: Cursor<'a>>(r: &mut C) -> Result<Option<Payload<C::Place>>> {
     if r.peek()? != b'{' {
         return r.value().map(|_| None);
     }
@@ -49,7 +49,7 @@ pub fn read_payload<'a, C: Cursor<'a>>(r: &mut C) -> Result<Option<Payload<C::Va
     Ok(Some(p))
 }
 
-fn read_inner<'a, C: Cursor<'a>>(r: &mut C) -> Result<Inner<C::Value>> {
+fn read_inner<'a, C: Cursor<'a>>(r: &mut C) -> Result<Inner<C::Place>> {
     let mut inner = Inner {
         ts: Once::default(),
         code: Once::default(),
@@ -62,10 +62,12 @@ fn read_inner<'a, C: Cursor<'a>>(r: &mut C) -> Result<Inner<C::Value>> {
     Ok(inner)
 }
 
-pub fn parse<'a, V: Value<'a>>(
+/// Tells the sink what a V2 callback yields, its places made values by `value`.
+pub fn parse<'a, P: Copy, V: Value<'a>>(
     kind: V,
     envelope_ts: Option<V>,
-    payload: Option<&Payload<V>>,
+    payload: Option<&Payload<P>>,
+    value: impl Fn(P) -> V,
     sink: &mut impl Sink,
 ) {
     let Some(kind) = kind.text() else {
@@ -80,19 +82,19 @@ pub fn parse<'a, V: Value<'a>>(
     let Some(payload) = payload else {
         return;
     };
-    let event_kind = payload.kind.get().and_then(|k| k.text());
-    if event_kind.is_some_and(|k| NOT_STATUS_EVENTS.iter().any(|n| n.eq_ignore_ascii_case(&k))) {
+    let get = |field: &Once<P>| field.get().map(|&p| value(p));
+    let event_kind = get(&payload.kind);
+    if event_kind
+        .and_then(|k| k.text())
+        .is_some_and(|k| NOT_STATUS_EVENTS.iter().any(|n| n.eq_ignore_ascii_case(&k)))
+    {
         return sink.skipped();
     }
     let inner = payload.inner.get();
-    let at = inner.and_then(|i| i.ts.get()).copied().or(envelope_ts);
-    let key = fields::key(&[payload.gs_id.get().copied(), payload.id.get().copied()]);
-    let code = || {
-        inner
-            .and_then(|i| i.code.get())
-            .and_then(|&c| fields::code(c))
-    };
-    match status_event(payload.kind.get().copied(), key, at, code) {
+    let at = inner.and_then(|i| get(&i.ts)).or(envelope_ts);
+    let key = fields::key(&[get(&payload.gs_id), get(&payload.id)]);
+    let code = || inner.and_then(|i| get(&i.code)).and_then(fields::code);
+    match status_event(event_kind, key, at, code) {
         Ok(event) => sink.event(event),
         Err(reason) => sink.dead_letter(reason, None),
     }

@@ -8,30 +8,48 @@ use super::cursor::{Cursor, Value};
 use super::json::{Error, Once, Result};
 use super::{Event, Reason, Sink, fields, status_event};
 
-/// What the changes of a line hold, in order; most lines hold one status.
-pub type Units<'a, V> = SmallVec<[Unit<'a, V>; 1]>;
+/// Where the parts of a line's changes are, in order; most lines hold one change
+/// with one status. Reading them looks at keys and kinds alone, never at values
+/// (`outcomes` does), so every line of one learned shape has the same units.
+pub type Units<V> = SmallVec<[Unit<V>; 2]>;
 
-pub enum Unit<'a, V> {
-    /// A change of another field, or inbound messages.
-    Skipped,
-    /// A status entry: what it holds (see `read_status`) and the entry.
-    Status(std::result::Result<Option<Event<'a>>, Reason>, V),
+pub enum Unit<V> {
+    /// A change, followed by the units of its `statuses` (how many, below). Its
+    /// `field` says whether they count (`messages`), and its text is dead-lettered
+    /// when they are none.
+    Change {
+        field: Option<V>,
+        holds: Change,
+        statuses: usize,
+        text: V,
+    },
+    /// A status entry: its fields, and the entry.
+    Status(StatusEntry<V>, V),
     /// A part of the envelope (an entry, a change, a status entry) of no known
-    /// shape, or one that yields nothing: dead-lettered alone, with its text.
+    /// shape, or an entry with no change: dead-lettered alone, with its text.
     Bad(V),
 }
 
-impl<'a, V: Value<'a>> Unit<'a, V> {
+/// What a line's changes yield, in order (held before any is told: a line the
+/// tape cannot tell in full is the text reader's). Batches are short.
+pub type Outcomes<'a, V> = SmallVec<[Outcome<'a, V>; 4]>;
+
+/// What one part of a line's changes yields.
+pub enum Outcome<'a, V> {
+    Event(Event<'a>),
+    Skipped,
+    /// A dead letter, and the part it is of.
+    Dead(Reason, V),
+}
+
+impl<'a, V: Value<'a>> Outcome<'a, V> {
     /// Whether it is dead-lettered with its text, and the reader kept none.
     pub fn lacks_text(&self) -> bool {
-        match self {
-            Unit::Status(Err(_), part) | Unit::Bad(part) => part.source().is_none(),
-            Unit::Status(Ok(_), _) | Unit::Skipped => false,
-        }
+        matches!(self, Outcome::Dead(_, part) if part.source().is_none())
     }
 }
 
-struct StatusEntry<V> {
+pub struct StatusEntry<V> {
     gs_id: Once<V>,
     id: Once<V>,
     status: Once<V>,
@@ -43,7 +61,8 @@ struct StatusEntry<V> {
 }
 
 /// What a change's `value` held.
-enum Change {
+#[derive(Clone, Copy)]
+pub enum Change {
     Statuses,
     Messages,
     Neither,
@@ -51,61 +70,56 @@ enum Change {
 
 /// Reads `entry`: an array of `{"changes": [...]}` objects. Each entry and each
 /// change stands alone: one of another shape is a `Bad` unit, its siblings count.
-pub fn read_entries<'a, C: Cursor<'a>>(r: &mut C) -> Result<Units<'a, C::Value>> {
-    let mut units = Units::new();
+/// `units` must be empty (a line's `entry` read twice is a shape error anyway).
+pub fn read_entries<'a, C: Cursor<'a>>(r: &mut C, units: &mut Units<C::Place>) -> Result<()> {
     r.array(|r| {
-        part(r, &mut units, |r, units| {
+        let start = units.len();
+        let (read, text) = r.lenient(|r| {
             let mut changes = Once::default();
             r.object(|r, key| match key {
-                "changes" => changes.set(r.or_null(|r| r.array(|r| part(r, units, read_change)))?),
+                "changes" => {
+                    let read = r.or_null(|r| r.array(|r| read_change(r, units)))?;
+                    changes.set(read)
+                }
                 _ => r.value().map(drop),
             })
-        })
-    })?;
-    Ok(units)
+        })?;
+        if read.is_none() || units.len() == start {
+            units.truncate(start);
+            units.push(Unit::Bad(text));
+        }
+        Ok(())
+    })
 }
 
-/// Reads one part of the envelope with `read`; if it is of another shape or adds
-/// no unit, whatever it added is dropped and it becomes one `Bad` unit.
-fn part<'a, C: Cursor<'a>>(
-    r: &mut C,
-    units: &mut Units<'a, C::Value>,
-    read: impl FnOnce(&mut C, &mut Units<'a, C::Value>) -> Result<()>,
-) -> Result<()> {
+/// Reads one change: a `Change` unit before its statuses', or one `Bad` unit.
+fn read_change<'a, C: Cursor<'a>>(r: &mut C, units: &mut Units<C::Place>) -> Result<()> {
     let start = units.len();
-    let (read, text) = r.lenient(|r| read(r, units))?;
-    if read.is_none() || units.len() == start {
+    let (read, text) = r.lenient(|r| {
+        let (mut field, mut value) = (Once::default(), Once::default());
+        r.object(|r, key| match key {
+            "field" => field.set(r.nullable()?),
+            "value" => value.set(r.or_null(|r| read_value(r, units))?),
+            _ => r.value().map(drop),
+        })?;
+        Ok((field.into_inner(), value.into_inner()))
+    })?;
+    let Some((field, holds)) = read else {
         units.truncate(start);
         units.push(Unit::Bad(text));
-    }
-    Ok(())
-}
-
-fn read_change<'a, C: Cursor<'a>>(r: &mut C, units: &mut Units<'a, C::Value>) -> Result<()> {
-    let start = units.len();
-    let (mut field, mut value) = (Once::default(), Once::default());
-    r.object(|r, key| match key {
-        "field" => field.set(r.nullable()?),
-        "value" => value.set(r.or_null(|r| read_value(r, units))?),
-        _ => r.value().map(drop),
-    })?;
-    let is_messages = field
-        .get()
-        .and_then(|f| f.text())
-        .is_some_and(|f| f == "messages");
-    if !is_messages {
-        units.truncate(start);
-        units.push(Unit::Skipped);
         return Ok(());
-    }
-    match value.into_inner().unwrap_or(Change::Neither) {
-        Change::Statuses | Change::Neither => {}
-        Change::Messages => units.push(Unit::Skipped),
-    }
+    };
+    let change = Unit::Change {
+        field,
+        holds: holds.unwrap_or(Change::Neither),
+        statuses: units.len() - start,
+        text,
+    };
+    units.insert(start, change);
     Ok(())
 }
 
-fn read_value<'a, C: Cursor<'a>>(r: &mut C, units: &mut Units<'a, C::Value>) -> Result<Change> {
+fn read_value<'a, C: Cursor<'a>>(r: &mut C, units: &mut Units<C::Place>) -> Result<Change> {
     let (mut statuses, mut messages) = (Once::default(), Once::default());
     r.object(|r, key| match key {
         "statuses" => {
@@ -122,7 +136,7 @@ fn read_value<'a, C: Cursor<'a>>(r: &mut C, units: &mut Units<'a, C::Value>) -> 
     })
 }
 
-fn read_status_entry<'a, C: Cursor<'a>>(r: &mut C, units: &mut Units<'a, C::Value>) -> Result<()> {
+fn read_status_entry<'a, C: Cursor<'a>>(r: &mut C, units: &mut Units<C::Place>) -> Result<()> {
     let (entry, text) = r.lenient(|r| {
         let mut e = StatusEntry {
             gs_id: Once::default(),
@@ -153,53 +167,98 @@ fn read_status_entry<'a, C: Cursor<'a>>(r: &mut C, units: &mut Units<'a, C::Valu
         Ok(e)
     })?;
     units.push(match entry {
-        Some(entry) => Unit::Status(read_status(&entry), text),
+        Some(entry) => Unit::Status(entry, text),
         None => Unit::Bad(text),
     });
     Ok(())
 }
 
-pub fn parse<'a, V: Value<'a>>(units: Units<'a, V>, sink: &mut impl Sink) {
-    for unit in units {
-        match unit {
-            Unit::Skipped => sink.skipped(),
-            Unit::Status(outcome, text) => match outcome {
-                Ok(Some(event)) => sink.event(event),
-                Ok(None) => sink.skipped(),
-                Err(reason) => sink.dead_letter(reason, text.source()),
-            },
-            Unit::Bad(text) => sink.dead_letter(Reason::UnknownShape, text.source()),
+/// What the units of a line yield, their places made values by `value`: a change
+/// of another field is one skip, one of `messages` its statuses' events (or one
+/// skip for inbound messages; a dead letter when it holds neither).
+pub fn outcomes<'a, P: Copy, V: Value<'a>>(
+    units: &Units<P>,
+    value: impl Fn(P) -> V + Copy,
+    out: &mut Outcomes<'a, V>,
+) {
+    let mut at = 0;
+    while let Some(unit) = units.get(at) {
+        at += 1;
+        let Unit::Change {
+            field,
+            holds,
+            statuses,
+            text,
+        } = unit
+        else {
+            out.push(outcome(unit, value));
+            continue;
+        };
+        let statuses = &units[at..at + statuses];
+        at += statuses.len();
+        let field = field.and_then(|f| value(f).text());
+        match holds {
+            _ if field.is_none_or(|f| f != "messages") => out.push(Outcome::Skipped),
+            Change::Messages => out.push(Outcome::Skipped),
+            Change::Statuses if !statuses.is_empty() => {
+                for status in statuses {
+                    out.push(outcome(status, value));
+                }
+            }
+            Change::Statuses | Change::Neither => {
+                out.push(Outcome::Dead(Reason::UnknownShape, value(*text)))
+            }
+        }
+    }
+}
+
+/// What a status entry or a bad part yields.
+fn outcome<'a, P: Copy, V: Value<'a>>(unit: &Unit<P>, value: impl Fn(P) -> V) -> Outcome<'a, V> {
+    match unit {
+        Unit::Status(entry, text) => match read_status(entry, &value) {
+            Ok(Some(event)) => Outcome::Event(event),
+            Ok(None) => Outcome::Skipped,
+            Err(reason) => Outcome::Dead(reason, value(*text)),
+        },
+        Unit::Bad(text) | Unit::Change { text, .. } => {
+            debug_assert!(matches!(unit, Unit::Bad(_)), "a change within a change");
+            Outcome::Dead(Reason::UnknownShape, value(*text))
+        }
+    }
+}
+
+/// Tells the sink what a line's changes yield.
+pub fn tell<'a, V: Value<'a>>(outcomes: &mut Outcomes<'a, V>, sink: &mut impl Sink) {
+    for outcome in outcomes.drain(..) {
+        match outcome {
+            Outcome::Event(event) => sink.event(event),
+            Outcome::Skipped => sink.skipped(),
+            Outcome::Dead(reason, text) => sink.dead_letter(reason, text.source()),
         }
     }
 }
 
 /// What one status entry holds: an event, nothing (a skip), or why it is unusable.
-fn read_status<'a, V: Value<'a>>(
-    entry: &StatusEntry<V>,
+fn read_status<'a, P: Copy, V: Value<'a>>(
+    entry: &StatusEntry<P>,
+    value: impl Fn(P) -> V,
 ) -> std::result::Result<Option<Event<'a>>, Reason> {
+    let get = |field: &Once<P>| field.get().map(|&p| value(p));
     if entry.status.get().is_none() && entry.kind.get().is_some() {
         return Ok(None); // e.g. {"type": "set-callback"}
     }
-    let key = fields::key(&[entry.gs_id.get().copied(), entry.id.get().copied()]);
+    let key = fields::key(&[get(&entry.gs_id), get(&entry.id)]);
     let code = || {
-        entry
-            .errors
-            .get()
-            .and_then(|&c| fields::code(c?))
-            .or_else(|| entry.code.get().and_then(|&c| fields::code(c)))
+        let first = entry.errors.get().copied().flatten();
+        (first.map(&value).and_then(fields::code))
+            .or_else(|| get(&entry.code).and_then(fields::code))
     };
-    status_event(
-        entry.status.get().copied(),
-        key,
-        entry.timestamp.get().copied(),
-        code,
-    )
-    .map(Some)
+    status_event(get(&entry.status), key, get(&entry.timestamp), code).map(Some)
 }
 
 /// `errors[0].code`: `errors` must be an array whose first element is an object
 /// (the code itself may be absent).
-fn first_error_code<'a, C: Cursor<'a>>(r: &mut C) -> Result<Option<C::Value>> {
+fn first_error_code<'a, C: Cursor<'a>>(r: &mut C) -> Result<Option<C::Place>> {
     let mut first = None;
     r.array(|r| {
         if first.is_some() {

@@ -118,6 +118,7 @@ impl Parser {
             words,
             strings,
             document: std::ptr::null(),
+            shape: NO_SHAPE,
             parser: PhantomData,
         };
         if self.learning {
@@ -162,8 +163,12 @@ pub struct Tape<'p> {
     strings: *const u8,
     /// The document, for strings read where they are written (`IN_DOCUMENT`).
     document: *const u8,
+    /// The learned shape the document has (`NO_SHAPE`: simdjson parsed it).
+    shape: u32,
     parser: PhantomData<&'p Parser>,
 }
+
+const NO_SHAPE: u32 = u32::MAX;
 
 /// The payload bit of a string that has no escape, read where the document has it
 /// (not simdjson's: `shapes` writes it): its start in bits 24–54, its length in 0–23.
@@ -173,14 +178,24 @@ impl<'p> Tape<'p> {
     /// The document's value.
     pub const ROOT: usize = 1;
 
-    /// A tape written in Rust, in simdjson's layout but for strings in `document`.
-    fn from_parts(words: &'p [u64], strings: &'p [u8], document: &'p [u8]) -> Tape<'p> {
+    /// The tape of a document of learned shape `shape`, written in Rust: in
+    /// simdjson's layout but for strings in `document`.
+    fn of_shape(shape: u32, words: &'p [u64], strings: &'p [u8], document: &'p [u8]) -> Tape<'p> {
         Tape {
             words,
             strings: strings.as_ptr(),
             document: document.as_ptr(),
+            shape,
             parser: PhantomData,
         }
+    }
+
+    /// The learned shape the document has, if it has one: documents of one shape
+    /// from one parser have the same tape (kinds, keys, containers, literals and
+    /// floats, at the same indices) but for the values of their strings and
+    /// integers. A parser's shapes are never forgotten, so the number stays its.
+    pub fn shape(&self) -> Option<usize> {
+        (self.shape != NO_SHAPE).then_some(self.shape as usize)
     }
 
     #[inline]

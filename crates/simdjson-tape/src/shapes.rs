@@ -188,8 +188,8 @@ impl Shapes {
 
     /// The tape of the document `find` matched to `shape`: its strings are read
     /// where `doc` has them.
-    pub(crate) fn tape<'a>(&'a mut self, shape: usize, doc: &'a [u8]) -> Tape<'a> {
-        let shape = &mut self.shapes[shape];
+    pub(crate) fn tape<'a>(&'a mut self, id: usize, doc: &'a [u8]) -> Tape<'a> {
+        let shape = &mut self.shapes[id];
         debug_assert_eq!(shape.slots.len(), self.values.len());
         for (&at, value) in shape.slots.iter().zip(&self.values) {
             let at = at as usize;
@@ -201,7 +201,7 @@ impl Shapes {
                 Value::Integer(value) => shape.words[at + 1] = value as u64,
             }
         }
-        Tape::from_parts(&shape.words, &shape.strings, doc)
+        Tape::of_shape(id as u32, &shape.words, &shape.strings, doc)
     }
 
     /// Learns the shape of `doc`, an object simdjson put on `tape`, unless its values
@@ -587,7 +587,9 @@ mod tests {
         let expected = simdjson(doc);
         match shapes.find(&padded, doc.len()) {
             Some(shape) => {
-                let tape = decoded(&shapes.tape(shape, &padded));
+                let tape = shapes.tape(shape, &padded);
+                assert_eq!(tape.shape(), Some(shape));
+                let tape = decoded(&tape);
                 assert_eq!(
                     Some(&tape),
                     expected.as_ref(),
@@ -599,6 +601,7 @@ mod tests {
             None => {
                 let mut parser = Parser::without_shapes(64).unwrap();
                 if let Ok(tape) = parser.parse(doc) {
+                    assert_eq!(tape.shape(), None);
                     shapes.learn(doc, &tape);
                 }
                 None
