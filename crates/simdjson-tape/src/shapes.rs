@@ -59,7 +59,6 @@ struct Block([u8; 16]);
 const NONE: u32 = u32::MAX;
 
 /// The learned shapes of one parser; the first is where matching starts.
-#[derive(Default)]
 pub(crate) struct Shapes {
     shapes: Vec<Shape>,
     bytes: usize,
@@ -71,6 +70,26 @@ pub(crate) struct Shapes {
     resting: u32,
     /// The values of the document last matched, in order.
     values: Vec<Value>,
+    /// Whether to compare 32 bytes at a time (AVX2, when the CPU has it).
+    wide: bool,
+}
+
+impl Default for Shapes {
+    fn default() -> Self {
+        Shapes {
+            shapes: Vec::new(),
+            bytes: 0,
+            unlearned: 0,
+            looked: 0,
+            found: 0,
+            resting: 0,
+            values: Vec::new(),
+            #[cfg(target_arch = "x86_64")]
+            wide: is_x86_feature_detected!("avx2"),
+            #[cfg(not(target_arch = "x86_64"))]
+            wide: false,
+        }
+    }
 }
 
 /// A learned document: how to match it, and its tape, into which a match writes
@@ -129,6 +148,25 @@ impl Shapes {
             }
             (self.looked, self.found) = (0, 0);
         }
+        #[cfg(target_arch = "x86_64")]
+        if self.wide {
+            // SAFETY: the CPU has AVX2 (`wide`).
+            return unsafe { self.match_wide(doc, len) };
+        }
+        self.match_program::<false>(doc, len)
+    }
+
+    /// `match_program` with AVX2: half the compares, and half the masks to merge.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn match_wide(&mut self, doc: &[u8], len: usize) -> Option<usize> {
+        self.match_program::<true>(doc, len)
+    }
+
+    /// The shape `doc[..len]` has (see `find`); `WIDE`: with AVX2, only called
+    /// where the CPU has it.
+    #[inline(always)]
+    fn match_program<const WIDE: bool>(&mut self, doc: &[u8], len: usize) -> Option<usize> {
         let mut id = 0;
         let mut shape = self.shapes.first()?;
         self.values.clear();
@@ -144,8 +182,7 @@ impl Shapes {
                 }
                 // The first 32 bytes at once (most stretches are shorter), then the rest.
                 let program = &shape.program;
-                let first = scan::equal(doc, at, &program[k + 1].0)
-                    | scan::equal(doc, at + 16, &program[k + 2].0) << 16;
+                let first = scan::equal32::<WIDE>(doc, at, &program[k + 1..k + 3]);
                 let mut missing = !first & u32::from_le_bytes(header[8..12].try_into().unwrap());
                 if blocks > 2 {
                     let last = u16::from_le_bytes([header[6], header[7]]) as u32;
@@ -158,7 +195,7 @@ impl Shapes {
                     break 'failed;
                 }
                 let value = match header[4] {
-                    STRING => match string_end(doc, len, after) {
+                    STRING => match string_end::<WIDE>(doc, len, after) {
                         Some(end) => (end, Value::String(after, end)),
                         None => break 'failed,
                     },
@@ -288,16 +325,16 @@ impl Shape {
 /// `at`; None if the contents hold an escape or a control byte, are not UTF-8, or
 /// the document ends first.
 #[inline(always)]
-fn string_end(doc: &[u8], len: usize, at: usize) -> Option<usize> {
+fn string_end<const WIDE: bool>(doc: &[u8], len: usize, at: usize) -> Option<usize> {
     let mut from = at;
     let mut ascii = true;
     loop {
         // 64 bytes at once: nearly every value ends within them.
         let (mut flags, mut quotes) = (0, 0);
-        for i in 0..4 {
-            let (special, quote) = scan::special(doc, from + 16 * i);
-            flags |= u64::from(special) << (16 * i);
-            quotes |= u64::from(quote) << (16 * i);
+        for i in 0..2 {
+            let (special, quote) = scan::special32::<WIDE>(doc, from + 32 * i);
+            flags |= u64::from(special) << (32 * i);
+            quotes |= u64::from(quote) << (32 * i);
         }
         if flags == 0 {
             from += 64;
@@ -345,6 +382,70 @@ mod scan {
         let block = load(block, 0);
         // SAFETY: SSE2 is part of x86-64.
         unsafe { _mm_movemask_epi8(_mm_cmpeq_epi8(load(doc, at), block)) as u32 }
+    }
+
+    /// `equal` of the 32 bytes at `at` and `blocks`' (two); with AVX2 if `WIDE`.
+    #[inline(always)]
+    pub fn equal32<const WIDE: bool>(doc: &[u8], at: usize, blocks: &[super::Block]) -> u32 {
+        #[cfg(target_arch = "x86_64")]
+        if WIDE {
+            // SAFETY: `WIDE` code runs only where the CPU has AVX2.
+            return unsafe { wide::equal(doc, at, blocks) };
+        }
+        equal(doc, at, &blocks[0].0) | equal(doc, at + 16, &blocks[1].0) << 16
+    }
+
+    /// `special` of the 32 bytes at `at`; with AVX2 if `WIDE`.
+    #[inline(always)]
+    pub fn special32<const WIDE: bool>(doc: &[u8], at: usize) -> (u32, u32) {
+        #[cfg(target_arch = "x86_64")]
+        if WIDE {
+            // SAFETY: `WIDE` code runs only where the CPU has AVX2.
+            return unsafe { wide::special(doc, at) };
+        }
+        let ((a, p), (b, q)) = (special(doc, at), special(doc, at + 16));
+        (a | b << 16, p | q << 16)
+    }
+
+    /// The same, 32 bytes at a time.
+    #[cfg(target_arch = "x86_64")]
+    mod wide {
+        use std::arch::x86_64::*;
+
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn load(bytes: &[u8], at: usize) -> __m256i {
+            // Checked by the tests: every read is within the document and its padding.
+            debug_assert!(at + 32 <= bytes.len());
+            // SAFETY: the caller's document has 32 bytes from `at` (the module's
+            // contract), read unaligned.
+            unsafe { _mm256_loadu_si256(bytes.as_ptr().add(at).cast()) }
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        pub fn equal(doc: &[u8], at: usize, blocks: &[super::super::Block]) -> u32 {
+            // Two blocks, one after the other in the program.
+            let blocks = &blocks[..2];
+            // SAFETY: `blocks` are 32 bytes (two `Block`s of 16, no padding between).
+            let block = unsafe { _mm256_loadu_si256(blocks.as_ptr().cast()) };
+            _mm256_movemask_epi8(_mm256_cmpeq_epi8(load(doc, at), block)) as u32
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        pub fn special(doc: &[u8], at: usize) -> (u32, u32) {
+            let bytes = load(doc, at);
+            let quote = _mm256_cmpeq_epi8(bytes, _mm256_set1_epi8(b'"' as i8));
+            let backslash = _mm256_cmpeq_epi8(bytes, _mm256_set1_epi8(b'\\' as i8));
+            // Signed: bytes from 0x80 are negative, so below 0x20 too.
+            let below = _mm256_cmpgt_epi8(_mm256_set1_epi8(0x20), bytes);
+            let special = _mm256_or_si256(_mm256_or_si256(quote, backslash), below);
+            (
+                _mm256_movemask_epi8(special) as u32,
+                _mm256_movemask_epi8(quote) as u32,
+            )
+        }
     }
 
     /// The bytes at `at` a string value cannot hold plainly: a quote, a backslash,
@@ -614,7 +715,16 @@ mod tests {
 
     #[test]
     fn a_document_shaped_like_one_before_gets_simdjsons_tape() {
-        let mut shapes = Shapes::default();
+        // 16 bytes at a time, and 32 where the CPU can.
+        for wide in [false, Shapes::default().wide] {
+            documents_shaped_like_one_before(Shapes {
+                wide,
+                ..Shapes::default()
+            });
+        }
+    }
+
+    fn documents_shaped_like_one_before(mut shapes: Shapes) {
         let first = br#"{"app":"Demo","ts":1763942086505,"p":{"id":"wamid.1","n":null,"ok":true,"l":[1,"x",-7]}}"#;
         assert!(through(&mut shapes, first).is_none());
         for same_shape in [
@@ -768,7 +878,6 @@ mod tests {
             values in prop::collection::vec(value_strategy(), 1..64),
             picks in prop::collection::vec((0usize..4, 0usize..64, any::<prop::sample::Index>(), any::<u8>()), 1..24),
         ) {
-            let mut shapes = Shapes::default();
             let mut docs: Vec<Vec<u8>> = Vec::new();
             for (outline, offset, damage, byte) in picks {
                 let (outline, spaced) = &outlines[outline % outlines.len()];
@@ -782,15 +891,19 @@ mod tests {
                 }
                 docs.push(doc);
             }
-            for doc in &docs {
-                through(&mut shapes, doc);
-            }
-            // Each learned document again: now its shape's, with its own values.
-            let mut parser = Parser::without_shapes(64).unwrap();
-            for doc in &docs {
-                let learnable = parser.parse(doc).is_ok_and(|tape| outline(doc, &tape).is_some());
-                let again = through(&mut shapes, doc);
-                prop_assert_eq!(again.is_some(), learnable, "{}", String::from_utf8_lossy(doc));
+            // 16 bytes at a time, and 32 where the CPU can.
+            for wide in [false, Shapes::default().wide] {
+                let mut shapes = Shapes { wide, ..Shapes::default() };
+                for doc in &docs {
+                    through(&mut shapes, doc);
+                }
+                // Each learned document again: now its shape's, with its own values.
+                let mut parser = Parser::without_shapes(64).unwrap();
+                for doc in &docs {
+                    let learnable = parser.parse(doc).is_ok_and(|tape| outline(doc, &tape).is_some());
+                    let again = through(&mut shapes, doc);
+                    prop_assert_eq!(again.is_some(), learnable, "{}", String::from_utf8_lossy(doc));
+                }
             }
         }
     }
