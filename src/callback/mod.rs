@@ -69,23 +69,23 @@ pub trait Sink {
     fn dead_letter(&mut self, reason: Reason, entry: Option<&str>);
 }
 
-/// A line, read in one pass: the fields that tell the shapes apart, V2's payload
-/// and V3's changes; the wrapper's body is kept as a value.
-struct Line<V> {
-    app: Once<V>,
-    gs_app_id: Once<V>,
-    kind: Once<V>,
-    timestamp: Once<V>,
+/// A line, read in one pass: where the fields that tell the shapes apart are,
+/// V2's payload's and V3's changes'; the wrapper's body is kept as a place.
+struct Line<P> {
+    app: Once<P>,
+    gs_app_id: Once<P>,
+    kind: Once<P>,
+    timestamp: Once<P>,
     /// V2's payload; None also when it is not an object.
-    payload: Once<Option<v2::Payload<V>>>,
+    payload: Once<Option<v2::Payload<P>>>,
     /// V3's `entry`, when it is there and not null: its units are in `units`
     /// (filled in place, as the whole line: they are the largest part).
     entry: Once<()>,
-    units: v3::Units<V>,
-    body: Once<V>,
+    units: v3::Units<P>,
+    body: Once<P>,
 }
 
-impl<V> Default for Line<V> {
+impl<P> Default for Line<P> {
     fn default() -> Self {
         Line {
             app: Once::default(),

@@ -9,18 +9,18 @@ const NOT_STATUSES: [&str; 4] = ["message", "user-event", "billing-event", "syst
 /// `payload.type` values of message events that are not statuses.
 const NOT_STATUS_EVENTS: [&str; 2] = ["mismatch", "others"];
 
-/// The envelope's `payload`, as values.
-pub struct Payload<V> {
-    id: Once<V>,
-    gs_id: Once<V>,
-    kind: Once<V>,
+/// Where the envelope's `payload`'s fields are.
+pub struct Payload<P> {
+    id: Once<P>,
+    gs_id: Once<P>,
+    kind: Once<P>,
     /// The inner `payload`'s `ts` and `code`; absent when it is not an object.
-    inner: Once<Inner<V>>,
+    inner: Once<Inner<P>>,
 }
 
-struct Inner<V> {
-    ts: Once<V>,
-    code: Once<V>,
+struct Inner<P> {
+    ts: Once<P>,
+    code: Once<P>,
 }
 
 /// Reads the envelope's `payload`: None when it is not an object.

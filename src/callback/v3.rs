@@ -11,23 +11,23 @@ use super::{Event, Reason, Sink, fields, status_event};
 /// Where the parts of a line's changes are, in order; most lines hold one change
 /// with one status. Reading them looks at keys and kinds alone, never at values
 /// (`outcomes` does), so every line of one learned shape has the same units.
-pub type Units<V> = SmallVec<[Unit<V>; 2]>;
+pub type Units<P> = SmallVec<[Unit<P>; 2]>;
 
-pub enum Unit<V> {
+pub enum Unit<P> {
     /// A change, followed by the units of its `statuses` (how many, below). Its
     /// `field` says whether they count (`messages`), and its text is dead-lettered
     /// when they are none.
     Change {
-        field: Option<V>,
+        field: Option<P>,
         holds: Change,
         statuses: usize,
-        text: V,
+        text: P,
     },
     /// A status entry: its fields, and the entry.
-    Status(StatusEntry<V>, V),
+    Status(StatusEntry<P>, P),
     /// A part of the envelope (an entry, a change, a status entry) of no known
     /// shape, or an entry with no change: dead-lettered alone, with its text.
-    Bad(V),
+    Bad(P),
 }
 
 /// What a line's changes yield, in order (held before any is told: a line the
@@ -49,15 +49,15 @@ impl<'a, V: Value<'a>> Outcome<'a, V> {
     }
 }
 
-pub struct StatusEntry<V> {
-    gs_id: Once<V>,
-    id: Once<V>,
-    status: Once<V>,
-    timestamp: Once<V>,
+pub struct StatusEntry<P> {
+    gs_id: Once<P>,
+    id: Once<P>,
+    status: Once<P>,
+    timestamp: Once<P>,
     /// `errors[0].code`; None when `errors` is of another shape.
-    errors: Once<Option<V>>,
-    code: Once<V>,
-    kind: Once<V>,
+    errors: Once<Option<P>>,
+    code: Once<P>,
+    kind: Once<P>,
 }
 
 /// What a change's `value` held.
