@@ -68,8 +68,9 @@ pub(crate) struct Shapes {
     looked: u32,
     found: u32,
     resting: u32,
-    /// The values of the document last matched, in order.
-    values: Vec<Value>,
+    /// The tape words of the values of the document last matched, in order; room
+    /// for the most values a shape has.
+    values: Vec<u64>,
     /// Whether to compare 32 bytes at a time (AVX2, when the CPU has it).
     wide: bool,
 }
@@ -105,15 +106,9 @@ struct Shape {
     words: Vec<u64>,
     /// The keys' strings, as simdjson's string buffer holds them.
     strings: Vec<u8>,
-    /// The tape index of each value, in order.
+    /// The index of each value's word on the tape, in order: a string's first,
+    /// an integer's second (the first is its tag).
     slots: Vec<u32>,
-}
-
-#[derive(Clone, Copy)]
-enum Value {
-    /// A string's contents, as a range of the document.
-    String(usize, usize),
-    Integer(i64),
 }
 
 /// What follows a stretch of a shape's bytes.
@@ -207,11 +202,12 @@ impl Shapes {
                 }
                 let value = match header[4] {
                     STRING => match string_end::<WIDE>(doc, len, after) {
-                        Some(end) => (end, Value::String(after, end)),
+                        // (A start and a length below 2^24: see `find`.)
+                        Some(end) => (end, in_document(after, end - after)),
                         None => break 'failed,
                     },
                     INTEGER => match integer(doc, len, after) {
-                        Some((value, end)) => (end, Value::Integer(value)),
+                        Some((value, end)) => (end, value as u64),
                         None => break 'failed,
                     },
                     _ if after == len => {
@@ -220,7 +216,14 @@ impl Shapes {
                     }
                     _ => break 'failed,
                 };
-                self.values.push(value.1);
+                // SAFETY: the values so far are the current shape's first ones, and
+                // `values` has room for all of the shape's (`learn` made it).
+                debug_assert!(self.values.len() < self.values.capacity());
+                unsafe {
+                    let n = self.values.len();
+                    self.values.as_mut_ptr().add(n).write(value.1);
+                    self.values.set_len(n + 1);
+                }
                 at = value.0;
                 k += 1 + blocks;
                 continue 'stretches;
@@ -242,15 +245,10 @@ impl Shapes {
     pub(crate) fn tape<'a>(&'a mut self, id: usize, doc: &'a [u8]) -> Tape<'a> {
         let shape = &mut self.shapes[id];
         debug_assert_eq!(shape.slots.len(), self.values.len());
-        for (&at, value) in shape.slots.iter().zip(&self.values) {
-            let at = at as usize;
-            match *value {
-                Value::String(start, end) => {
-                    let (start, len) = (start as u64, (end - start) as u64);
-                    shape.words[at] = string_word(super::IN_DOCUMENT | start << 24 | len);
-                }
-                Value::Integer(value) => shape.words[at + 1] = value as u64,
-            }
+        for (&at, &word) in shape.slots.iter().zip(&self.values) {
+            // SAFETY: `outline` took each slot from the shape's tape, `words`.
+            debug_assert!((at as usize) < shape.words.len());
+            unsafe { *shape.words.get_unchecked_mut(at as usize) = word };
         }
         Tape::of_shape(id as u32, &shape.words, &shape.strings, doc)
     }
@@ -294,6 +292,9 @@ impl Shapes {
         shape.others.resize(shape.starts.len(), NONE);
         self.bytes +=
             size_of_val(&shape.program[..]) + size_of_val(&shape.words[..]) + shape.strings.len();
+        // Room for its values, so matching never grows `values` (see there).
+        self.values.clear();
+        self.values.reserve(shape.slots.len());
         self.shapes.push(shape);
     }
 }
@@ -536,6 +537,12 @@ fn string_word(payload: u64) -> u64 {
     (u64::from(b'"') << 56) | payload
 }
 
+/// The tape word of a string read where the document has it: `len` bytes from `start`.
+#[inline(always)]
+fn in_document(start: usize, len: usize) -> u64 {
+    string_word(super::IN_DOCUMENT | (start as u64) << 24 | len as u64)
+}
+
 /// Appends a string as simdjson's string buffer holds it: its length (4 bytes,
 /// little-endian), its bytes, a NUL.
 fn push_string(strings: &mut Vec<u8>, text: &[u8]) {
@@ -632,7 +639,7 @@ fn outline(doc: &[u8], tape: &Tape<'_>) -> Option<Shape> {
                     return None;
                 }
                 shape.push_stretch(&doc[from..at], Then::Integer);
-                shape.slots.push(t as u32);
+                shape.slots.push(t as u32 + 1);
                 from = end;
                 t += 2;
                 at = end;
