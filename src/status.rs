@@ -28,9 +28,13 @@ pub const STATUSES: [(&str, &str, Status); 7] = [
 impl Status {
     /// Recognises a callback's status word, case-insensitively.
     pub fn from_callback(word: &str) -> Option<Status> {
-        STATUSES
-            .iter()
-            .find(|(w, _, _)| w.eq_ignore_ascii_case(word))
+        // As sent nearly always: compared whole before byte by byte without case.
+        (STATUSES.iter().find(|(w, _, _)| *w == word))
+            .or_else(|| {
+                STATUSES
+                    .iter()
+                    .find(|(w, _, _)| w.eq_ignore_ascii_case(word))
+            })
             .map(|&(_, _, s)| s)
     }
 
