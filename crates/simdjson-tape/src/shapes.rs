@@ -45,6 +45,15 @@ const MAX_TRIES: usize = 32;
 const WINDOW: u32 = 4096;
 const REST: u32 = 1 << 16;
 
+/// Documents longer than this go to simdjson, unlearned. Long callbacks are those
+/// with many values (a Cloud API batch of statuses with their pricing, an inbound
+/// message beside them) and the most kinds of them, so they match least often and
+/// cost the most to try; simdjson's parse takes them at about the same cost a
+/// byte as a match. Measured (docs/benchmarks.md, eleventh session): on the second
+/// benchmark folder (a third of its lines past 600 bytes) 800 was 4–6 % faster than
+/// no bound, 600 and 1,000 less; the first folder has almost no line that long.
+const MAX_LEN: usize = 800;
+
 /// An integer value: at most this many digits always fits an `i64`.
 const MAX_DIGITS: usize = 18;
 
@@ -128,8 +137,9 @@ impl Shapes {
     /// `tape`. `doc` holds at least `PADDING` bytes after the document.
     pub(crate) fn find(&mut self, doc: &[u8], len: usize) -> Option<usize> {
         // Every read stays within the padding (the `scan` module's contract); a
-        // string's start and length must fit its tape word.
-        if doc.len() < len + super::PADDING || len >= 1 << 24 {
+        // string's start and length fit its tape word (24 bits each) below `MAX_LEN`.
+        const { assert!(MAX_LEN < 1 << 24) };
+        if doc.len() < len + super::PADDING || len > MAX_LEN {
             return None;
         }
         if self.resting > 0 {
@@ -257,7 +267,11 @@ impl Shapes {
     /// cannot all be written in (a string with an escape, a number not an `i64`
     /// written plainly) or enough shapes are known.
     pub(crate) fn learn(&mut self, doc: &[u8], tape: &Tape<'_>) {
-        if self.shapes.len() >= MAX_SHAPES || self.bytes >= MAX_BYTES || self.resting > 0 {
+        if doc.len() > MAX_LEN
+            || self.shapes.len() >= MAX_SHAPES
+            || self.bytes >= MAX_BYTES
+            || self.resting > 0
+        {
             return;
         }
         if self.shapes.len() >= EAGER && self.unlearned < LEARN_ONE_IN - 1 {
@@ -778,6 +792,22 @@ mod tests {
                 String::from_utf8_lossy(other)
             );
         }
+    }
+
+    /// A document past `MAX_LEN` is neither matched, though its shape is known, nor
+    /// learned.
+    #[test]
+    fn documents_past_the_longest_go_to_simdjson() {
+        let doc = |len: usize| format!(r#"{{"a":"{}","b":1}}"#, "x".repeat(len - 14));
+        let (longest, past) = (doc(MAX_LEN), doc(MAX_LEN + 1));
+        assert_eq!((longest.len(), past.len()), (MAX_LEN, MAX_LEN + 1));
+        let mut shapes = Shapes::default();
+        assert!(through(&mut shapes, longest.as_bytes()).is_none());
+        assert!(through(&mut shapes, longest.as_bytes()).is_some());
+        assert!(through(&mut shapes, past.as_bytes()).is_none());
+        let mut shapes = Shapes::default();
+        through(&mut shapes, past.as_bytes());
+        assert!(shapes.shapes.is_empty());
     }
 
     /// When fewer than half the documents of a window have a shape, shapes rest:
