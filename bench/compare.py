@@ -68,8 +68,10 @@ names = list(runners)
 results = {name: [] for name in names}
 summary = None
 for i in range(args.rounds):
-    # Rotate the order, so no runner always follows the same one (caches, the neighbour's load).
-    for name in names[i % len(names):] + names[:i % len(names)]:
+    # Rotate the order and reverse it every other round: rotating alone keeps the cycle,
+    # so each runner would always follow the same one (caches, the neighbour's load).
+    order = names[i % len(names):] + names[:i % len(names)]
+    for name in order if i % 2 == 0 else order[::-1]:
         wall, rss, cpu, server, stderr = measure(runners[name][0])
         results[name].append((wall, rss, cpu, server))
         if name == "resolve":

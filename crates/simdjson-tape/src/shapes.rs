@@ -50,7 +50,7 @@ const REST: u32 = 1 << 16;
 /// message beside them) and the most kinds of them, so they match least often and
 /// cost the most to try; simdjson's parse takes them at about the same cost a
 /// byte as a match. Measured (docs/benchmarks.md, eleventh session): on the second
-/// benchmark folder (a third of its lines past 600 bytes) 800 was 4–6 % faster than
+/// benchmark folder (a third of its lines past 600 bytes) 800 was 3–6 % faster than
 /// no bound, 600 and 1,000 less; the first folder has almost no line that long.
 const MAX_LEN: usize = 800;
 
