@@ -28,14 +28,12 @@ pub const STATUSES: [(&str, &str, Status); 7] = [
 impl Status {
     /// Recognises a callback's status word, case-insensitively.
     pub fn from_callback(word: &str) -> Option<Status> {
+        let find = |same: fn(&str, &str) -> bool| {
+            let found = STATUSES.iter().find(|(w, _, _)| same(w, word));
+            found.map(|&(_, _, s)| s)
+        };
         // As sent nearly always: compared whole before byte by byte without case.
-        (STATUSES.iter().find(|(w, _, _)| *w == word))
-            .or_else(|| {
-                STATUSES
-                    .iter()
-                    .find(|(w, _, _)| w.eq_ignore_ascii_case(word))
-            })
-            .map(|&(_, _, s)| s)
+        find(|w, word| w == word).or_else(|| find(str::eq_ignore_ascii_case))
     }
 
     /// Reads back a value this job (or Glific) wrote to `bsp_status`.
