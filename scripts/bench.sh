@@ -7,7 +7,8 @@
 #   bash scripts/bench.sh gcs [MESSAGES] [ROUNDS]   the first folder from a folder and
 #                                                   from fake-gcs-server (gs://; objects in
 #                                                   memory, then on disk), no peers
-# BSP_BASELINE=BIN adds another build of the binary to compare against in the same run.
+# BSP_BASELINE=BIN adds another build of the binary to compare against in the same run;
+# BSP_BINARY=BIN measures that build instead of the profile-guided one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bsp-status-loader/target}"
@@ -21,7 +22,9 @@ ALT="${BSP_BENCH_ALT:-${TMPDIR:-/tmp}/bsp-bench-alt-$MESSAGES}"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -c "import duckdb, chdb" 2>/dev/null || "$VENV/bin/pip" install -q duckdb chdb
 cargo build --release --bin bsp-status-loader --example generate --example floor
-BIN="$CARGO_TARGET_DIR/release/bsp-status-loader"
+# The binary as shipped: profile-guided (scripts/build-pgo.sh; the plain build if it cannot be).
+BIN="${BSP_BINARY:-$(bash scripts/build-pgo.sh | tail -n 1)}"
+echo "resolve: $BIN"
 FLOOR="$CARGO_TARGET_DIR/release/examples/floor"
 [ -d "$DATA" ] || "$CARGO_TARGET_DIR/release/examples/generate" "$DATA" "$MESSAGES" 1
 BASELINE=(${BSP_BASELINE:+--baseline "$BSP_BASELINE"})
