@@ -21,7 +21,7 @@ DATA="${BSP_BENCH_DATA:-${TMPDIR:-/tmp}/bsp-bench-$MESSAGES}"
 ALT="${BSP_BENCH_ALT:-${TMPDIR:-/tmp}/bsp-bench-alt-$MESSAGES}"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -c "import duckdb, chdb" 2>/dev/null || "$VENV/bin/pip" install -q duckdb chdb
-cargo build --release --bin bsp-status-loader --example generate --example floor
+cargo build --release --example generate --example floor
 # The binary as shipped: profile-guided (scripts/build-pgo.sh; the plain build if it cannot be).
 BIN="${BSP_BINARY:-$(bash scripts/build-pgo.sh | tail -n 1)}"
 echo "resolve: $BIN"

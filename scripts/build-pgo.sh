@@ -26,11 +26,24 @@ fi
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
+# build DIR [RUSTFLAGS]: the job alone, into target folder DIR (the caller's RUSTFLAGS
+# when none are given).
+build() {
+  local flags=()
+  [ -z "${2:-}" ] || flags=(RUSTFLAGS="$2")
+  env "${flags[@]}" CARGO_TARGET_DIR="$1" cargo build --release --locked --bin bsp-status-loader >&2
+}
+
 plain() {
   echo "build-pgo: $1; building without a profile" >&2
-  CARGO_TARGET_DIR="$BASE" cargo build --release --locked --bin bsp-status-loader >&2
+  build "$BASE"
   echo "$BASE/release/bsp-status-loader"
   exit 0
+}
+
+# train ARGS: one run of the instrumented job, adding to the raw profiles.
+train() {
+  "$GEN/release/bsp-status-loader" "$@" 2>/dev/null || plain "a training run failed"
 }
 
 profdata() {
@@ -62,33 +75,27 @@ PROFDATA=$(profdata) || {
 #    The raw profiles' folder is fixed so that an unchanged job is not rebuilt.
 RAW="$GEN/profraw"
 rm -rf "$RAW"
-RUSTFLAGS="-Cprofile-generate=$RAW" CARGO_TARGET_DIR="$GEN" \
-  cargo build --release --locked --bin bsp-status-loader >&2 ||
-  plain "the instrumented build failed"
+build "$GEN" "-Cprofile-generate=$RAW" || plain "the instrumented build failed"
 CARGO_TARGET_DIR="$BASE" cargo build --release --locked --example generate >&2 &&
   "$BASE/release/examples/generate" "$WORK/data" 20000 101 >&2 ||
   plain "the training folder could not be generated"
 if command -v python3 >/dev/null; then
-  python3 bench/generate_alt.py "$WORK/data-alt" 20000 103 >&2
+  python3 bench/generate_alt.py "$WORK/data-alt" 20000 103 >&2 ||
+    plain "the second training folder could not be generated"
 fi
 
 # 2. The job's paths on them: statuses, timelines, and a run into a target.
 for data in "$WORK"/data*; do
-  "$GEN/release/bsp-status-loader" resolve --source "$data" --output "$WORK/out" 2>/dev/null ||
-    plain "a training run failed"
+  train resolve --source "$data" --output "$WORK/out"
 done
-"$GEN/release/bsp-status-loader" resolve --timeline --source "$WORK/data" --output "$WORK/out" \
-  2>/dev/null || plain "a training run failed"
-"$GEN/release/bsp-status-loader" run --source "$WORK/data" --target "sqlite://$WORK/train.db" \
-  --create-messages 2>/dev/null || plain "a training run failed"
+train resolve --timeline --source "$WORK/data" --output "$WORK/out"
+train run --source "$WORK/data" --target "sqlite://$WORK/train.db" --create-messages
 "$PROFDATA" merge -o "$WORK/job.profdata" "$RAW"/*.profraw >&2 ||
   plain "$PROFDATA could not read rustc's profiles"
 
 # 3. The final build.
 mkdir -p "$USE"
 cp "$WORK/job.profdata" "$USE/job.profdata"
-RUSTFLAGS="-Cprofile-use=$USE/job.profdata" CARGO_TARGET_DIR="$USE" \
-  cargo build --release --locked --bin bsp-status-loader >&2 ||
-  plain "the profile-guided build failed"
+build "$USE" "-Cprofile-use=$USE/job.profdata" || plain "the profile-guided build failed"
 echo "$SOURCES" >"$USE/sources"
 echo "$USE/release/bsp-status-loader"
