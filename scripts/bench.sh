@@ -7,6 +7,9 @@
 #   bash scripts/bench.sh gcs [MESSAGES] [ROUNDS]   the first folder from a folder and
 #                                                   from fake-gcs-server (gs://; objects in
 #                                                   memory, then on disk), no peers
+#   bash scripts/bench.sh shuffled [MESSAGES] [ROUNDS]  the second folder with every line's
+#                                                   keys shuffled (bench/shuffle_keys.py):
+#                                                   no line of a shape seen before
 # BSP_BASELINE=BIN adds another build of the binary to compare against in the same run;
 # BSP_BINARY=BIN measures that build instead of the profile-guided one.
 set -euo pipefail
@@ -14,7 +17,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bsp-status-loader/target}"
 VENV="${BSP_VENV:-$HOME/.cache/bsp-status-loader/venv}"
 MODE=folders
-if [ "${1:-}" = gcs ]; then MODE=gcs; shift; fi
+case "${1:-}" in gcs | shuffled) MODE=$1; shift ;; esac
 MESSAGES="${1:-400000}"
 ROUNDS="${2:-5}"
 DATA="${BSP_BENCH_DATA:-${TMPDIR:-/tmp}/bsp-bench-$MESSAGES}"
@@ -45,7 +48,12 @@ if [ "$MODE" = gcs ]; then
 fi
 
 [ -d "$ALT" ] || "$VENV/bin/python" bench/generate_alt.py "$ALT" "$MESSAGES" 7
-for dir in "$DATA" "$ALT"; do
+FOLDERS=("$DATA" "$ALT")
+if [ "$MODE" = shuffled ]; then
+  FOLDERS=("$ALT-shuffled")
+  [ -d "$ALT-shuffled" ] || "$VENV/bin/python" bench/shuffle_keys.py "$ALT" "$ALT-shuffled"
+fi
+for dir in "${FOLDERS[@]}"; do
   echo "== $dir"
   "$VENV/bin/python" bench/compare.py "$dir" --rounds "$ROUNDS" --binary "$BIN" --floor "$FLOOR" \
     "${BASELINE[@]}"
