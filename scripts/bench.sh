@@ -29,7 +29,7 @@ cargo build --release --example generate --example floor
 BIN="${BSP_BINARY:-$(bash scripts/build-pgo.sh | tail -n 1)}"
 echo "resolve: $BIN"
 FLOOR="$CARGO_TARGET_DIR/release/examples/floor"
-[ -d "$DATA" ] || "$CARGO_TARGET_DIR/release/examples/generate" "$DATA" "$MESSAGES" 1
+[ "$MODE" = shuffled ] || [ -d "$DATA" ] || "$CARGO_TARGET_DIR/release/examples/generate" "$DATA" "$MESSAGES" 1
 BASELINE=(${BSP_BASELINE:+--baseline "$BSP_BASELINE"})
 
 if [ "$MODE" = gcs ]; then
