@@ -1,7 +1,8 @@
 //! Source objects → one resolved batch per route: one parsing thread per core
 //! (`workers`), each folding whole objects into its own batches; the batches are
 //! joined when every object is read. A folder's files are handed over as names and
-//! read by the threads themselves; a bucket's are fetched on the async side,
+//! read by the threads themselves (read ahead while they come from the disk, not
+//! the page cache); a bucket's are fetched on the async side,
 //! `concurrency` requests in flight, and handed over as bodies, in listing order.
 
 mod file;

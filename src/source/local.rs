@@ -153,6 +153,25 @@ fn etag(m: &Metadata) -> String {
     format!("\"{inode:x}-{mtime:x}-{:x}\"", m.len())
 }
 
+/// Asks the kernel to start reading `path` into the page cache, without waiting:
+/// a folder not in the cache is read while earlier files are parsed, more reads
+/// in flight than one a thread. Best effort: any error is the later read's to tell.
+pub fn read_ahead(path: &Path) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true);
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+        if let Ok(file) = options.open(path) {
+            // SAFETY: a valid descriptor, advice on the whole file; nothing is read.
+            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = path;
+}
+
 /// The file's bytes; a file that will never be readable (gone, a dangling or
 /// looping link, no permission, not a file) is `Unreadable`; other errors fail
 /// the run, so a rerun tries again.
@@ -207,6 +226,30 @@ fn is_permanent(e: &std::io::Error, path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reading ahead never waits and never fails, whatever the name is; what is
+    /// read afterwards is the file as it is.
+    #[test]
+    fn reading_ahead_waits_for_nothing_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.ndjson");
+        std::fs::write(&file, "{}\n".repeat(10_000)).unwrap();
+        // A FIFO's blocking open would wait for a writer forever.
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        let _socket = std::os::unix::net::UnixListener::bind(dir.path().join("socket")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), dir.path().join("dangling"))
+            .unwrap();
+        for name in ["f.ndjson", "fifo", "socket", "dangling", "missing", ""] {
+            read_ahead(&dir.path().join(name));
+        }
+        let Fetched::Body(body) = read(&file).unwrap() else {
+            panic!("a regular file is readable")
+        };
+        assert_eq!(&body[..], "{}\n".repeat(10_000).as_bytes());
+        assert!(matches!(read(&fifo).unwrap(), Fetched::Unreadable(_)));
+    }
 
     /// A folder reached twice (by its name and by a link) is listed once, and a
     /// link back to an ancestor ends; a dangling link is a file.

@@ -128,6 +128,15 @@ impl Source {
         Ok(objects)
     }
 
+    /// Starts reading a folder's file into the page cache without waiting, so a
+    /// folder not in the cache is read while earlier files are parsed (no-op for
+    /// a bucket's objects, which arrive fetched).
+    pub fn read_ahead(&self, object: &ObjectRef) {
+        if let Location::File(path) = &object.location {
+            local::read_ahead(path);
+        }
+    }
+
     pub async fn fetch(&self, object: &ObjectRef) -> Result<Fetched> {
         match (&self.store, &object.location) {
             (_, Location::File(path)) => local::read(path),
