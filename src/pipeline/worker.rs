@@ -43,9 +43,9 @@ impl Worker {
         let mut scratch = Vec::new();
         let mut writer = self.spill.as_ref().map(|s| s.writer()).transpose()?;
         // Whether the last hand-over read a file from the disk: then the next one's
-        // files are read ahead. Not always: opening each file twice cost 3 % of a
-        // run whose files are all in the page cache (docs/benchmarks.md, thirteenth
-        // session). The first hand-over is read ahead: nothing is known yet.
+        // files are read ahead. Not always: it opens each file twice, work wasted on
+        // files already in the page cache (docs/benchmarks.md, thirteenth session).
+        // The first hand-over is read ahead: nothing is known yet.
         let mut from_disk = true;
         while let Some(work) = self.next() {
             if std::mem::take(&mut from_disk) {

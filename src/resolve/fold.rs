@@ -83,13 +83,10 @@ fn shard_of(key: &[u8]) -> usize {
 }
 
 /// An event on its way into a fold: its key, where it goes, and what it says.
-/// The key is copied into a buffer kept from event to event: most events' keys
-/// are in the fold already, and a key too long to be inline (Meta's wamids) cost
-/// an allocation and a free per event as a `Key`.
 pub struct Prepared<V> {
     shard: usize,
     half: u32,
-    key: String,
+    key: Key,
     value: V,
 }
 
@@ -99,7 +96,7 @@ impl<V: Observation> Prepared<V> {
         Prepared {
             shard: 0,
             half: 0,
-            key: String::new(),
+            key: Key::default(),
             value: V::of(event),
         }
     }
@@ -234,8 +231,7 @@ impl<V: Observation> Fold<V> {
         let shard = shard_of(event.key.as_bytes());
         let half = self.shards[shard].hash(&event.key);
         self.shards[shard].index.prefetch(half);
-        ready.key.clear();
-        ready.key.push_str(&event.key);
+        ready.key.set(&event.key);
         (ready.shard, ready.half, ready.value) = (shard, half, V::of(event));
     }
 
@@ -248,9 +244,9 @@ impl<V: Observation> Fold<V> {
         }
     }
 
-    /// Adds an event made ready by `prepare` (on this fold).
-    pub fn add_prepared(&mut self, ready: &Prepared<V>) -> bool {
-        let key = ready.key.as_str();
+    /// Adds an event made ready by `prepare` (on this fold; its key is taken).
+    pub fn add_prepared(&mut self, ready: &mut Prepared<V>) -> bool {
+        let key = std::mem::take(&mut ready.key);
         self.shards[ready.shard].upsert_hashed(ready.half, key, ready.value)
     }
 
