@@ -85,10 +85,10 @@ impl Worker {
         body: Option<Fetched>,
         scratch: &mut Vec<u8>,
     ) -> Result<bool> {
-        let started = std::time::Instant::now();
         let (fetched, from_disk) = match body {
             Some(fetched) => (fetched, false),
             None => {
+                let started = std::time::Instant::now();
                 let fetched = futures::executor::block_on(self.source.fetch(object))
                     .inspect_err(|_| self.failed.store(true, Ordering::Relaxed))?;
                 (fetched, slower_than_memory(started.elapsed(), object.size))

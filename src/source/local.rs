@@ -158,18 +158,23 @@ fn etag(m: &Metadata) -> String {
 /// in flight than one a thread. Best effort: any error is the later read's to tell.
 pub fn read_ahead(path: &Path) {
     #[cfg(target_os = "linux")]
-    {
+    if let Ok(file) = open_for_reading(path) {
         use std::os::fd::AsRawFd;
-        let mut options = std::fs::OpenOptions::new();
-        options.read(true);
-        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
-        if let Ok(file) = options.open(path) {
-            // SAFETY: a valid descriptor, advice on the whole file; nothing is read.
-            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
-        }
+        // SAFETY: a valid descriptor, advice on the whole file; nothing is read.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
     }
     #[cfg(not(target_os = "linux"))]
     let _ = path;
+}
+
+/// Opens `path` to read, without waiting for a FIFO's writer (non-blocking, which
+/// a regular file ignores).
+fn open_for_reading(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    options.open(path)
 }
 
 /// The file's bytes; a file that will never be readable (gone, a dangling or
@@ -186,14 +191,9 @@ pub fn read(path: &Path) -> Result<Fetched> {
 }
 
 /// The bytes of the file at `path`, or None when it is not a regular file. Asked
-/// of the open file, one path walk a file: opening does not wait for a FIFO's
-/// writer (non-blocking, which a regular file ignores).
+/// of the open file, one path walk a file.
 fn read_regular(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
-    let mut file = match options.open(path) {
+    let mut file = match open_for_reading(path) {
         Ok(file) => file,
         // A socket cannot even be opened.
         Err(_) if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) => return Ok(None),
