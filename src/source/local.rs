@@ -241,9 +241,17 @@ mod tests {
         let _socket = std::os::unix::net::UnixListener::bind(dir.path().join("socket")).unwrap();
         std::os::unix::fs::symlink(dir.path().join("nowhere"), dir.path().join("dangling"))
             .unwrap();
-        for name in ["f.ndjson", "fifo", "socket", "dangling", "missing", ""] {
-            read_ahead(&dir.path().join(name));
-        }
+        // On a thread of its own, so a wait is a failure, not a test that never ends.
+        let paths: Vec<_> = ["f.ndjson", "fifo", "socket", "dangling", "missing", ""]
+            .map(|name| dir.path().join(name))
+            .into();
+        let (done, returned) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            paths.iter().for_each(|p| read_ahead(p));
+            done.send(()).unwrap();
+        });
+        let waited = returned.recv_timeout(std::time::Duration::from_secs(10));
+        assert!(waited.is_ok(), "reading ahead waited");
         let Fetched::Body(body) = read(&file).unwrap() else {
             panic!("a regular file is readable")
         };
