@@ -316,23 +316,98 @@ impl<V> Shard<V> {
         self.entries[at as usize].0.as_str()
     }
 
+    /// The rows sorted by their first eight bytes alone (no key is read), then
+    /// those that share them by the bytes after (`order_alike`).
     fn order(&self) -> Order {
         let mut order: Order = (self.entries.iter().enumerate())
             .map(|(i, (k, _))| (prefix(k.as_str()), i as u32))
             .collect();
-        order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| self.key(a.1).cmp(self.key(b.1))));
+        order.sort_unstable_by_key(|&(p, _)| p);
+        let mut alike = Vec::new();
+        for rows in order
+            .chunk_by_mut(|a, b| a.0 == b.0)
+            .filter(|r| r.len() > 1)
+        {
+            alike.clear();
+            alike.extend(rows.iter().map(|&(_, at)| (0, at)));
+            self.order_alike(&mut alike, 8);
+            for (row, &(_, at)) in rows.iter_mut().zip(&alike) {
+                row.1 = at;
+            }
+        }
         order
+    }
+
+    /// Sorts `rows`, whose keys share their first `from` bytes, by their next eight
+    /// (each key read once, in one pass), and rows that share those too by the
+    /// eight after. Comparing whole keys read two entries from all over memory per
+    /// comparison, and ids with a long common start (wamids: the phone number comes
+    /// first) needed it for nearly every one.
+    fn order_alike(&self, rows: &mut [(u64, u32)], from: usize) {
+        // Past this, what is still alike is sorted by whole keys: padding and a
+        // key's own zero bytes read alike, so eight at a time might never end.
+        const DEEPEST: usize = 64;
+        if from >= DEEPEST {
+            rows.sort_unstable_by(|a, b| self.key(a.1).cmp(self.key(b.1)));
+            return;
+        }
+        for row in rows.iter_mut() {
+            row.0 = chunk(self.key(row.1), from);
+        }
+        rows.sort_unstable_by_key(|&(c, _)| c);
+        for alike in rows.chunk_by_mut(|a, b| a.0 == b.0).filter(|r| r.len() > 1) {
+            self.order_alike(alike, from + 8);
+        }
     }
 }
 
 impl<V> Run<'_, V> {
-    /// Whether this run's next row comes before `other`'s (keys are distinct).
+    /// Whether this run's next row comes before `other`'s (keys are distinct); a
+    /// run with no rows left never does.
     fn leads(&self, other: &Run<'_, V>) -> bool {
-        let ((p, i), (q, j)) = (self.rows[0], other.rows[0]);
+        let (Some(&(p, i)), Some(&(q, j))) = (self.rows.first(), other.rows.first()) else {
+            return !self.rows.is_empty();
+        };
         p.cmp(&q)
             .then_with(|| self.shard.key(i).cmp(other.shard.key(j)))
             == std::cmp::Ordering::Less
     }
+}
+
+/// The entries of sorted `runs` in one order, picked by a tournament: each node
+/// of a binary tree over the runs keeps the loser of the match below it, so a
+/// pick replays only its own run's path, log2(runs) comparisons instead of one
+/// with every other run (each a whole-key comparison where ids share a start).
+fn merged<'a, V>(mut runs: Vec<Run<'a, V>>) -> Vec<&'a (Key, V)> {
+    let leaves = runs.len().next_power_of_two();
+    // A leaf past the runs is an empty run.
+    let leads = |runs: &[Run<'a, V>], a: usize, b: usize| match (runs.get(a), runs.get(b)) {
+        (Some(a), Some(b)) => a.leads(b),
+        (a, _) => a.is_some_and(|a| !a.rows.is_empty()),
+    };
+    // Node n's children are 2n and 2n + 1; leaf i is node leaves + i.
+    let mut winners: Vec<usize> = (0..2 * leaves).map(|n| n.wrapping_sub(leaves)).collect();
+    let mut losers = vec![0; leaves];
+    for n in (1..leaves).rev() {
+        let (a, b) = (winners[2 * n], winners[2 * n + 1]);
+        (winners[n], losers[n]) = if leads(&runs, b, a) { (b, a) } else { (a, b) };
+    }
+    let mut top = winners[1];
+    let total = runs.iter().map(|r| r.rows.len()).sum();
+    let mut picks = Vec::with_capacity(total);
+    for _ in 0..total {
+        let run = &mut runs[top];
+        picks.push(&run.shard.entries[run.rows[0].1 as usize]);
+        run.rows = &run.rows[1..];
+        let mut n = (leaves + top) / 2;
+        while n > 0 {
+            if leads(&runs, losers[n], top) {
+                std::mem::swap(&mut losers[n], &mut top);
+            }
+            n /= 2;
+        }
+    }
+    picks
 }
 
 impl<V: Observation + Sync> Fold<V> {
@@ -369,24 +444,9 @@ impl<V: Observation + Sync> Fold<V> {
                     rows: &order[from..to.max(from)],
                 }
             });
-            let mut runs: Vec<_> = runs.filter(|r| !r.rows.is_empty()).collect();
             // First the order, from the small indexes alone; then the text, each
             // entry (from all over memory) fetched a few rows before it is written.
-            let mut picks = Vec::new();
-            while !runs.is_empty() {
-                let mut first = 0;
-                for i in 1..runs.len() {
-                    if runs[i].leads(&runs[first]) {
-                        first = i;
-                    }
-                }
-                let run = &mut runs[first];
-                picks.push(&run.shard.entries[run.rows[0].1 as usize]);
-                run.rows = &run.rows[1..];
-                if run.rows.is_empty() {
-                    runs.swap_remove(first);
-                }
-            }
+            let picks = merged(runs.collect());
             const AHEAD: usize = 8;
             let mut text = Vec::with_capacity(picks.len() * 128);
             for (i, (key, value)) in picks.iter().enumerate() {
@@ -483,8 +543,14 @@ fn on_threads<T: Send, R: Send>(
 /// (a shorter key's padding sorts before any byte), so equal prefixes only need
 /// the full comparison.
 fn prefix(key: &str) -> u64 {
+    chunk(key, 0)
+}
+
+/// Bytes `from..from + 8` of `key` as `prefix` makes a number of its first eight.
+fn chunk(key: &str, from: usize) -> u64 {
+    let rest = key.as_bytes().get(from..).unwrap_or_default();
     let mut bytes = [0; 8];
-    let n = key.len().min(8);
-    bytes[..n].copy_from_slice(&key.as_bytes()[..n]);
+    let n = rest.len().min(8);
+    bytes[..n].copy_from_slice(&rest[..n]);
     u64::from_be_bytes(bytes)
 }
