@@ -291,13 +291,12 @@ impl<V: Observation> Fold<V> {
         shard.find(key).map(|i| &shard.entries[i].1)
     }
 
-    /// Entries sorted by key in byte order.
+    /// Entries sorted by key in byte order, as `write_sorted` orders them.
     pub fn sorted(&self) -> Vec<(&str, V)> {
-        // Sorting by each key's first eight bytes first keeps most comparisons
-        // inside the vector instead of chasing every key among the entries.
-        let mut rows: Vec<_> = self.iter().map(|(k, v)| (prefix(k), k, *v)).collect();
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-        rows.into_iter().map(|(_, k, v)| (k, v)).collect()
+        let orders: Vec<Order> = self.shards.iter().map(Shard::order).collect();
+        let runs = (self.shards.iter().zip(&orders)).map(|(shard, rows)| Run { shard, rows });
+        let picks = merged(runs.collect());
+        picks.into_iter().map(|(k, v)| (k.as_str(), *v)).collect()
     }
 }
 
@@ -306,9 +305,9 @@ impl<V: Observation> Fold<V> {
 type Order = Vec<(u64, u32)>;
 
 /// A shard's sorted rows from one range of keys, being merged with the others'.
-struct Run<'a, V> {
-    shard: &'a Shard<V>,
-    rows: &'a [(u64, u32)],
+struct Run<'s, 'r, V> {
+    shard: &'s Shard<V>,
+    rows: &'r [(u64, u32)],
 }
 
 impl<V> Shard<V> {
@@ -317,54 +316,46 @@ impl<V> Shard<V> {
     }
 
     /// The rows sorted by their first eight bytes alone (no key is read), then
-    /// those that share them by the bytes after (`order_alike`).
+    /// those that share them by the bytes after (`order_from`).
     fn order(&self) -> Order {
         let mut order: Order = (self.entries.iter().enumerate())
             .map(|(i, (k, _))| (prefix(k.as_str()), i as u32))
             .collect();
-        order.sort_unstable_by_key(|&(p, _)| p);
-        let mut alike = Vec::new();
-        for rows in order
-            .chunk_by_mut(|a, b| a.0 == b.0)
-            .filter(|r| r.len() > 1)
-        {
-            alike.clear();
-            alike.extend(rows.iter().map(|&(_, at)| (0, at)));
-            self.order_alike(&mut alike, 8);
-            for (row, &(_, at)) in rows.iter_mut().zip(&alike) {
-                row.1 = at;
-            }
-        }
+        self.order_from(&mut order, 0);
         order
     }
 
-    /// Sorts `rows`, whose keys share their first `from` bytes, by their next eight
-    /// (each key read once, in one pass), and rows that share those too by the
-    /// eight after. Comparing whole keys read two entries from all over memory per
-    /// comparison, and ids with a long common start (wamids: the phone number comes
-    /// first) needed it for nearly every one.
-    fn order_alike(&self, rows: &mut [(u64, u32)], from: usize) {
+    /// Sorts `rows`, whose keys share their first `from` bytes and which hold bytes
+    /// `from..from + 8` as numbers (`chunk`), by those numbers; rows that share them
+    /// too by the eight bytes after (each key read once, in one pass), and so on.
+    /// The numbers are left as they came. Comparing whole keys read two entries from
+    /// all over memory per comparison, and ids with a long common start (wamids: the
+    /// phone number comes first) needed it for nearly every one.
+    fn order_from(&self, rows: &mut [(u64, u32)], from: usize) {
         // Past this, what is still alike is sorted by whole keys: padding and a
         // key's own zero bytes read alike, so eight at a time might never end.
         const DEEPEST: usize = 64;
-        if from >= DEEPEST {
-            rows.sort_unstable_by(|a, b| self.key(a.1).cmp(self.key(b.1)));
-            return;
-        }
-        for row in rows.iter_mut() {
-            row.0 = chunk(self.key(row.1), from);
-        }
         rows.sort_unstable_by_key(|&(c, _)| c);
+        let next = from + 8;
         for alike in rows.chunk_by_mut(|a, b| a.0 == b.0).filter(|r| r.len() > 1) {
-            self.order_alike(alike, from + 8);
+            if next >= DEEPEST {
+                alike.sort_unstable_by(|a, b| self.key(a.1).cmp(self.key(b.1)));
+                continue;
+            }
+            let shared = alike[0].0;
+            for row in alike.iter_mut() {
+                row.0 = chunk(self.key(row.1), next);
+            }
+            self.order_from(alike, next);
+            alike.iter_mut().for_each(|row| row.0 = shared);
         }
     }
 }
 
-impl<V> Run<'_, V> {
+impl<V> Run<'_, '_, V> {
     /// Whether this run's next row comes before `other`'s (keys are distinct); a
     /// run with no rows left never does.
-    fn leads(&self, other: &Run<'_, V>) -> bool {
+    fn leads(&self, other: &Run<'_, '_, V>) -> bool {
         let (Some(&(p, i)), Some(&(q, j))) = (self.rows.first(), other.rows.first()) else {
             return !self.rows.is_empty();
         };
@@ -378,10 +369,10 @@ impl<V> Run<'_, V> {
 /// of a binary tree over the runs keeps the loser of the match below it, so a
 /// pick replays only its own run's path, log2(runs) comparisons instead of one
 /// with every other run (each a whole-key comparison where ids share a start).
-fn merged<'a, V>(mut runs: Vec<Run<'a, V>>) -> Vec<&'a (Key, V)> {
+fn merged<'s, V>(mut runs: Vec<Run<'s, '_, V>>) -> Vec<&'s (Key, V)> {
     let leaves = runs.len().next_power_of_two();
     // A leaf past the runs is an empty run.
-    let leads = |runs: &[Run<'a, V>], a: usize, b: usize| match (runs.get(a), runs.get(b)) {
+    let leads = |runs: &[Run<'s, '_, V>], a: usize, b: usize| match (runs.get(a), runs.get(b)) {
         (Some(a), Some(b)) => a.leads(b),
         (a, _) => a.is_some_and(|a| !a.rows.is_empty()),
     };
