@@ -10,7 +10,7 @@ use anyhow::Result;
 use super::file::{parse_object, unreadable_object};
 use super::{ReadResult, Routing};
 use crate::resolve::spill::{Spill, SpillWriter};
-use crate::source::{Fetched, ObjectRef, Source};
+use crate::source::{Fetched, ObjectRef, Source, Waited};
 
 /// Objects handed over at once, each with its body when the async side fetched it.
 pub(super) type Work = Vec<(ObjectRef, Option<Fetched>)>;
@@ -44,7 +44,8 @@ impl Worker {
         let mut writer = self.spill.as_ref().map(|s| s.writer()).transpose()?;
         // Whether the last hand-over read a file from the disk: then the next one's
         // files are read ahead. Not always: it opens each file twice, work wasted on
-        // files already in the page cache (docs/benchmarks.md, thirteenth session).
+        // files already in the page cache (docs/benchmarks.md, thirteenth and
+        // fifteenth sessions).
         // The first hand-over is read ahead: nothing is known yet.
         let mut from_disk = true;
         while let Some(work) = self.next() {
@@ -77,7 +78,8 @@ impl Worker {
     }
 
     /// Parses one object; a folder's file is read here, outside the runtime.
-    /// Returns whether reading it took as long as a read from the disk.
+    /// Returns whether reading it waited for the disk: as the kernel tells, or
+    /// where it cannot, as long as such a read takes.
     fn parse(
         &self,
         result: &mut ReadResult,
@@ -89,9 +91,14 @@ impl Worker {
             Some(fetched) => (fetched, false),
             None => {
                 let started = std::time::Instant::now();
-                let fetched = futures::executor::block_on(self.source.fetch(object))
+                let (fetched, waited) = (self.source.read(object))
                     .inspect_err(|_| self.failed.store(true, Ordering::Relaxed))?;
-                (fetched, slower_than_memory(started.elapsed(), object.size))
+                let from_disk = match waited {
+                    Waited::Yes => true,
+                    Waited::No => false,
+                    Waited::Unknown => slower_than_memory(started.elapsed(), object.size),
+                };
+                (fetched, from_disk)
             }
         };
         match fetched {
@@ -119,7 +126,9 @@ impl Worker {
 
 /// Whether reading `size` bytes in `took` was slower than a copy from the page
 /// cache can be: 50 µs (opening, a busy core) plus 2 GB/s. Copies from memory run
-/// at several GB/s; a disk, even a fast one, answers in 100 µs or more.
+/// at several GB/s; a disk, even a fast one, answers in 100 µs or more. Only
+/// where the kernel cannot tell: a read descheduled for a moment looks like one
+/// from the disk.
 fn slower_than_memory(took: std::time::Duration, size: u64) -> bool {
     took.as_nanos() > 50_000 + u128::from(size) / 2
 }

@@ -179,32 +179,108 @@ fn open_for_reading(path: &Path) -> std::io::Result<std::fs::File> {
 
 /// The file's bytes; a file that will never be readable (gone, a dangling or
 /// looping link, no permission, not a file) is `Unreadable`; other errors fail
-/// the run, so a rerun tries again.
-pub fn read(path: &Path) -> Result<Fetched> {
+/// the run, so a rerun tries again. Beside them, whether reading waited for the
+/// disk (`read_noting_disk`).
+pub fn read(path: &Path) -> Result<(Fetched, Waited)> {
     match read_regular(path) {
-        Ok(Some(body)) => Ok(Fetched::Body(Bytes::from(body))),
+        Ok(Some((body, waited))) => Ok((Fetched::Body(Bytes::from(body)), waited)),
         // A FIFO or a device would block or never end.
-        Ok(None) => Ok(Fetched::Unreadable("not a regular file".into())),
-        Err(e) if is_permanent(&e, path) => Ok(Fetched::Unreadable(e.to_string())),
+        Ok(None) => Ok((
+            Fetched::Unreadable("not a regular file".into()),
+            Waited::Unknown,
+        )),
+        Err(e) if is_permanent(&e, path) => {
+            Ok((Fetched::Unreadable(e.to_string()), Waited::Unknown))
+        }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
 
+/// Whether a file's bytes were all in the page cache, as the kernel tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    /// Some of it was read from the disk.
+    Yes,
+    /// All of it came from the page cache.
+    No,
+    /// The kernel or the filesystem cannot tell.
+    Unknown,
+}
+
 /// The bytes of the file at `path`, or None when it is not a regular file. Asked
 /// of the open file, one path walk a file.
-fn read_regular(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+fn read_regular(path: &Path) -> std::io::Result<Option<(Vec<u8>, Waited)>> {
     let mut file = match open_for_reading(path) {
         Ok(file) => file,
         // A socket cannot even be opened.
         Err(_) if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) => return Ok(None),
         Err(e) => return Err(e),
     };
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Ok(None);
     }
     let mut body = Vec::new();
-    file.read_to_end(&mut body)?;
-    Ok(Some(body))
+    let waited = read_noting_disk(&mut file, meta.len(), &mut body)?;
+    Ok(Some((body, waited)))
+}
+
+/// Reads `file` (`size` bytes when opened) to its end into `body`, and says
+/// whether that waited for the disk: its first read is asked not to
+/// (`RWF_NOWAIT`), so it stops where the page cache's part of the file does.
+/// Timing reads instead took any read a thread was descheduled in for the disk's.
+fn read_noting_disk(
+    file: &mut std::fs::File,
+    size: u64,
+    body: &mut Vec<u8>,
+) -> std::io::Result<Waited> {
+    let size_in_memory = usize::try_from(size).unwrap_or(usize::MAX);
+    body.try_reserve_exact(size_in_memory)
+        .map_err(|e| std::io::Error::new(ErrorKind::OutOfMemory, e))?;
+    let waited = first_read_without_waiting(file, size, body)?;
+    file.read_to_end(body)?;
+    Ok(waited)
+}
+
+#[cfg(target_os = "linux")]
+fn first_read_without_waiting(
+    file: &std::fs::File,
+    size: u64,
+    body: &mut Vec<u8>,
+) -> std::io::Result<Waited> {
+    use std::os::fd::AsRawFd;
+    let spare = body.spare_capacity_mut();
+    let room = libc::iovec {
+        iov_base: spare.as_mut_ptr().cast(),
+        iov_len: spare.len(),
+    };
+    // SAFETY: one iovec over `body`'s unused room; at offset -1 the file's own
+    // position is read from and moved, so `read_to_end` goes on from there.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &room, 1, -1, libc::RWF_NOWAIT) };
+    let Ok(n) = usize::try_from(n) else {
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) => Ok(Waited::Yes),
+            Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS) => Ok(Waited::Unknown),
+            _ => Err(e),
+        };
+    };
+    // SAFETY: the kernel wrote `n` bytes into the room.
+    unsafe { body.set_len(body.len() + n) };
+    Ok(if n as u64 >= size {
+        Waited::No
+    } else {
+        Waited::Yes
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn first_read_without_waiting(
+    _: &std::fs::File,
+    _: u64,
+    _: &mut Vec<u8>,
+) -> std::io::Result<Waited> {
+    Ok(Waited::Unknown)
 }
 
 fn is_permanent(e: &std::io::Error, path: &Path) -> bool {
@@ -252,11 +328,48 @@ mod tests {
         });
         let waited = returned.recv_timeout(std::time::Duration::from_secs(10));
         assert!(waited.is_ok(), "reading ahead waited");
-        let Fetched::Body(body) = read(&file).unwrap() else {
+        let (Fetched::Body(body), _) = read(&file).unwrap() else {
             panic!("a regular file is readable")
         };
         assert_eq!(&body[..], "{}\n".repeat(10_000).as_bytes());
-        assert!(matches!(read(&fifo).unwrap(), Fetched::Unreadable(_)));
+        assert!(matches!(read(&fifo).unwrap().0, Fetched::Unreadable(_)));
+    }
+
+    /// A file dropped from the page cache is read from the disk, and said so;
+    /// read again, it comes from the cache. (Asked of the kernel, not timed: a
+    /// thread descheduled during a read is not reading from the disk.)
+    #[test]
+    fn reads_say_whether_they_waited_for_the_disk() {
+        use std::os::fd::AsRawFd;
+        // Beside the sources, on a disk: a RAM-backed /tmp has nothing to drop.
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let path = dir.path().join("f.ndjson");
+        let text = "{}\n".repeat(100_000);
+        std::fs::write(&path, &text).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        file.sync_all().unwrap();
+        // SAFETY: a valid descriptor; advice on the whole file, nothing read.
+        let drop_from = |from: usize| {
+            // SAFETY: a valid descriptor; advice on a range, nothing read.
+            let advice = libc::POSIX_FADV_DONTNEED;
+            let dropped = unsafe { libc::posix_fadvise(file.as_raw_fd(), from as i64, 0, advice) };
+            assert_eq!(dropped, 0);
+        };
+        let read_whole = || match read(&path).unwrap() {
+            (Fetched::Body(body), waited) => {
+                assert_eq!(&body[..], text.as_bytes());
+                waited
+            }
+            _ => panic!("a regular file is readable"),
+        };
+        drop_from(0);
+        assert_eq!(read_whole(), Waited::Yes, "none of it cached");
+        assert_eq!(read_whole(), Waited::No, "all of it cached");
+        drop_from(text.len() / 2);
+        assert_eq!(read_whole(), Waited::Yes, "half of it cached");
+        // An empty file waits for nothing.
+        std::fs::write(&path, "").unwrap();
+        assert!(matches!(read(&path).unwrap(), (Fetched::Body(b), Waited::No) if b.is_empty()));
     }
 
     /// A folder reached twice (by its name and by a link) is listed once, and a

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use crate::error::UsageError;
 
 pub use decode::{Decoded, decode, lines};
+pub use local::Waited;
 
 /// One object to read, identified by name and generation (or its nearest
 /// equivalent: the ETag, else size and time), so a rewritten file is read again.
@@ -137,9 +138,20 @@ impl Source {
         }
     }
 
+    /// A folder's file, read on this thread, and whether that waited for the
+    /// disk (a bucket's object: `fetch`, which never tells).
+    pub fn read(&self, object: &ObjectRef) -> Result<(Fetched, Waited)> {
+        match &object.location {
+            Location::File(path) => local::read(path),
+            Location::Bucket { .. } => {
+                futures::executor::block_on(self.fetch(object)).map(|f| (f, Waited::Unknown))
+            }
+        }
+    }
+
     pub async fn fetch(&self, object: &ObjectRef) -> Result<Fetched> {
         match (&self.store, &object.location) {
-            (_, Location::File(path)) => local::read(path),
+            (_, Location::File(path)) => local::read(path).map(|(fetched, _)| fetched),
             (Store::Bucket(bucket), Location::Bucket { generation }) => {
                 bucket.fetch(&object.name, generation).await
             }
