@@ -238,7 +238,9 @@ fn read_noting_disk(
     body.try_reserve_exact(size_in_memory)
         .map_err(|e| std::io::Error::new(ErrorKind::OutOfMemory, e))?;
     let waited = first_read_without_waiting(file, size, body)?;
-    file.read_to_end(body)?;
+    // The rest, if any (a file that grew, or what the page cache lacked). Not
+    // `File::read_to_end`, which asks the file's size and position again first.
+    std::io::Read::by_ref(file).take(u64::MAX).read_to_end(body)?;
     Ok(waited)
 }
 
