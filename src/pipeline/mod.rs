@@ -28,7 +28,10 @@ pub use routing::Routing;
 /// Parsing threads: one per core. The one place the number is decided: the
 /// default `--concurrency`, the spill budget and output formatting follow it.
 pub fn workers() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+    // Asked once: each answer reads the cgroup's CPU quota from files, and the
+    // hand-overs' sizes ask at every hand-over.
+    static WORKERS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *WORKERS.get_or_init(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
 }
 
 /// Everything read from a set of objects: one batch per route, and run totals.
