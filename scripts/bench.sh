@@ -10,6 +10,9 @@
 #   bash scripts/bench.sh shuffled [MESSAGES] [ROUNDS]  the second folder with every line's
 #                                                   keys shuffled (bench/shuffle_keys.py):
 #                                                   no line of a shape seen before
+#   bash scripts/bench.sh small [MESSAGES] [ROUNDS]  the first folder cut into files of 8
+#                                                   lines (bench/split_small.py): the
+#                                                   work per file, ~50 k files
 # BSP_BASELINE=BIN adds another build of the binary to compare against in the same run;
 # BSP_BINARY=BIN measures that build instead of the profile-guided one.
 set -euo pipefail
@@ -17,7 +20,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bsp-status-loader/target}"
 VENV="${BSP_VENV:-$HOME/.cache/bsp-status-loader/venv}"
 MODE=folders
-case "${1:-}" in gcs | shuffled) MODE=$1; shift ;; esac
+case "${1:-}" in gcs | shuffled | small) MODE=$1; shift ;; esac
 MESSAGES="${1:-400000}"
 ROUNDS="${2:-5}"
 DATA="${BSP_BENCH_DATA:-${TMPDIR:-/tmp}/bsp-bench-$MESSAGES}"
@@ -52,6 +55,9 @@ FOLDERS=("$DATA" "$ALT")
 if [ "$MODE" = shuffled ]; then
   FOLDERS=("$ALT-shuffled")
   [ -d "$ALT-shuffled" ] || "$VENV/bin/python" bench/shuffle_keys.py "$ALT" "$ALT-shuffled"
+elif [ "$MODE" = small ]; then
+  FOLDERS=("$DATA-small")
+  [ -d "$DATA-small" ] || "$VENV/bin/python" bench/split_small.py "$DATA" "$DATA-small"
 fi
 for dir in "${FOLDERS[@]}"; do
   echo "== $dir"

@@ -240,7 +240,9 @@ fn read_noting_disk(
     let waited = first_read_without_waiting(file, size, body)?;
     // The rest, if any (a file that grew, or what the page cache lacked). Not
     // `File::read_to_end`, which asks the file's size and position again first.
-    std::io::Read::by_ref(file).take(u64::MAX).read_to_end(body)?;
+    std::io::Read::by_ref(file)
+        .take(u64::MAX)
+        .read_to_end(body)?;
     Ok(waited)
 }
 
