@@ -1,6 +1,6 @@
 """A copy of a callback folder cut into many small files: every file's lines, in the
-order of the files' names, written LINES at a time (default 8) into plain files, a
-thousand to a folder. The same callbacks, so the same resolution; what grows is the
+order of the files' names, written LINES at a time (default 8) into files, a thousand
+to a folder, every other one gzip (as in the first folder). The same callbacks, so the same resolution; what grows is the
 work per file (listing, opening, reading, handing over), the case of a receiver that
 writes a file every few callbacks.
 
@@ -22,8 +22,12 @@ def flush():
     global written, pending
     folder = os.path.join(dst, f"f{written // 1000:05d}")
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, f"{written:08d}.ndjson"), "wb") as out:
-        out.write(b"".join(pending))
+    text = b"".join(pending)
+    name = os.path.join(folder, f"{written:08d}.ndjson")
+    if written % 2:
+        name, text = name + ".gz", gzip.compress(text, mtime=0)
+    with open(name, "wb") as out:
+        out.write(text)
     written, pending = written + 1, []
 
 
