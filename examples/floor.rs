@@ -1,7 +1,7 @@
 //! The floor under `resolve`: list a folder as `resolve` does, then read every file,
 //! inflate it (the same decoder) and find every line end, on as many threads as
-//! `resolve` parses with, parsing nothing (and reading ahead while reads come from the
-//! disk, as `resolve` does). No resolution can be faster than this.
+//! `resolve` parses with, parsing nothing (a large file in the same pieces, and
+//! reading ahead while reads come from the disk, as `resolve` does). No resolution can be faster than this.
 //! `bench/compare.py` times it beside `resolve`.
 //!
 //!     cargo run --release --example floor -- DIR
@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bsp_status_loader::pipeline;
-use bsp_status_loader::source::{Fetched, Source, Waited, decode};
+use bsp_status_loader::source::{Fetched, Source, Waited, decode_part};
 
 /// Files read ahead after a read that waited for the disk: a hand-over's most.
 const READ_AHEAD: usize = 16;
@@ -20,14 +20,17 @@ fn main() -> anyhow::Result<()> {
     let source = Source::open(&dir)?;
     // A folder is listed and read with std::fs: no runtime needed.
     let objects = futures::executor::block_on(source.list())?;
+    let parts: Vec<_> = (objects.iter())
+        .flat_map(|o| o.parts().into_iter().map(move |part| (o, part)))
+        .collect();
     let (next, ahead) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let totals = Mutex::new((0u64, 0u64)); // inflated bytes, line ends
     std::thread::scope(|s| {
         for _ in 0..pipeline::workers() {
             s.spawn(|| {
                 let (mut bytes, mut ends, mut scratch) = (0, 0, Vec::new());
-                while let Some(object) = objects.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let Ok((Fetched::Body(raw), waited)) = source.read(object) else {
+                while let Some((object, part)) = parts.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let Ok((Fetched::Body(raw), waited)) = source.read(object, part) else {
                         continue;
                     };
                     // Files coming from the disk: the next ones are read ahead, as
@@ -37,13 +40,13 @@ fn main() -> anyhow::Result<()> {
                         // Each file once: past those read ahead already.
                         let to = next.load(Ordering::Relaxed) + READ_AHEAD;
                         let from = ahead.fetch_max(to, Ordering::Relaxed);
-                        let later = objects.get(from..to.min(objects.len()));
+                        let later = parts.get(from..to.min(parts.len()));
                         later
                             .into_iter()
                             .flatten()
-                            .for_each(|o| source.read_ahead(o));
+                            .for_each(|(o, part)| source.read_ahead(o, part));
                     }
-                    let text = decode(&raw, &mut scratch).data;
+                    let text = decode_part(&raw, part, &mut scratch).data;
                     bytes += text.len() as u64;
                     ends += memchr::memchr_iter(b'\n', text).count() as u64;
                 }

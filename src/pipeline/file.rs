@@ -1,10 +1,11 @@
 //! One object → its events folded per message, counters and dead letters.
 
+use super::pieces::PieceRead;
 use super::{ReadResult, Routing};
 use crate::batch::{DeadLetter, Reason as Lost};
 use crate::callback::{self, Event, Reason, Sink};
 use crate::resolve::{Prepared, Resolved};
-use crate::source::{self, ObjectRef};
+use crate::source::{self, ObjectRef, Part};
 
 /// Events are folded this many events after they come (see `Fold::prepare`).
 const LOOKAHEAD: usize = 8;
@@ -19,6 +20,8 @@ struct FileSink<'a> {
     route: Option<usize>,
     /// An unknown app's line is dead-lettered once, however many events it holds.
     unknown_kept: bool,
+    /// A piece of a file: its dead letters wait in `read.pieces` to be numbered.
+    piece: bool,
     /// The last events, prepared and not yet folded, with their batch: a ring,
     /// `next` its oldest once full. Folded when the sink goes away, at the latest.
     pending: Vec<(usize, Prepared<Resolved>)>,
@@ -26,10 +29,28 @@ struct FileSink<'a> {
 }
 
 impl<'a> FileSink<'a> {
-    /// A sink for `object`, before its first line: what it keeps goes to the
-    /// unrouted batch until a callback names its app.
-    fn new(read: &'a mut ReadResult, routing: &'a Routing, object: &'a ObjectRef) -> Self {
+    /// A sink for `part` of `object`, before its first line: what it keeps goes
+    /// to the unrouted batch until a callback names its app.
+    fn new(
+        read: &'a mut ReadResult,
+        routing: &'a Routing,
+        object: &'a ObjectRef,
+        part: &Part,
+    ) -> Self {
+        let piece = match part {
+            Part::Whole => false,
+            Part::Piece(range) => {
+                read.pieces.push(PieceRead {
+                    file: object.name.clone(),
+                    size: object.size,
+                    start: range.start,
+                    ..PieceRead::default()
+                });
+                true
+            }
+        };
         FileSink {
+            piece,
             file: &object.name,
             line_no: 0,
             line: &[],
@@ -64,16 +85,25 @@ impl<'a> FileSink<'a> {
     /// Keeps a dead letter for `reason` (a line's or the pipeline's own, as text).
     fn keep(&mut self, reason: &'static str, raw: String) {
         self.read.counts.dead_lettered += 1;
-        let Some(batch) = self.route.map(|i| &mut self.read.batches[i]) else {
+        let Some(i) = self.route else {
             return;
         };
-        batch.counts.dead_lettered += 1;
-        batch.dead_letters.push(DeadLetter {
+        self.read.batches[i].counts.dead_lettered += 1;
+        let letter = DeadLetter {
             file: self.file.to_owned(),
             line: self.line_no,
             reason,
             raw,
-        });
+        };
+        match self.piece {
+            true => self.piece_read().letters.push((i, letter)),
+            false => self.read.batches[i].dead_letters.push(letter),
+        }
+    }
+
+    /// This piece's entry (`piece` only: `new` pushed it).
+    fn piece_read(&mut self) -> &mut PieceRead {
+        self.read.pieces.last_mut().expect("a piece's sink made it")
     }
 
     /// An unknown app's line is kept once, however many events it holds.
@@ -135,21 +165,24 @@ impl Drop for FileSink<'_> {
     }
 }
 
-/// Decodes and parses one object into `read`, routing each callback by its app.
-/// Never fails: what cannot be read is dead-lettered.
+/// Decodes and parses `part` of one object into `read`, routing each callback by
+/// its app. Never fails: what cannot be read is dead-lettered.
 /// `scratch` is the worker's buffer for inflating gzip.
 pub fn parse_object(
     read: &mut ReadResult,
     routing: &Routing,
     object: &ObjectRef,
+    part: &Part,
     raw: &[u8],
     scratch: &mut Vec<u8>,
 ) {
-    let decoded = source::decode(raw, scratch);
-    read.counts.files += 1;
-    read.counts.bytes += object.size;
+    let decoded = source::decode_part(raw, part, scratch);
+    if part.is_first() {
+        read.counts.files += 1;
+        read.counts.bytes += object.size;
+    }
     let unrouted = routing.route(None);
-    let mut sink = FileSink::new(read, routing, object);
+    let mut sink = FileSink::new(read, routing, object, part);
     let mut parser = callback::Parser::new(decoded.data);
     // A batch's files are those with a line routed to it: compare its line count
     // before and after the file (per file, not per line, to keep the hot loop lean).
@@ -166,10 +199,18 @@ pub fn parse_object(
             sink.read.batches[i].counts.lines += 1;
         }
     }
-    for (batch, before) in sink.read.batches.iter_mut().zip(lines_before) {
-        if batch.counts.lines > before {
-            batch.counts.files += 1;
-            batch.counts.bytes += object.size;
+    let routed = sink.read.batches.iter().zip(lines_before);
+    let routed: Vec<usize> = (routed.enumerate())
+        .filter_map(|(i, (batch, before))| (batch.counts.lines > before).then_some(i))
+        .collect();
+    if sink.piece {
+        let piece = sink.piece_read();
+        piece.routed.extend(routed);
+        piece.lines = memchr::memchr_iter(b'\n', decoded.data).count() as u64;
+    } else {
+        for i in routed {
+            sink.read.batches[i].counts.files += 1;
+            sink.read.batches[i].counts.bytes += object.size;
         }
     }
     if let Some(error) = decoded.error {
@@ -186,10 +227,13 @@ pub fn unreadable_object(
     read: &mut ReadResult,
     routing: &Routing,
     object: &ObjectRef,
+    part: &Part,
     why: String,
 ) {
-    read.counts.files += 1;
-    FileSink::new(read, routing, object).keep(Lost::UnreadableObject.as_str(), why);
+    if part.is_first() {
+        read.counts.files += 1;
+    }
+    FileSink::new(read, routing, object, part).keep(Lost::UnreadableObject.as_str(), why);
 }
 
 #[cfg(test)]
@@ -226,6 +270,7 @@ mod tests {
             &mut read,
             &Routing::single(),
             &object(),
+            &Part::Whole,
             body.as_bytes(),
             &mut Vec::new(),
         );

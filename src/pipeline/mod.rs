@@ -2,10 +2,12 @@
 //! (`workers`), each folding whole objects into its own batches; the batches are
 //! joined when every object is read. A folder's files are handed over as names and
 //! read by the threads themselves (read ahead while they come from the disk, not
-//! the page cache); a bucket's are fetched on the async side,
+//! the page cache; a large one in pieces, `source::Part`); a bucket's are fetched
+//! on the async side,
 //! `concurrency` requests in flight, and handed over as bodies, in listing order.
 
 mod file;
+mod pieces;
 mod routing;
 mod worker;
 
@@ -19,8 +21,9 @@ use tracing::{debug, info};
 use crate::batch::{Batch, Counts};
 use crate::resolve::Fold;
 use crate::resolve::spill::{MemoryLimit, Spill};
-use crate::source::{ObjectRef, Source};
-use worker::{Done, Work, Worker};
+use crate::source::{ObjectRef, Part, Source};
+use pieces::PieceRead;
+use worker::{Done, Item, Work, Worker};
 
 pub use file::{parse_object, unreadable_object};
 pub use routing::Routing;
@@ -42,6 +45,8 @@ pub struct ReadResult {
     /// With a memory limit that was passed: every batch's resolution is on disk
     /// here (the batches' own maps are empty), to be merged sorted by `Spill::finish`.
     pub spilled: Option<Spill>,
+    /// Pieces of large files read, until the join numbers their dead letters.
+    pieces: Vec<PieceRead>,
 }
 
 impl ReadResult {
@@ -50,11 +55,13 @@ impl ReadResult {
             batches: (0..routes).map(|_| Batch::default()).collect(),
             counts: Counts::default(),
             spilled: None,
+            pieces: Vec::new(),
         }
     }
 
     fn absorb(&mut self, other: ReadResult) {
         self.counts += other.counts;
+        self.pieces.extend(other.pieces);
         for (mine, theirs) in self.batches.iter_mut().zip(other.batches) {
             mine.absorb(theirs);
         }
@@ -63,8 +70,8 @@ impl ReadResult {
 
 /// Most files handed over at once.
 const HAND_OVER: usize = 16;
-/// Most body bytes handed over at once (a bucket's files arrive fetched).
-const HAND_OVER_BYTES: u64 = 8 << 20;
+/// Most bytes handed over at once (a large file's piece is this much alone).
+const HAND_OVER_BYTES: u64 = crate::source::PIECE_BYTES;
 
 /// Files in the next hand-over, with `left` still to hand: a share of what is left,
 /// so no worker idles at the end while another still has a queue of files (a
@@ -122,24 +129,51 @@ pub async fn read(
 }
 
 /// A folder: names in listing order (by name, so mostly by time: a message's
-/// callbacks meet in one worker's map while its entry is still in cache).
+/// callbacks meet in one worker's map while its entry is still in cache), a
+/// large file's in pieces, each a hand-over of its own.
 async fn hand_over_names(
     objects: Vec<ObjectRef>,
     tx: &tokio::sync::mpsc::Sender<Work>,
     failed: &AtomicBool,
     mut on_file: impl FnMut(&ObjectRef),
 ) -> Result<()> {
-    let mut rest = &objects[..];
+    let parts: Vec<(ObjectRef, Part)> = (objects.into_iter())
+        .flat_map(|o| o.parts().into_iter().map(move |part| (o.clone(), part)))
+        .collect();
+    let mut rest = &parts[..];
     while !rest.is_empty() && !failed.load(std::sync::atomic::Ordering::Relaxed) {
-        let (names, after) = rest.split_at(hand_over_size(rest.len()));
+        let (mut n, mut bytes) = (0, 0);
+        while n < hand_over_size(rest.len()) && bytes < HAND_OVER_BYTES {
+            bytes += part_bytes(&rest[n]);
+            n += 1;
+        }
+        let (names, after) = rest.split_at(n);
         rest = after;
-        names.iter().for_each(&mut on_file);
-        let work = names.iter().map(|o| (o.clone(), None)).collect();
+        let work = (names.iter())
+            .inspect(|(object, part)| {
+                if part.is_first() {
+                    on_file(object)
+                }
+            })
+            .map(|(object, part)| Item {
+                object: object.clone(),
+                part: part.clone(),
+                body: None,
+            })
+            .collect();
         if tx.send(work).await.is_err() {
             break;
         }
     }
     Ok(())
+}
+
+/// About how many bytes reading `part` of `object` takes.
+fn part_bytes((object, part): &(ObjectRef, Part)) -> u64 {
+    match part {
+        Part::Whole => object.size,
+        Part::Piece(range) => range.end.min(object.size) - range.start,
+    }
 }
 
 /// A bucket: bodies fetched `concurrency` at a time, handed over in listing order
@@ -163,7 +197,11 @@ async fn hand_over_bodies(
         on_file(&object);
         left -= 1;
         bytes += object.size;
-        work.push((object, Some(body)));
+        work.push(Item {
+            object,
+            part: Part::Whole,
+            body: Some(body),
+        });
         if work.len() >= size || bytes >= HAND_OVER_BYTES || left == 0 {
             // Waits while the workers are busy, which bounds the bodies in memory.
             if tx.send(std::mem::take(&mut work)).await.is_err() {
@@ -213,6 +251,8 @@ fn join(
         total.absorb(worker.result);
         files.extend(worker.files);
     }
+    let pieces = std::mem::take(&mut total.pieces);
+    pieces::join(&mut total, pieces);
     files.sort();
     for batch in &mut total.batches {
         batch
@@ -243,6 +283,7 @@ fn spill_rest(spill: Arc<Spill>, result: &mut ReadResult) -> Result<Option<Spill
 mod tests {
     use super::*;
     use crate::source::Fetched;
+    use file::parse_object;
 
     #[tokio::test]
     async fn bodies_are_handed_over_in_listing_order_in_runs_of_consecutive_files() {
@@ -267,7 +308,7 @@ mod tests {
         let mut sizes = Vec::new();
         while let Some(work) = rx.recv().await {
             sizes.push(work.len());
-            for (object, body) in work {
+            for Item { object, body, .. } in work {
                 let Some(Fetched::Body(body)) = body else {
                     panic!("{} arrived without its body", object.name)
                 };
@@ -284,6 +325,79 @@ mod tests {
         );
         assert!(sizes[0] > 1, "runs, not single files: {sizes:?}");
         assert_eq!(sizes.last(), Some(&1), "the tail one by one: {sizes:?}");
+    }
+
+    /// A file large enough to be read in pieces on several threads resolves,
+    /// counts and dead-letters (line numbers too) as it does read whole: an
+    /// organization whose lines are all in its last piece counts it once, and
+    /// dead letters in every piece are numbered within the file.
+    #[tokio::test]
+    async fn a_large_file_read_in_pieces_is_read_as_a_whole_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 110_000;
+        let (mut text, mut magic) = (Vec::new(), false);
+        for i in 0..n {
+            let app = match i {
+                _ if i % 997 == 0 => "nobody's",
+                _ if i > n - 500 => "b",
+                _ => "a",
+            };
+            let status = ["enqueued", "sent", "delivered", "read", "failed"][i % 5];
+            let line = match i {
+                _ if i % 1009 == 0 => "{}".to_owned(),
+                _ if i % 1013 == 0 => String::new(),
+                _ => format!(
+                    r#"{{"app":"{app}","timestamp":{i},"version":2,"type":"message-event","payload":{{"id":"m{}","type":"{status}","payload":{{"ts":{}}},"note":"{}"}}}}"#,
+                    i % 40_000,
+                    1_700_000_000 + i % 7_777,
+                    "x".repeat(i % 50)
+                ),
+            };
+            // A piece that starts with gzip's magic bytes is not taken for gzip:
+            // the second piece's first line.
+            if !magic && text.len() as u64 >= crate::source::PIECE_BYTES {
+                text.extend_from_slice(b"\x1f\x8b not gzip\n");
+                magic = true;
+            }
+            text.extend_from_slice(line.as_bytes());
+            text.extend_from_slice(if i % 3 == 0 { b"\r\n" } else { b"\n" });
+        }
+        std::fs::write(dir.path().join("large.ndjson"), &text).unwrap();
+        let source = Source::open(dir.path().to_str().unwrap()).unwrap();
+        let objects = source.list().await.unwrap();
+        assert!(objects[0].parts().len() >= 3, "read in pieces");
+        let apps = |names: &[&str]| names.iter().map(|&a| a.to_owned()).collect();
+        let routing = Routing::organizations(&[(apps(&["a"]), true), (apps(&["b"]), true)], true);
+        let mut whole = ReadResult::new(routing.batches);
+        let (body, _) = source.read(&objects[0], &Part::Whole).unwrap();
+        let Fetched::Body(body) = body else {
+            panic!("readable")
+        };
+        parse_object(
+            &mut whole,
+            &routing,
+            &objects[0],
+            &Part::Whole,
+            &body,
+            &mut Vec::new(),
+        );
+        let read = read(&source, objects, 2, &routing, None, |_| {})
+            .await
+            .unwrap();
+        assert_eq!(read.counts, whole.counts);
+        assert_eq!(read.counts.files, 1);
+        for (got, want) in read.batches.iter().zip(&whole.batches) {
+            assert_eq!(got.counts, want.counts);
+            assert_eq!(got.dead_letters, want.dead_letters);
+            assert_eq!(got.resolution, want.resolution);
+            assert_eq!(got.files.len(), 1, "the file once");
+        }
+        let letters = |b: &Batch| b.dead_letters.iter().map(|d| d.line).max();
+        assert!(
+            letters(&read.batches[2]) > Some(n as u64 * 9 / 10),
+            "numbered within the file"
+        );
+        assert_eq!(read.batches[1].counts.files, 1);
     }
 
     #[tokio::test]

@@ -10,10 +10,17 @@ use anyhow::Result;
 use super::file::{parse_object, unreadable_object};
 use super::{ReadResult, Routing};
 use crate::resolve::spill::{Spill, SpillWriter};
-use crate::source::{Fetched, ObjectRef, Source, Waited};
+use crate::source::{Fetched, ObjectRef, Part, Source, Waited};
 
-/// Objects handed over at once, each with its body when the async side fetched it.
-pub(super) type Work = Vec<(ObjectRef, Option<Fetched>)>;
+/// Parts of objects handed over at once.
+pub(super) type Work = Vec<Item>;
+
+/// A part of an object to parse, with its body when the async side fetched it.
+pub(super) struct Item {
+    pub object: ObjectRef,
+    pub part: Part,
+    pub body: Option<Fetched>,
+}
 /// Shared by the workers; the lock is held only while waiting for the next hand-over.
 pub(super) type Queue = Arc<Mutex<tokio::sync::mpsc::Receiver<Work>>>;
 
@@ -50,12 +57,14 @@ impl Worker {
         let mut from_disk = true;
         while let Some(work) = self.next() {
             if std::mem::take(&mut from_disk) {
-                let later = work.iter().skip(1).filter(|(_, body)| body.is_none());
-                later.for_each(|(object, _)| self.source.read_ahead(object));
+                let later = work.iter().skip(1).filter(|item| item.body.is_none());
+                later.for_each(|item| self.source.read_ahead(&item.object, &item.part));
             }
-            for (object, body) in work {
-                from_disk |= self.parse(&mut result, &object, body, &mut scratch)?;
-                files.push(object);
+            for Item { object, part, body } in work {
+                from_disk |= self.parse(&mut result, &object, &part, body, &mut scratch)?;
+                if part.is_first() {
+                    files.push(object);
+                }
                 self.spill_over(&mut writer, &mut result, false)?;
             }
         }
@@ -77,13 +86,14 @@ impl Worker {
         (!self.failed.load(Ordering::Relaxed)).then_some(work)
     }
 
-    /// Parses one object; a folder's file is read here, outside the runtime.
-    /// Returns whether reading it waited for the disk: as the kernel tells, or
-    /// where it cannot, as long as such a read takes.
+    /// Parses a part of an object; a folder's file is read here, outside the
+    /// runtime. Returns whether reading it waited for the disk: as the kernel
+    /// tells, or where it cannot, as long as such a read takes.
     fn parse(
         &self,
         result: &mut ReadResult,
         object: &ObjectRef,
+        part: &Part,
         body: Option<Fetched>,
         scratch: &mut Vec<u8>,
     ) -> Result<bool> {
@@ -91,7 +101,7 @@ impl Worker {
             Some(fetched) => (fetched, false),
             None => {
                 let started = std::time::Instant::now();
-                let (fetched, waited) = (self.source.read(object))
+                let (fetched, waited) = (self.source.read(object, part))
                     .inspect_err(|_| self.failed.store(true, Ordering::Relaxed))?;
                 let from_disk = match waited {
                     Waited::Yes => true,
@@ -102,8 +112,8 @@ impl Worker {
             }
         };
         match fetched {
-            Fetched::Body(raw) => parse_object(result, &self.routing, object, &raw, scratch),
-            Fetched::Unreadable(why) => unreadable_object(result, &self.routing, object, why),
+            Fetched::Body(raw) => parse_object(result, &self.routing, object, part, &raw, scratch),
+            Fetched::Unreadable(why) => unreadable_object(result, &self.routing, object, part, why),
         }
         Ok(from_disk)
     }

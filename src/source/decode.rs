@@ -4,9 +4,9 @@ use std::io::Read;
 
 use flate2::bufread::GzDecoder;
 
-use super::inflate;
+use super::{Part, inflate};
 
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+pub(super) const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// No object inflates past this: a gzip bomb is cut off and dead-lettered.
 pub const MAX_INFLATED: u64 = 512 << 20;
 
@@ -79,6 +79,18 @@ fn members(mut rest: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
         rest = member.into_inner();
     }
     Ok(())
+}
+
+/// Decodes `part` of an object: as `decode` from a file's start; a later piece
+/// starts at any line, which gzip's magic bytes may begin.
+pub fn decode_part<'a>(raw: &'a [u8], part: &Part, scratch: &'a mut Vec<u8>) -> Decoded<'a> {
+    match part.is_first() {
+        true => decode(raw, scratch),
+        false => Decoded {
+            data: raw,
+            error: None,
+        },
+    }
 }
 
 /// gzip's trailer holds the inflated size (mod 2^32) of the last member: exact for

@@ -12,7 +12,8 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 
-use super::{Fetched, Location, ObjectRef};
+use super::decode::GZIP_MAGIC;
+use super::{Fetched, Location, ObjectRef, Part};
 
 /// Every file below `root` whose name is not before `start` (following links; a
 /// dangling link is listed too, and read as unreadable), or only `root/only`.
@@ -153,18 +154,26 @@ fn etag(m: &Metadata) -> String {
     format!("\"{inode:x}-{mtime:x}-{:x}\"", m.len())
 }
 
-/// Asks the kernel to start reading `path` into the page cache, without waiting:
-/// a folder not in the cache is read while earlier files are parsed, more reads
-/// in flight than one a thread. Best effort: any error is the later read's to tell.
-pub fn read_ahead(path: &Path) {
+/// Asks the kernel to start reading `part` of `path` into the page cache, without
+/// waiting: a folder not in the cache is read while earlier files are parsed,
+/// more reads in flight than one a thread. Best effort: any error is the later
+/// read's to tell.
+pub fn read_ahead(path: &Path, part: &Part) {
     #[cfg(target_os = "linux")]
     if let Ok(file) = open_for_reading(path) {
         use std::os::fd::AsRawFd;
-        // SAFETY: a valid descriptor, advice on the whole file; nothing is read.
-        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
+        let (from, len) = match part {
+            Part::Whole => (0, 0), // 0: to the end
+            Part::Piece(range) => (range.start, range.end.saturating_sub(range.start)),
+        };
+        let (from, len) = (i64::try_from(from), i64::try_from(len).unwrap_or(0));
+        // SAFETY: a valid descriptor, advice on a range; nothing is read.
+        if let Ok(from) = from {
+            unsafe { libc::posix_fadvise(file.as_raw_fd(), from, len, libc::POSIX_FADV_WILLNEED) };
+        }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = path;
+    let _ = (path, part);
 }
 
 /// Opens `path` to read, without waiting for a FIFO's writer (non-blocking, which
@@ -177,13 +186,13 @@ fn open_for_reading(path: &Path) -> std::io::Result<std::fs::File> {
     options.open(path)
 }
 
-/// The file's bytes; a file that will never be readable (gone, a dangling or
-/// looping link, no permission, not a file) is `Unreadable`; other errors fail
-/// the run, so a rerun tries again. Beside them, whether reading waited for the
-/// disk (`read_noting_disk`).
-pub fn read(path: &Path) -> Result<(Fetched, Waited)> {
-    match read_regular(path) {
-        Ok(Some((body, waited))) => Ok((Fetched::Body(Bytes::from(body)), waited)),
+/// The bytes of `part` of the file; a file that will never be readable (gone, a
+/// dangling or looping link, no permission, not a file) is `Unreadable`; other
+/// errors fail the run, so a rerun tries again. Beside them, whether reading
+/// waited for the disk (`read_noting_disk`).
+pub fn read(path: &Path, part: &Part) -> Result<(Fetched, Waited)> {
+    match read_regular(path, part) {
+        Ok(Some((body, waited))) => Ok((Fetched::Body(body), waited)),
         // A FIFO or a device would block or never end.
         Ok(None) => Ok((
             Fetched::Unreadable("not a regular file".into()),
@@ -207,9 +216,9 @@ pub enum Waited {
     Unknown,
 }
 
-/// The bytes of the file at `path`, or None when it is not a regular file. Asked
-/// of the open file, one path walk a file.
-fn read_regular(path: &Path) -> std::io::Result<Option<(Vec<u8>, Waited)>> {
+/// The bytes of `part` of the file at `path`, or None when it is not a regular
+/// file. Asked of the open file, one path walk a file.
+fn read_regular(path: &Path, part: &Part) -> std::io::Result<Option<(Bytes, Waited)>> {
     let mut file = match open_for_reading(path) {
         Ok(file) => file,
         // A socket cannot even be opened.
@@ -221,27 +230,74 @@ fn read_regular(path: &Path) -> std::io::Result<Option<(Vec<u8>, Waited)>> {
         return Ok(None);
     }
     let mut body = Vec::new();
-    let waited = read_noting_disk(&mut file, meta.len(), &mut body)?;
-    Ok(Some((body, waited)))
+    let range = match part {
+        Part::Piece(range) if !is_gzip(&file)? => range,
+        // Not cut: the first piece is all of it, the others nothing.
+        Part::Piece(range) if range.start > 0 => return Ok(Some((Bytes::new(), Waited::No))),
+        _ => {
+            let waited = read_noting_disk(&mut file, meta.len(), u64::MAX, &mut body)?;
+            return Ok(Some((Bytes::from(body), waited)));
+        }
+    };
+    // From the byte before: a line starts at `range.start` if that byte ends one.
+    let from = range.start.saturating_sub(1);
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(from))?;
+    let wanted = range.end.saturating_sub(from);
+    let size = wanted.min(meta.len().saturating_sub(from));
+    let waited = read_noting_disk(&mut file, size, wanted, &mut body)?;
+    finish_last_line(&mut file, &mut body)?;
+    let skip = match range.start {
+        0 => 0,
+        _ => memchr::memchr(b'\n', &body).map_or(body.len(), |i| i + 1),
+    };
+    Ok(Some((Bytes::from(body).slice(skip..), waited)))
 }
 
-/// Reads `file` (`size` bytes when opened) to its end into `body`, and says
-/// whether that waited for the disk: its first read is asked not to
-/// (`RWF_NOWAIT`), so it stops where the page cache's part of the file does.
-/// Timing reads instead took any read a thread was descheduled in for the disk's.
+/// Reads on until `body` ends with a whole line (or the file ends).
+fn finish_last_line(file: &mut std::fs::File, body: &mut Vec<u8>) -> std::io::Result<()> {
+    const STEP: usize = 64 << 10;
+    let mut from = body.len();
+    while !body.ends_with(b"\n") {
+        let read = std::io::Read::by_ref(file)
+            .take(STEP as u64)
+            .read_to_end(body)?;
+        if let Some(end) = memchr::memchr(b'\n', &body[from..]) {
+            body.truncate(from + end + 1);
+        } else if read == 0 {
+            break;
+        }
+        from = body.len();
+    }
+    Ok(())
+}
+
+/// Whether the file starts as gzip does; it is left at its start.
+fn is_gzip(mut file: &std::fs::File) -> std::io::Result<bool> {
+    let mut magic = Vec::with_capacity(2);
+    file.take(2).read_to_end(&mut magic)?;
+    std::io::Seek::rewind(&mut file)?;
+    Ok(magic == GZIP_MAGIC)
+}
+
+/// Reads at most `limit` bytes of `file` (`size` expected) from its position
+/// into `body`, and says whether that waited for the disk: its first read is
+/// asked not to (`RWF_NOWAIT`), so it stops where the page cache's part of the
+/// file does. Timing reads instead took any read a thread was descheduled in
+/// for the disk's.
 fn read_noting_disk(
     file: &mut std::fs::File,
     size: u64,
+    limit: u64,
     body: &mut Vec<u8>,
 ) -> std::io::Result<Waited> {
     let size_in_memory = usize::try_from(size).unwrap_or(usize::MAX);
     body.try_reserve_exact(size_in_memory)
         .map_err(|e| std::io::Error::new(ErrorKind::OutOfMemory, e))?;
-    let waited = first_read_without_waiting(file, size, body)?;
+    let waited = first_read_without_waiting(file, size, limit, body)?;
     // The rest, if any (a file that grew, or what the page cache lacked). Not
     // `File::read_to_end`, which asks the file's size and position again first.
     std::io::Read::by_ref(file)
-        .take(u64::MAX)
+        .take(limit.saturating_sub(body.len() as u64))
         .read_to_end(body)?;
     Ok(waited)
 }
@@ -250,13 +306,16 @@ fn read_noting_disk(
 fn first_read_without_waiting(
     file: &std::fs::File,
     size: u64,
+    limit: u64,
     body: &mut Vec<u8>,
 ) -> std::io::Result<Waited> {
     use std::os::fd::AsRawFd;
     let spare = body.spare_capacity_mut();
     let room = libc::iovec {
         iov_base: spare.as_mut_ptr().cast(),
-        iov_len: spare.len(),
+        iov_len: spare
+            .len()
+            .min(usize::try_from(limit).unwrap_or(usize::MAX)),
     };
     // SAFETY: one iovec over `body`'s unused room; at offset -1 the file's own
     // position is read from and moved, so `read_to_end` goes on from there.
@@ -281,6 +340,7 @@ fn first_read_without_waiting(
 #[cfg(not(target_os = "linux"))]
 fn first_read_without_waiting(
     _: &std::fs::File,
+    _: u64,
     _: u64,
     _: &mut Vec<u8>,
 ) -> std::io::Result<Waited> {
@@ -327,16 +387,19 @@ mod tests {
             .into();
         let (done, returned) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            paths.iter().for_each(|p| read_ahead(p));
+            paths.iter().for_each(|p| read_ahead(p, &Part::Whole));
             done.send(()).unwrap();
         });
         let waited = returned.recv_timeout(std::time::Duration::from_secs(10));
         assert!(waited.is_ok(), "reading ahead waited");
-        let (Fetched::Body(body), _) = read(&file).unwrap() else {
+        let (Fetched::Body(body), _) = read(&file, &Part::Whole).unwrap() else {
             panic!("a regular file is readable")
         };
         assert_eq!(&body[..], "{}\n".repeat(10_000).as_bytes());
-        assert!(matches!(read(&fifo).unwrap().0, Fetched::Unreadable(_)));
+        assert!(matches!(
+            read(&fifo, &Part::Whole).unwrap().0,
+            Fetched::Unreadable(_)
+        ));
     }
 
     /// A file dropped from the page cache is read from the disk, and said so;
@@ -359,7 +422,7 @@ mod tests {
             let dropped = unsafe { libc::posix_fadvise(file.as_raw_fd(), from as i64, 0, advice) };
             assert_eq!(dropped, 0);
         };
-        let read_whole = || match read(&path).unwrap() {
+        let read_whole = || match read(&path, &Part::Whole).unwrap() {
             (Fetched::Body(body), waited) => {
                 assert_eq!(&body[..], text.as_bytes());
                 waited
@@ -373,7 +436,96 @@ mod tests {
         assert_eq!(read_whole(), Waited::Yes, "half of it cached");
         // An empty file waits for nothing.
         std::fs::write(&path, "").unwrap();
-        assert!(matches!(read(&path).unwrap(), (Fetched::Body(b), Waited::No) if b.is_empty()));
+        assert!(
+            matches!(read(&path, &Part::Whole).unwrap(), (Fetched::Body(b), Waited::No) if b.is_empty())
+        );
+    }
+
+    /// Reads `path` in pieces cut at `cuts` (the last to the file's end).
+    fn pieces(path: &Path, cuts: &[u64]) -> Vec<Bytes> {
+        let starts = std::iter::once(0).chain(cuts.iter().copied());
+        let ends = cuts.iter().copied().chain([u64::MAX]);
+        (starts.zip(ends))
+            .map(
+                |(from, to)| match read(path, &Part::Piece(from..to)).unwrap() {
+                    (Fetched::Body(body), _) => body,
+                    _ => panic!("a regular file is readable"),
+                },
+            )
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// Wherever a file is cut, each piece is the lines that start in its range
+        /// (so together the file, each byte once).
+        #[test]
+        fn pieces_are_the_lines_that_start_in_them(
+            lines in proptest::collection::vec("[a-z]{0,30}(\r)?", 0..40),
+            last_newline: bool,
+            cuts in proptest::collection::vec(1u64..1_400, 0..5),
+        ) {
+            let mut text = lines.join("\n");
+            if last_newline {
+                text.push('\n');
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f.ndjson");
+            std::fs::write(&path, &text).unwrap();
+            let mut cuts = cuts;
+            cuts.sort();
+            cuts.dedup();
+            // The first line that starts at `cut` or later (the end if none).
+            let line_from = |cut: u64| {
+                let starts = (0..text.len()).filter(|&i| i == 0 || text.as_bytes()[i - 1] == b'\n');
+                starts.into_iter().find(|&i| i as u64 >= cut).unwrap_or(text.len())
+            };
+            let bounds: Vec<usize> = std::iter::once(0)
+                .chain(cuts.iter().map(|&c| line_from(c)))
+                .chain([text.len()])
+                .collect();
+            let expected: Vec<&str> = bounds.windows(2).map(|w| &text[w[0]..w[1]]).collect();
+            let pieces = pieces(&path, &cuts);
+            let got: Vec<String> =
+                pieces.iter().map(|p| String::from_utf8(p.to_vec()).unwrap()).collect();
+            proptest::prop_assert_eq!(got, expected);
+        }
+    }
+
+    /// Each piece holds exactly the lines that start within its range.
+    #[test]
+    fn a_piece_holds_the_lines_that_start_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.ndjson");
+        std::fs::write(&path, "aaaa\nbbbb\ncccc\ndddd").unwrap();
+        // Bytes: a 0-4, b 5-9, c 10-14, d 15-18 (no newline at the end).
+        let texts = |cuts: &[u64]| -> Vec<String> {
+            let pieces = pieces(&path, cuts);
+            pieces
+                .iter()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect()
+        };
+        assert_eq!(texts(&[5, 10]), ["aaaa\n", "bbbb\n", "cccc\ndddd"]);
+        assert_eq!(texts(&[4, 6]), ["aaaa\n", "bbbb\n", "cccc\ndddd"]);
+        assert_eq!(texts(&[6, 7]), ["aaaa\nbbbb\n", "", "cccc\ndddd"]);
+        assert_eq!(texts(&[1, 2, 17]), ["aaaa\n", "", "bbbb\ncccc\ndddd", ""]);
+        assert_eq!(texts(&[16, 100]), ["aaaa\nbbbb\ncccc\ndddd", "", ""]);
+    }
+
+    /// A gzip file cannot be cut: its first piece is all of it, the others empty.
+    #[test]
+    fn a_gzip_file_is_read_whole_by_its_first_piece() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.ndjson.gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all("{\"a\":1}\n".repeat(1_000).as_bytes())
+            .unwrap();
+        let raw = gz.finish().unwrap();
+        std::fs::write(&path, &raw).unwrap();
+        let pieces = pieces(&path, &[10, 20]);
+        assert_eq!(&pieces[0][..], &raw[..]);
+        assert!(pieces[1].is_empty() && pieces[2].is_empty());
     }
 
     /// A folder reached twice (by its name and by a link) is listed once, and a

@@ -1,12 +1,13 @@
 //! Where callback files come from: a local folder or `gs://BUCKET/PREFIX`.
 //! Listing is recursive; bodies are fetched whole, a bounded number at a time
-//! (see `pipeline`).
+//! (see `pipeline`), except a folder's large files, read in pieces (`Part`).
 
 mod decode;
 mod gcs;
 mod inflate;
 mod local;
 
+use std::ops::Range;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -14,7 +15,7 @@ use bytes::Bytes;
 
 use crate::error::UsageError;
 
-pub use decode::{Decoded, decode, lines};
+pub use decode::{Decoded, decode, decode_part, lines};
 pub use local::Waited;
 
 /// One object to read, identified by name and generation (or its nearest
@@ -27,6 +28,45 @@ pub struct ObjectRef {
     pub last_modified: chrono::DateTime<chrono::Utc>,
     /// Where to read it: what the listing gave beside the name.
     pub location: Location,
+}
+
+/// What of an object one reader takes. A folder's large plain file is read in
+/// pieces, each by whichever thread is free, so one file is parsed on every core
+/// and no thread holds all of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    Whole,
+    /// The lines that start within these bytes, the last one read to its end.
+    /// A gzip file cannot be cut: its first piece is all of it, the rest empty.
+    Piece(Range<u64>),
+}
+
+impl Part {
+    /// Whether this part stands for the object in counts and lists (one part does).
+    pub fn is_first(&self) -> bool {
+        match self {
+            Part::Whole => true,
+            Part::Piece(range) => range.start == 0,
+        }
+    }
+}
+
+/// A folder's file of two pieces or more is read in pieces of this many bytes:
+/// a hand-over's worth (see `pipeline`), so the threads share it evenly.
+pub const PIECE_BYTES: u64 = 8 << 20;
+
+impl ObjectRef {
+    /// The parts to read this object in: a folder's file in pieces once it has
+    /// two, anything else whole (a bucket's object arrives whole). The last piece
+    /// runs to the file's end, wherever that is when it is read.
+    pub fn parts(&self) -> Vec<Part> {
+        if !matches!(self.location, Location::File(_)) || self.size < 2 * PIECE_BYTES {
+            return vec![Part::Whole];
+        }
+        let starts = (0..self.size).step_by(PIECE_BYTES as usize);
+        let ends = starts.clone().skip(1).chain([u64::MAX]);
+        starts.zip(ends).map(|(s, e)| Part::Piece(s..e)).collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -129,20 +169,20 @@ impl Source {
         Ok(objects)
     }
 
-    /// Starts reading a folder's file into the page cache without waiting, so a
-    /// folder not in the cache is read while earlier files are parsed (no-op for
-    /// a bucket's objects, which arrive fetched).
-    pub fn read_ahead(&self, object: &ObjectRef) {
+    /// Starts reading a part of a folder's file into the page cache without
+    /// waiting, so a folder not in the cache is read while earlier files are
+    /// parsed (no-op for a bucket's objects, which arrive fetched).
+    pub fn read_ahead(&self, object: &ObjectRef, part: &Part) {
         if let Location::File(path) = &object.location {
-            local::read_ahead(path);
+            local::read_ahead(path, part);
         }
     }
 
-    /// A folder's file, read on this thread, and whether that waited for the
-    /// disk (a bucket's object: `fetch`, which never tells).
-    pub fn read(&self, object: &ObjectRef) -> Result<(Fetched, Waited)> {
+    /// A part of a folder's file, read on this thread, and whether that waited
+    /// for the disk (a bucket's object: `fetch`, whole, which never tells).
+    pub fn read(&self, object: &ObjectRef, part: &Part) -> Result<(Fetched, Waited)> {
         match &object.location {
-            Location::File(path) => local::read(path),
+            Location::File(path) => local::read(path, part),
             Location::Bucket { .. } => {
                 futures::executor::block_on(self.fetch(object)).map(|f| (f, Waited::Unknown))
             }
@@ -151,7 +191,9 @@ impl Source {
 
     pub async fn fetch(&self, object: &ObjectRef) -> Result<Fetched> {
         match (&self.store, &object.location) {
-            (_, Location::File(path)) => local::read(path).map(|(fetched, _)| fetched),
+            (_, Location::File(path)) => {
+                local::read(path, &Part::Whole).map(|(fetched, _)| fetched)
+            }
             (Store::Bucket(bucket), Location::Bucket { generation }) => {
                 bucket.fetch(&object.name, generation).await
             }
@@ -159,5 +201,53 @@ impl Source {
                 anyhow::bail!("{:?}: a bucket object in a folder source", object.name)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(size: u64, location: Location) -> ObjectRef {
+        ObjectRef {
+            name: "f".into(),
+            generation: String::new(),
+            size,
+            last_modified: chrono::Utc::now(),
+            location,
+        }
+    }
+
+    /// A folder's file is cut once it has two pieces, into ranges that follow
+    /// each other from 0, the last open to wherever the file then ends; a
+    /// bucket's object is never cut.
+    #[test]
+    fn large_folder_files_are_cut_into_pieces_that_cover_them() {
+        let file = || Location::File("f".into());
+        assert_eq!(object(2 * PIECE_BYTES - 1, file()).parts(), [Part::Whole]);
+        let parts = object(2 * PIECE_BYTES, file()).parts();
+        assert_eq!(
+            parts,
+            [
+                Part::Piece(0..PIECE_BYTES),
+                Part::Piece(PIECE_BYTES..u64::MAX)
+            ]
+        );
+        let parts = object(5 * PIECE_BYTES + 1, file()).parts();
+        assert_eq!(parts.len(), 6);
+        let mut expected_start = 0;
+        for part in &parts {
+            let Part::Piece(range) = part else {
+                panic!("{part:?}")
+            };
+            assert_eq!(range.start, expected_start);
+            expected_start = range.end;
+        }
+        assert_eq!(expected_start, u64::MAX);
+        assert_eq!(parts.iter().filter(|p| p.is_first()).count(), 1);
+        let bucket = Location::Bucket {
+            generation: "1".into(),
+        };
+        assert_eq!(object(100 * PIECE_BYTES, bucket).parts(), [Part::Whole]);
     }
 }
