@@ -1,17 +1,20 @@
 """The same resolution as `bsp-status-loader resolve`, written for DuckDB: the yardstick.
 Usage: python duckdb_resolve.py DATA_DIR OUTPUT [THREADS]"""
+import glob
+
 import duckdb
 
 from peer import RANKS, args
 
 data, output, threads = args()
+# DuckDB fails on a pattern that matches nothing (a folder of plain files only).
+patterns = [p for p in (f"{data}/**/*.ndjson", f"{data}/**/*.ndjson.gz") if glob.glob(p, recursive=True)]
 rank_of = "CASE s " + " ".join(f"WHEN '{w}' THEN {i + 1}" for i, (w, _) in enumerate(RANKS)) + " END"
 word_of = "CASE b.rank " + " ".join(f"WHEN {i + 1} THEN '{v}'" for i, (_, v) in enumerate(RANKS)) + " END"
 
 SQL = f"""
 WITH raw AS (
-  SELECT json AS j0 FROM read_ndjson_objects(['{data}/**/*.ndjson', '{data}/**/*.ndjson.gz'],
-                                             compression = 'auto_detect')
+  SELECT json AS j0 FROM read_ndjson_objects({patterns!r}, compression = 'auto_detect')
 ), u AS (
   SELECT CASE WHEN (j0->'$.body') IS NOT NULL AND (j0->'$.type') IS NULL AND (j0->'$.entry') IS NULL
               THEN CASE WHEN json_type((j0->'$.body')) = 'VARCHAR' THEN ((j0->>'$.body'))::JSON ELSE (j0->'$.body') END

@@ -2,7 +2,8 @@
 order of the files' names, written LINES at a time (default 8) into files, a thousand
 to a folder, every other one gzip (as in the first folder). The same callbacks, so the same resolution; what grows is the
 work per file (listing, opening, reading, handing over), the case of a receiver that
-writes a file every few callbacks.
+writes a file every few callbacks. With LINES past the folder's lines, the other end:
+one plain file (an export for a backfill), which `resolve` reads in pieces.
 
 Usage: python bench/split_small.py FROM_DIR TO_DIR [LINES]"""
 import gzip, os, sys

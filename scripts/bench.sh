@@ -13,6 +13,9 @@
 #   bash scripts/bench.sh small [MESSAGES] [ROUNDS]  the first folder cut into files of 8
 #                                                   lines (bench/split_small.py): the
 #                                                   work per file, ~50 k files
+#   bash scripts/bench.sh large [MESSAGES] [ROUNDS]  the first folder joined into one
+#                                                   plain file (split_small.py): one
+#                                                   file read in pieces on every core
 # BSP_BASELINE=BIN adds another build of the binary to compare against in the same run;
 # BSP_BINARY=BIN measures that build instead of the profile-guided one.
 set -euo pipefail
@@ -20,7 +23,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bsp-status-loader/target}"
 VENV="${BSP_VENV:-$HOME/.cache/bsp-status-loader/venv}"
 MODE=folders
-case "${1:-}" in gcs | shuffled | small) MODE=$1; shift ;; esac
+case "${1:-}" in gcs | shuffled | small | large) MODE=$1; shift ;; esac
 MESSAGES="${1:-400000}"
 ROUNDS="${2:-5}"
 DATA="${BSP_BENCH_DATA:-${TMPDIR:-/tmp}/bsp-bench-$MESSAGES}"
@@ -58,6 +61,9 @@ if [ "$MODE" = shuffled ]; then
 elif [ "$MODE" = small ]; then
   FOLDERS=("$DATA-small")
   [ -d "$DATA-small" ] || "$VENV/bin/python" bench/split_small.py "$DATA" "$DATA-small"
+elif [ "$MODE" = large ]; then
+  FOLDERS=("$DATA-large")
+  [ -d "$DATA-large" ] || "$VENV/bin/python" bench/split_small.py "$DATA" "$DATA-large" 1000000000
 fi
 for dir in "${FOLDERS[@]}"; do
   echo "== $dir"
