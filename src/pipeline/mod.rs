@@ -418,20 +418,26 @@ mod tests {
         );
         // A socket cannot even be opened.
         let _socket = std::os::unix::net::UnixListener::bind(dir.path().join("socket")).unwrap();
+        let large = vec![b'\n'; 3 * crate::source::PIECE_BYTES as usize];
+        std::fs::write(dir.path().join("large.ndjson"), large).unwrap();
         let source = Source::open(dir.path().to_str().unwrap()).unwrap();
         let objects = source.list().await.unwrap();
         assert_eq!(
             objects.len(),
-            43,
+            44,
             "a dangling link, a FIFO and a socket are listed too"
         );
         std::fs::remove_file(dir.path().join("f17.ndjson")).unwrap();
+        // A large file gone too: one dead letter, not one for each of its pieces.
+        let large = objects.iter().find(|o| o.name == "large.ndjson").unwrap();
+        assert_eq!(large.parts().len(), 3);
+        std::fs::remove_file(dir.path().join("large.ndjson")).unwrap();
         let routing = Routing::single();
         let read = read(&source, objects, 2, &routing, None, |_| {})
             .await
             .unwrap();
         let batch = &read.batches[0];
-        assert_eq!(batch.files.len(), 43, "every object is marked done");
+        assert_eq!(batch.files.len(), 44, "every object is marked done");
         let unreadable: Vec<_> = batch
             .dead_letters
             .iter()
@@ -444,8 +450,13 @@ mod tests {
                 ("dangling", 0),
                 ("f17.ndjson", 0),
                 ("fifo", 0),
+                ("large.ndjson", 0),
                 ("socket", 0)
             ]
+        );
+        assert_eq!(
+            (read.counts.dead_lettered, batch.counts.dead_lettered),
+            (44, 44)
         );
         // The other 39 files' lines are read: `{}` is a dead letter of its own.
         assert_eq!(read.counts.lines, 39);
