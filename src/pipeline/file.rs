@@ -200,7 +200,7 @@ pub fn parse_object(
         }
     }
     let routed = sink.read.batches.iter().zip(lines_before);
-    let routed: Vec<usize> = (routed.enumerate())
+    let routed: smallvec::SmallVec<[usize; 8]> = (routed.enumerate())
         .filter_map(|(i, (batch, before))| (batch.counts.lines > before).then_some(i))
         .collect();
     if sink.piece {

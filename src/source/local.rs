@@ -166,9 +166,10 @@ pub fn read_ahead(path: &Path, part: &Part) {
             Part::Whole => (0, 0), // 0: to the end
             Part::Piece(range) => (range.start, range.end.saturating_sub(range.start)),
         };
+        // A length past i64 (the last piece, open-ended): 0, to the end.
         let (from, len) = (i64::try_from(from), i64::try_from(len).unwrap_or(0));
-        // SAFETY: a valid descriptor, advice on a range; nothing is read.
         if let Ok(from) = from {
+            // SAFETY: a valid descriptor, advice on a range; nothing is read.
             unsafe { libc::posix_fadvise(file.as_raw_fd(), from, len, libc::POSIX_FADV_WILLNEED) };
         }
     }
