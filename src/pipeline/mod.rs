@@ -137,43 +137,24 @@ async fn hand_over_names(
     failed: &AtomicBool,
     mut on_file: impl FnMut(&ObjectRef),
 ) -> Result<()> {
-    let parts: Vec<(ObjectRef, Part)> = (objects.into_iter())
-        .flat_map(|o| o.parts().into_iter().map(move |part| (o.clone(), part)))
-        .collect();
-    let mut rest = &parts[..];
-    while !rest.is_empty() && !failed.load(std::sync::atomic::Ordering::Relaxed) {
-        let (mut n, mut bytes) = (0, 0);
-        while n < hand_over_size(rest.len()) && bytes < HAND_OVER_BYTES {
-            bytes += part_bytes(&rest[n]);
-            n += 1;
+    let items: Vec<Item> = objects.into_iter().flat_map(Item::parts_of).collect();
+    let (mut left, mut items) = (items.len(), items.into_iter());
+    while left > 0 && !failed.load(std::sync::atomic::Ordering::Relaxed) {
+        let (size, mut bytes, mut work) = (hand_over_size(left), 0, Vec::new());
+        while work.len() < size && bytes < HAND_OVER_BYTES {
+            let Some(item) = items.next() else { break };
+            if item.part.is_first() {
+                on_file(&item.object);
+            }
+            bytes += item.bytes();
+            work.push(item);
         }
-        let (names, after) = rest.split_at(n);
-        rest = after;
-        let work = (names.iter())
-            .inspect(|(object, part)| {
-                if part.is_first() {
-                    on_file(object)
-                }
-            })
-            .map(|(object, part)| Item {
-                object: object.clone(),
-                part: part.clone(),
-                body: None,
-            })
-            .collect();
+        left -= work.len();
         if tx.send(work).await.is_err() {
             break;
         }
     }
     Ok(())
-}
-
-/// About how many bytes reading `part` of `object` takes.
-fn part_bytes((object, part): &(ObjectRef, Part)) -> u64 {
-    match part {
-        Part::Whole => object.size,
-        Part::Piece(range) => range.end.min(object.size) - range.start,
-    }
 }
 
 /// A bucket: bodies fetched `concurrency` at a time, handed over in listing order

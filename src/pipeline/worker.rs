@@ -21,6 +21,35 @@ pub(super) struct Item {
     pub part: Part,
     pub body: Option<Fetched>,
 }
+
+impl Item {
+    /// A folder's file as the worker reads it: whole, or in pieces.
+    pub fn parts_of(object: ObjectRef) -> Vec<Item> {
+        let mut parts = object.parts();
+        let last = parts.pop().expect("an object has a part");
+        let mut items: Vec<Item> = (parts.into_iter())
+            .map(|part| Item {
+                object: object.clone(),
+                part,
+                body: None,
+            })
+            .collect();
+        items.push(Item {
+            object,
+            part: last,
+            body: None,
+        });
+        items
+    }
+
+    /// About how many bytes reading it takes.
+    pub fn bytes(&self) -> u64 {
+        match &self.part {
+            Part::Whole => self.object.size,
+            Part::Piece(range) => range.end.min(self.object.size).saturating_sub(range.start),
+        }
+    }
+}
 /// Shared by the workers; the lock is held only while waiting for the next hand-over.
 pub(super) type Queue = Arc<Mutex<tokio::sync::mpsc::Receiver<Work>>>;
 
