@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bsp_status_loader::pipeline;
-use bsp_status_loader::source::{Fetched, Source, Waited, decode_part};
+use bsp_status_loader::source::{Fetched, Source, Text, Waited, decode_part};
 
 /// Files read ahead after a read that waited for the disk: a hand-over's most.
 const READ_AHEAD: usize = 16;
@@ -28,7 +28,12 @@ fn main() -> anyhow::Result<()> {
     std::thread::scope(|s| {
         for _ in 0..pipeline::workers() {
             s.spawn(|| {
-                let (mut bytes, mut ends, mut scratch) = (0, 0, Vec::new());
+                let (mut bytes, mut ends, mut scratch, mut stretch) =
+                    (0, 0, Vec::new(), Vec::new());
+                let mut count = |text: &[u8]| {
+                    bytes += text.len() as u64;
+                    ends += memchr::memchr_iter(b'\n', text).count() as u64;
+                };
                 while let Some((object, part)) = parts.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let Ok((Fetched::Body(raw), waited)) = source.read(object, part) else {
                         continue;
@@ -46,9 +51,15 @@ fn main() -> anyhow::Result<()> {
                             .flatten()
                             .for_each(|(o, part)| source.read_ahead(o, part));
                     }
-                    let text = decode_part(&raw, part, &mut scratch).data;
-                    bytes += text.len() as u64;
-                    ends += memchr::memchr_iter(b'\n', text).count() as u64;
+                    match decode_part(&raw, part, &mut scratch) {
+                        Text::Whole(text) => count(text),
+                        // A large gzip file: inflated a stretch at a time, as `resolve` does.
+                        Text::Stretches(mut inflating) => {
+                            while inflating.next_stretch(&mut stretch).is_some() {
+                                count(&stretch);
+                            }
+                        }
+                    }
                 }
                 let mut t = totals.lock().expect("no panics while locked");
                 t.0 += bytes;

@@ -5,7 +5,7 @@ use super::{ReadResult, Routing};
 use crate::batch::{DeadLetter, Reason as Lost};
 use crate::callback::{self, Event, Reason, Sink};
 use crate::resolve::{Prepared, Resolved};
-use crate::source::{self, ObjectRef, Part};
+use crate::source::{self, ObjectRef, Part, Stretch, Text};
 
 /// Events are folded this many events after they come (see `Fold::prepare`).
 const LOOKAHEAD: usize = 8;
@@ -166,8 +166,10 @@ impl Drop for FileSink<'_> {
 }
 
 /// Decodes and parses `part` of one object into `read`, routing each callback by
-/// its app. Never fails: what cannot be read is dead-lettered.
-/// `scratch` is the worker's buffer for inflating gzip.
+/// its app. Never fails: what cannot be read is dead-lettered. `scratch` is the
+/// worker's buffer for inflating gzip. A large gzip object is inflated a stretch of
+/// lines at a time, each a piece of the object: `offer` may take one but the first
+/// (its text, to be parsed by another thread: it returns true), else it is parsed here.
 pub fn parse_object(
     read: &mut ReadResult,
     routing: &Routing,
@@ -175,20 +177,44 @@ pub fn parse_object(
     part: &Part,
     raw: &[u8],
     scratch: &mut Vec<u8>,
+    mut offer: impl FnMut(&Part, &mut Vec<u8>) -> bool,
 ) {
-    let decoded = source::decode_part(raw, part, scratch);
+    let mut inflating = match source::decode_part(raw, part, scratch) {
+        Text::Whole(data) => return parse_text(read, routing, object, part, data, None),
+        Text::Stretches(inflating) => inflating,
+    };
+    let mut text = Vec::new();
+    while let Some(Stretch { start, error }) = inflating.next_stretch(&mut text) {
+        let piece = Part::Piece(start..start + text.len() as u64);
+        if start > 0 && error.is_none() && offer(&piece, &mut text) {
+            continue;
+        }
+        parse_text(read, routing, object, &piece, &text, error);
+    }
+}
+
+/// Parses `part` of an object, its text `data` (whole lines, but maybe the last),
+/// into `read`; `error`: why the text stops early.
+pub(super) fn parse_text(
+    read: &mut ReadResult,
+    routing: &Routing,
+    object: &ObjectRef,
+    part: &Part,
+    data: &[u8],
+    error: Option<String>,
+) {
     if part.is_first() {
         read.counts.files += 1;
         read.counts.bytes += object.size;
     }
     let unrouted = routing.route(None);
     let mut sink = FileSink::new(read, routing, object, part);
-    let mut parser = callback::Parser::new(decoded.data);
+    let mut parser = callback::Parser::new(data);
     // A batch's files are those with a line routed to it: compare its line count
     // before and after the file (per file, not per line, to keep the hot loop lean).
     let lines_before: smallvec::SmallVec<[u64; 8]> =
         sink.read.batches.iter().map(|b| b.counts.lines).collect();
-    for (line_no, line) in source::lines(decoded.data) {
+    for (line_no, line) in source::lines(data) {
         sink.line_no = line_no;
         sink.line = line;
         sink.route = unrouted;
@@ -206,16 +232,16 @@ pub fn parse_object(
     if sink.piece {
         let piece = sink.piece_read();
         piece.routed.extend(routed);
-        piece.lines = memchr::memchr_iter(b'\n', decoded.data).count() as u64;
+        piece.lines = memchr::memchr_iter(b'\n', data).count() as u64;
     } else {
         for i in routed {
             sink.read.batches[i].counts.files += 1;
             sink.read.batches[i].counts.bytes += object.size;
         }
     }
-    if let Some(error) = decoded.error {
+    if let Some(error) = error {
         // The damage starts on the line after the last whole one.
-        sink.line_no = memchr::memchr_iter(b'\n', decoded.data).count() as u64 + 1;
+        sink.line_no = memchr::memchr_iter(b'\n', data).count() as u64 + 1;
         sink.route = unrouted;
         sink.keep(Lost::UnreadableFile.as_str(), error);
     }
@@ -273,6 +299,7 @@ mod tests {
             &Part::Whole,
             body.as_bytes(),
             &mut Vec::new(),
+            |_, _| false,
         );
         let mut direct = Direct(Resolution::default());
         body.lines()

@@ -7,12 +7,12 @@
 //! `concurrency` requests in flight, and handed over as bodies, in listing order.
 
 mod file;
+mod pending;
 mod pieces;
 mod routing;
 mod worker;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
 use futures::StreamExt;
@@ -22,6 +22,7 @@ use crate::batch::{Batch, Counts};
 use crate::resolve::Fold;
 use crate::resolve::spill::{MemoryLimit, Spill};
 use crate::source::{ObjectRef, Part, Source};
+use pending::Pending;
 use pieces::PieceRead;
 use worker::{Done, Item, Work, Worker};
 
@@ -99,23 +100,28 @@ pub async fn read(
     // bodies held in memory.
     let (tx, rx) = tokio::sync::mpsc::channel::<Work>(workers());
     let queue = Arc::new(std::sync::Mutex::new(rx));
-    let failed = Arc::new(AtomicBool::new(false));
+    let spare = tx.downgrade();
+    let pending = Arc::new(Pending::default());
     let handles: Vec<_> = (0..workers())
         .map(|_| {
             Worker {
                 queue: queue.clone(),
+                spare: spare.clone(),
                 routing: routing.clone(),
                 source: source.clone(),
                 spill: spill.clone(),
-                failed: failed.clone(),
+                pending: pending.clone(),
             }
             .spawn()
         })
         .collect();
     let fed = match source.is_local() {
-        true => hand_over_names(objects, &tx, &failed, on_file).await,
-        false => hand_over_bodies(source, objects, concurrency, &tx, on_file).await,
+        true => hand_over_names(objects, &tx, &pending, on_file).await,
+        false => hand_over_bodies(source, objects, concurrency, &tx, &pending, on_file).await,
     };
+    if fed.is_ok() {
+        pending.settled().await;
+    }
     drop(tx);
     // Every worker is joined before any error is returned: a worker still running
     // would hold the spill folder past the process's end.
@@ -134,12 +140,12 @@ pub async fn read(
 async fn hand_over_names(
     objects: Vec<ObjectRef>,
     tx: &tokio::sync::mpsc::Sender<Work>,
-    failed: &AtomicBool,
+    pending: &Pending,
     mut on_file: impl FnMut(&ObjectRef),
 ) -> Result<()> {
     let items: Vec<Item> = objects.into_iter().flat_map(Item::parts_of).collect();
     let (mut left, mut items) = (items.len(), items.into_iter());
-    while left > 0 && !failed.load(std::sync::atomic::Ordering::Relaxed) {
+    while left > 0 && !pending.failed() {
         let (size, mut bytes, mut work) = (hand_over_size(left), 0, Vec::new());
         while work.len() < size && bytes < HAND_OVER_BYTES {
             let Some(item) = items.next() else { break };
@@ -150,7 +156,7 @@ async fn hand_over_names(
             work.push(item);
         }
         left -= work.len();
-        if tx.send(work).await.is_err() {
+        if !give(tx, pending, work).await {
             break;
         }
     }
@@ -166,6 +172,7 @@ async fn hand_over_bodies(
     objects: Vec<ObjectRef>,
     concurrency: usize,
     tx: &tokio::sync::mpsc::Sender<Work>,
+    pending: &Pending,
     mut on_file: impl FnMut(&ObjectRef),
 ) -> Result<()> {
     let mut left = objects.len();
@@ -185,13 +192,23 @@ async fn hand_over_bodies(
         });
         if work.len() >= size || bytes >= HAND_OVER_BYTES || left == 0 {
             // Waits while the workers are busy, which bounds the bodies in memory.
-            if tx.send(std::mem::take(&mut work)).await.is_err() {
+            if !give(tx, pending, std::mem::take(&mut work)).await {
                 break;
             }
             (bytes, size) = (0, hand_over_size(left));
         }
     }
     Ok(())
+}
+
+/// Queues a hand-over, counted as pending; false if no worker is left to take it.
+async fn give(tx: &tokio::sync::mpsc::Sender<Work>, pending: &Pending, work: Work) -> bool {
+    pending.given();
+    let queued = tx.send(work).await.is_ok();
+    if !queued {
+        pending.done();
+    }
+    queued
 }
 
 /// Joins every worker and folds their batches into one per route (the maps
@@ -279,9 +296,14 @@ mod tests {
         let (tx, mut rx) = tokio::sync::mpsc::channel(1000);
         let mut announced = Vec::new();
         // Many requests in flight, so bodies would arrive out of order if let.
-        hand_over_bodies(&source, objects.clone(), 64, &tx, |o| {
-            announced.push(o.name.clone())
-        })
+        hand_over_bodies(
+            &source,
+            objects.clone(),
+            64,
+            &tx,
+            &Pending::default(),
+            |o| announced.push(o.name.clone()),
+        )
         .await
         .unwrap();
         drop(tx);
@@ -308,14 +330,10 @@ mod tests {
         assert_eq!(sizes.last(), Some(&1), "the tail one by one: {sizes:?}");
     }
 
-    /// A file large enough to be read in pieces on several threads resolves,
-    /// counts and dead-letters (line numbers too) as it does read whole: an
-    /// organization whose lines are all in its last piece counts it once, and
-    /// dead letters in every piece are numbered within the file.
-    #[tokio::test]
-    async fn a_large_file_read_in_pieces_is_read_as_a_whole_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let n = 110_000;
+    /// `n` callback lines of two organizations ("b" only near the end) and unknown
+    /// apps, with dead letters, blank lines and CRLF, and a line that starts with
+    /// gzip's magic bytes (not gzip) once `magic_at` bytes are written.
+    fn callbacks(n: usize, magic_at: u64) -> Vec<u8> {
         let (mut text, mut magic) = (Vec::new(), false);
         for i in 0..n {
             let app = match i {
@@ -334,21 +352,38 @@ mod tests {
                     "x".repeat(i % 50)
                 ),
             };
-            // A piece that starts with gzip's magic bytes is not taken for gzip:
-            // the second piece's first line.
-            if !magic && text.len() as u64 >= crate::source::PIECE_BYTES {
+            if !magic && text.len() as u64 >= magic_at {
                 text.extend_from_slice(b"\x1f\x8b not gzip\n");
                 magic = true;
             }
             text.extend_from_slice(line.as_bytes());
             text.extend_from_slice(if i % 3 == 0 { b"\r\n" } else { b"\n" });
         }
+        text
+    }
+
+    /// Routes organizations "a" and "b" (and unknown apps to a batch of their own).
+    fn two_organizations() -> Routing {
+        let apps = |names: &[&str]| names.iter().map(|&a| a.to_owned()).collect();
+        Routing::organizations(&[(apps(&["a"]), true), (apps(&["b"]), true)], true)
+    }
+
+    /// A file large enough to be read in pieces on several threads resolves,
+    /// counts and dead-letters (line numbers too) as it does read whole: an
+    /// organization whose lines are all in its last piece counts it once, and
+    /// dead letters in every piece are numbered within the file.
+    #[tokio::test]
+    async fn a_large_file_read_in_pieces_is_read_as_a_whole_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 110_000;
+        // A piece that starts with gzip's magic bytes is not taken for gzip: the
+        // second piece's first line.
+        let text = callbacks(n, crate::source::PIECE_BYTES);
         std::fs::write(dir.path().join("large.ndjson"), &text).unwrap();
         let source = Source::open(dir.path().to_str().unwrap()).unwrap();
         let objects = source.list().await.unwrap();
         assert!(objects[0].parts().len() >= 3, "read in pieces");
-        let apps = |names: &[&str]| names.iter().map(|&a| a.to_owned()).collect();
-        let routing = Routing::organizations(&[(apps(&["a"]), true), (apps(&["b"]), true)], true);
+        let routing = two_organizations();
         let mut whole = ReadResult::new(routing.batches);
         let (body, _) = source.read(&objects[0], &Part::Whole).unwrap();
         let Fetched::Body(body) = body else {
@@ -361,6 +396,7 @@ mod tests {
             &Part::Whole,
             &body,
             &mut Vec::new(),
+            |_, _| false,
         );
         let read = read(&source, objects, 2, &routing, None, |_| {})
             .await
@@ -379,6 +415,65 @@ mod tests {
             "numbered within the file"
         );
         assert_eq!(read.batches[1].counts.files, 1);
+    }
+
+    /// A gzip file that inflates past what one buffer holds (`MAX_INFLATED`, small in
+    /// tests) is inflated a stretch of lines at a time, the stretches parsed on every
+    /// thread: it resolves, counts and dead-letters (line numbers too) as the same
+    /// text unzipped. Cut short, it keeps its whole lines and says on which line the
+    /// damage starts.
+    #[tokio::test]
+    async fn a_large_gzip_file_is_read_as_the_same_text_unzipped() {
+        use flate2::{Compression, write::GzEncoder};
+        use std::io::Write;
+        let text = callbacks(110_000, 1 << 20);
+        assert!(text.len() as u64 > crate::source::MAX_INFLATED);
+        let mut zipped = GzEncoder::new(Vec::new(), Compression::fast());
+        zipped.write_all(&text).unwrap();
+        let zipped = zipped.finish().unwrap();
+        let cut = &zipped[..zipped.len() / 2];
+        let routing = two_organizations();
+        let read_one = |body: &[u8]| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("large.ndjson"), body).unwrap();
+            let routing = routing.clone();
+            async move {
+                let source = Source::open(dir.path().to_str().unwrap()).unwrap();
+                let objects = source.list().await.unwrap();
+                read(&source, objects, 2, &routing, None, |_| {})
+                    .await
+                    .unwrap()
+            }
+        };
+        let want = read_one(&text).await;
+        let mut got = read_one(&zipped).await;
+        assert_eq!(got.counts.bytes, zipped.len() as u64);
+        got.counts.bytes = want.counts.bytes;
+        assert_eq!(got.counts, want.counts);
+        for (got, want) in got.batches.iter().zip(&want.batches) {
+            assert_eq!(got.counts.lines, want.counts.lines);
+            assert_eq!(got.counts.files, want.counts.files);
+            assert_eq!(got.dead_letters, want.dead_letters);
+            assert_eq!(got.resolution, want.resolution);
+            assert_eq!(got.files.len(), 1, "the file once");
+        }
+        let damaged = read_one(cut).await;
+        let mut inflated = Vec::new();
+        let whole_lines = crate::source::decode(cut, &mut inflated);
+        assert!(whole_lines.error.is_some());
+        let lines = memchr::memchr_iter(b'\n', whole_lines.data).count() as u64;
+        assert!(lines > 10_000, "{lines} lines before the damage");
+        let damage: Vec<_> = (damaged.batches.iter().flat_map(|b| &b.dead_letters))
+            .filter(|d| d.reason == crate::batch::Reason::UnreadableFile.as_str())
+            .map(|d| d.line)
+            .collect();
+        assert_eq!(damage, [lines + 1]);
+        // Its whole lines are read as the same lines unzipped.
+        let prefix = read_one(whole_lines.data).await;
+        assert_eq!(damaged.counts.events, prefix.counts.events);
+        for (got, want) in damaged.batches.iter().zip(&prefix.batches) {
+            assert_eq!(got.resolution, want.resolution);
+        }
     }
 
     #[tokio::test]

@@ -1,13 +1,15 @@
 //! One parsing thread: takes hand-overs until there are none, reads each object
 //! (a folder's file itself; a bucket's body arrives fetched), parses it into its
 //! own batches, and spills them to disk when they pass their share of the limit.
+//! A large gzip object is inflated here a stretch at a time, and the stretches
+//! handed on to whichever thread is free.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 
 use super::file::{parse_object, unreadable_object};
+use super::pending::{FailOnPanic, Pending};
 use super::{ReadResult, Routing};
 use crate::resolve::spill::{Spill, SpillWriter};
 use crate::source::{Fetched, ObjectRef, Part, Source, Waited};
@@ -55,11 +57,14 @@ pub(super) type Queue = Arc<Mutex<tokio::sync::mpsc::Receiver<Work>>>;
 
 pub(super) struct Worker {
     pub queue: Queue,
+    /// The queue's other end, to hand a large gzip object's stretches to whichever
+    /// worker is free (weak: the queue still closes when the listing is handed out).
+    pub spare: tokio::sync::mpsc::WeakSender<Work>,
     pub routing: Routing,
     pub source: Source,
     pub spill: Option<Arc<Spill>>,
-    /// Set by a worker that could not read a file: the run fails, so everyone stops.
-    pub failed: Arc<AtomicBool>,
+    /// Hand-overs not yet done; marked failed by a worker that cannot go on.
+    pub pending: Arc<Pending>,
 }
 
 /// What one worker read: its batches, and the objects it finished.
@@ -74,6 +79,11 @@ impl Worker {
     }
 
     fn run(self) -> Result<Done> {
+        let _unwinding = FailOnPanic(&self.pending);
+        self.work().inspect_err(|_| self.pending.fail())
+    }
+
+    fn work(&self) -> Result<Done> {
         let mut result = ReadResult::new(self.routing.batches);
         let mut files = Vec::new();
         let mut scratch = Vec::new();
@@ -96,6 +106,7 @@ impl Worker {
                 }
                 self.spill_over(&mut writer, &mut result, false)?;
             }
+            self.pending.done();
         }
         // Once anything is on disk, the rest joins it there.
         let spilled = self.spill.as_ref().is_some_and(|s| s.spilled());
@@ -112,7 +123,7 @@ impl Worker {
                 .expect("no panics while locked")
                 .blocking_recv()
         }?;
-        (!self.failed.load(Ordering::Relaxed)).then_some(work)
+        (!self.pending.failed()).then_some(work)
     }
 
     /// Parses a part of an object; a folder's file is read here, outside the
@@ -130,8 +141,7 @@ impl Worker {
             Some(fetched) => (fetched, false),
             None => {
                 let started = std::time::Instant::now();
-                let (fetched, waited) = (self.source.read(object, part))
-                    .inspect_err(|_| self.failed.store(true, Ordering::Relaxed))?;
+                let (fetched, waited) = self.source.read(object, part)?;
                 let from_disk = match waited {
                     Waited::Yes => true,
                     Waited::No => false,
@@ -141,10 +151,28 @@ impl Worker {
             }
         };
         match fetched {
-            Fetched::Body(raw) => parse_object(result, &self.routing, object, part, &raw, scratch),
+            Fetched::Body(raw) => {
+                let offer = |piece: &Part, text: &mut Vec<u8>| self.offer(object, piece, text);
+                parse_object(result, &self.routing, object, part, &raw, scratch, offer)
+            }
             Fetched::Unreadable(why) => unreadable_object(result, &self.routing, object, part, why),
         }
         Ok(from_disk)
+    }
+
+    /// Hands `piece` of `object`, its `text`, to the next worker free, if the queue
+    /// has room; false leaves it to the caller (the queue full, or closed).
+    fn offer(&self, object: &ObjectRef, piece: &Part, text: &mut Vec<u8>) -> bool {
+        let Some(Ok(room)) = self.spare.upgrade().map(|queue| queue.try_reserve_owned()) else {
+            return false;
+        };
+        self.pending.given();
+        room.send(vec![Item {
+            object: object.clone(),
+            part: piece.clone(),
+            body: Some(Fetched::Body(std::mem::take(text).into())),
+        }]);
+        true
     }
 
     /// Writes each batch's map to disk if it is over budget (or `force`).

@@ -1,4 +1,7 @@
 //! Object bytes → text lines: gzip recognised by its magic bytes, whatever the name.
+//! A small gzip object is inflated whole; a large one a stretch of whole lines at a
+//! time (`Inflating`), so no object is held inflated and its stretches can be
+//! parsed on every thread.
 
 use std::io::Read;
 
@@ -7,56 +10,81 @@ use flate2::bufread::GzDecoder;
 use super::{Part, inflate};
 
 pub(super) const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
-/// No object inflates past this: a gzip bomb is cut off and dead-lettered.
+/// A gzip bomb is cut off and dead-lettered: an object that inflates past this
+/// and past `MAX_RATIO` times its own size (callbacks inflate 5–20 times; deflate
+/// can reach a thousand).
+#[cfg(not(test))]
 pub const MAX_INFLATED: u64 = 512 << 20;
+/// Small in tests, so that files past it are small too.
+#[cfg(test)]
+pub const MAX_INFLATED: u64 = 4 << 20;
+const MAX_RATIO: u64 = 100;
+
+/// A gzip object whose trailer gives this size or more is inflated a stretch at a
+/// time, of about `STRETCH` bytes (whole lines); smaller, whole, with libdeflate.
+/// Streaming zlib-rs into a buffer kept warm is as fast as libdeflate into a fresh
+/// one of the whole size (docs/benchmarks.md, seventeenth session).
+#[cfg(not(test))]
+const INFLATE_WHOLE_BELOW: usize = 2 * super::PIECE_BYTES as usize;
+#[cfg(not(test))]
+const STRETCH: usize = super::PIECE_BYTES as usize;
+/// Small in tests, so that a file of a few MB is many stretches.
+#[cfg(test)]
+const INFLATE_WHOLE_BELOW: usize = 1 << 20;
+#[cfg(test)]
+const STRETCH: usize = 256 << 10;
 
 /// A scratch buffer kept between files is cut back to this, so one large file does
 /// not hold its memory for the rest of the run.
 const KEEP_SCRATCH: usize = 16 << 20;
 
-/// A decoded object. `error` tells why decoding stopped early; `data` then holds
-/// the complete lines before that point.
+/// A decoded object, all at once. `error` tells why decoding stopped early; `data`
+/// then holds the complete lines before that point.
 pub struct Decoded<'a> {
     pub data: &'a [u8],
     pub error: Option<String>,
 }
 
-/// Decodes `raw`; gzip inflates into `scratch`, reused from file to file (fresh
-/// buffers cost a page fault per 4 KiB).
+/// An object's text, as `decode_part` gives it.
+pub enum Text<'a> {
+    /// All of it at once: a plain object (or a later piece of a file), or a small
+    /// gzip object inflated whole.
+    Whole(&'a [u8]),
+    /// A gzip object to inflate a stretch at a time.
+    Stretches(Inflating<'a>),
+}
+
+/// Decodes `part` of an object: as `decode` from a file's start; a later piece
+/// starts at any line, which gzip's magic bytes may begin.
+pub fn decode_part<'a>(raw: &'a [u8], part: &Part, scratch: &'a mut Vec<u8>) -> Text<'a> {
+    match kind(raw, part, scratch) {
+        Kind::Plain => Text::Whole(raw),
+        Kind::Inflated => Text::Whole(scratch),
+        Kind::Large => Text::Stretches(Inflating::new(raw)),
+    }
+}
+
+/// All of an object's text at once (a large one's stretches joined in `scratch`).
 pub fn decode<'a>(raw: &'a [u8], scratch: &'a mut Vec<u8>) -> Decoded<'a> {
-    if !raw.starts_with(&GZIP_MAGIC) {
-        return Decoded {
-            data: raw,
-            error: None,
-        };
-    }
-    if scratch.capacity() > KEEP_SCRATCH {
-        *scratch = Vec::new();
-    }
-    scratch.clear();
-    let size = trailer_size(raw);
-    if size <= MAX_INFLATED as usize && inflate::one_member(raw, size, scratch) {
-        return Decoded {
-            data: scratch,
-            error: None,
-        };
-    }
-    scratch.reserve(
-        size.clamp(raw.len(), raw.len().saturating_mul(20))
-            .min(MAX_INFLATED as usize)
-            + 1,
-    );
-    let error = match members(raw, scratch) {
-        Ok(()) if scratch.len() as u64 > MAX_INFLATED => {
-            Some(format!("gzip: inflates past {} MiB", MAX_INFLATED >> 20))
+    let mut inflating = match kind(raw, &Part::Whole, scratch) {
+        Kind::Plain => {
+            return Decoded {
+                data: raw,
+                error: None,
+            };
         }
-        Ok(()) => None,
-        Err(e) => Some(format!("gzip: {e}")),
+        Kind::Inflated => {
+            return Decoded {
+                data: scratch,
+                error: None,
+            };
+        }
+        Kind::Large => Inflating::new(raw),
     };
-    if error.is_some() {
-        // Keep only whole lines: a cut-off last line is part of the damage.
-        let whole = memchr::memrchr(b'\n', scratch).map_or(0, |i| i + 1);
-        scratch.truncate(whole);
+    let (mut stretch, mut error) = (Vec::new(), None);
+    while let Some(next) = inflating.next_stretch(&mut stretch) {
+        scratch.extend_from_slice(&stretch);
+        error = next.error;
     }
     Decoded {
         data: scratch,
@@ -64,32 +92,139 @@ pub fn decode<'a>(raw: &'a [u8], scratch: &'a mut Vec<u8>) -> Decoded<'a> {
     }
 }
 
-/// Inflates every gzip member of `raw` into `out`, stopping past `MAX_INFLATED`.
-/// Zero bytes after the last member are padding (tape blocks, preallocated
-/// files), which gzip(1) ignores too.
-fn members(mut rest: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
-    // Cheap: the first byte of a next member is not zero.
-    while !rest.iter().all(|&b| b == 0) {
-        let mut member = GzDecoder::new(rest);
-        let room = (MAX_INFLATED + 1).saturating_sub(out.len() as u64);
-        (&mut member).take(room).read_to_end(out)?;
-        if out.len() as u64 > MAX_INFLATED {
-            return Ok(());
-        }
-        rest = member.into_inner();
-    }
-    Ok(())
+/// What a part's bytes are.
+enum Kind {
+    Plain,
+    /// A small gzip object, now inflated in the scratch buffer.
+    Inflated,
+    /// A gzip object to inflate a stretch at a time: large, of several members, or
+    /// with a trailer that lies.
+    Large,
 }
 
-/// Decodes `part` of an object: as `decode` from a file's start; a later piece
-/// starts at any line, which gzip's magic bytes may begin.
-pub fn decode_part<'a>(raw: &'a [u8], part: &Part, scratch: &'a mut Vec<u8>) -> Decoded<'a> {
-    match part.is_first() {
-        true => decode(raw, scratch),
-        false => Decoded {
-            data: raw,
-            error: None,
-        },
+/// What `part` of an object is; a small gzip object is inflated into `scratch`,
+/// reused from file to file (fresh buffers cost a page fault per 4 KiB).
+fn kind(raw: &[u8], part: &Part, scratch: &mut Vec<u8>) -> Kind {
+    if !part.is_first() || !raw.starts_with(&GZIP_MAGIC) {
+        return Kind::Plain;
+    }
+    if scratch.capacity() > KEEP_SCRATCH {
+        *scratch = Vec::new();
+    }
+    scratch.clear();
+    let size = trailer_size(raw);
+    match size < INFLATE_WHOLE_BELOW && inflate::one_member(raw, size, scratch) {
+        true => Kind::Inflated,
+        false => Kind::Large,
+    }
+}
+
+/// Where a stretch of an object's text starts in it, and why inflating stopped
+/// after it, if it stopped early.
+pub struct Stretch {
+    pub start: u64,
+    pub error: Option<String>,
+}
+
+/// A gzip object being inflated a stretch of whole lines at a time, every member
+/// in turn. Zero bytes after the last member are padding (tape blocks,
+/// preallocated files), which gzip(1) ignores too.
+pub struct Inflating<'a> {
+    raw_len: u64,
+    /// The members not yet begun, and the one being inflated.
+    rest: &'a [u8],
+    member: Option<Box<GzDecoder<&'a [u8]>>>,
+    /// Where the next stretch starts in the text, and the part of a line inflated
+    /// past the last stretch's end, which begins it.
+    start: u64,
+    tail: Vec<u8>,
+    done: bool,
+}
+
+impl<'a> Inflating<'a> {
+    fn new(raw: &'a [u8]) -> Self {
+        Inflating {
+            raw_len: raw.len() as u64,
+            rest: raw,
+            member: None,
+            start: 0,
+            tail: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// Inflates the next stretch into `text` (what it held is dropped): whole lines,
+    /// but for the last one's, which may lack its line end. An object yields one
+    /// stretch at least (empty, if it inflates to nothing); None after the last.
+    pub fn next_stretch(&mut self, text: &mut Vec<u8>) -> Option<Stretch> {
+        if self.done {
+            return None;
+        }
+        text.clear();
+        text.append(&mut self.tail);
+        let error = loop {
+            match self.inflate(text) {
+                Err(e) => break Some(format!("gzip: {e}")),
+                Ok(false) => break None,
+                Ok(true) if self.start + text.len() as u64 > self.most() => {
+                    break Some(format!("gzip: inflates past {} MiB", self.most() >> 20));
+                }
+                // Up to a stretch's size, and on to a line's end.
+                Ok(true) => match memchr::memrchr(b'\n', text) {
+                    Some(end) if text.len() >= STRETCH => {
+                        self.tail.extend_from_slice(&text[end + 1..]);
+                        text.truncate(end + 1);
+                        return Some(self.stretch(text, None));
+                    }
+                    _ => {}
+                },
+            }
+        };
+        self.done = true;
+        if error.is_some() {
+            // Keep only whole lines (a cut-off last line is part of the damage), and
+            // none past the most.
+            text.truncate((self.most() - self.start) as usize);
+            let whole = memchr::memrchr(b'\n', text).map_or(0, |i| i + 1);
+            text.truncate(whole);
+        }
+        Some(self.stretch(text, error))
+    }
+
+    /// The stretch `text` is, the next one starting after it.
+    fn stretch(&mut self, text: &[u8], error: Option<String>) -> Stretch {
+        let start = self.start;
+        self.start += text.len() as u64;
+        Stretch { start, error }
+    }
+
+    /// The most bytes this object may inflate to.
+    fn most(&self) -> u64 {
+        MAX_INFLATED.max(self.raw_len.saturating_mul(MAX_RATIO))
+    }
+
+    /// Appends what inflates next to `text`: false once every member is read.
+    fn inflate(&mut self, text: &mut Vec<u8>) -> std::io::Result<bool> {
+        let member = match &mut self.member {
+            Some(member) => member,
+            // Cheap: the first byte of a next member is not zero.
+            None if self.rest.iter().all(|&b| b == 0) => return Ok(false),
+            None => self.member.insert(Box::new(GzDecoder::new(self.rest))),
+        };
+        // A stretch's worth; a line longer than that, as much again each time (so
+        // looking for its end reads it a bounded number of times).
+        let want = STRETCH
+            .saturating_sub(text.len())
+            .max(text.len())
+            .max(64 << 10);
+        text.reserve(want);
+        let read = member.take(want as u64).read_to_end(text)?;
+        if read < want {
+            // The member's end: its trailer is checked; the next one follows.
+            let member = self.member.take().expect("being read");
+            self.rest = member.into_inner();
+        }
+        Ok(true)
     }
 }
 
@@ -194,18 +329,69 @@ mod tests {
     }
 
     #[test]
-    fn a_gzip_bomb_is_cut_off() {
-        // 600 MiB of newlines squeeze into well under a megabyte.
+    fn a_gzip_bomb_is_cut_off_and_a_large_file_is_not() {
+        // 64 MiB of newlines squeeze into 64 kB: a thousand times its size.
         let mut enc = GzEncoder::new(Vec::new(), Compression::best());
         let block = vec![b'\n'; 1 << 20];
-        for _ in 0..600 {
+        for _ in 0..64 {
             enc.write_all(&block).unwrap();
         }
         let mut scratch = Vec::new();
         let bomb = enc.finish().unwrap();
         let d = decode(&bomb, &mut scratch);
         assert!(d.error.unwrap().contains("inflates past"));
-        assert!(d.data.len() as u64 <= MAX_INFLATED + 1);
+        let most = MAX_INFLATED.max(bomb.len() as u64 * MAX_RATIO);
+        assert!(d.data.len() as u64 <= most, "{} bytes", d.data.len());
+        // Callbacks inflate a few times their size: past `MAX_INFLATED` is fine.
+        let body: Vec<u8> = (0..MAX_INFLATED / 20)
+            .flat_map(|i| format!("{{\"id\":\"{:x}\"}}\n", i * 2_654_435_761).into_bytes())
+            .collect();
+        assert!(body.len() as u64 > MAX_INFLATED);
+        let zipped = gzip(&body);
+        let d = decode(&zipped, &mut scratch);
+        assert_eq!(d.error, None);
+        assert_eq!(d.data, &body[..]);
+    }
+
+    /// A large object is inflated a stretch of whole lines at a time; together they
+    /// are its text, a line longer than a stretch whole in one of them.
+    #[test]
+    fn a_large_object_is_stretches_of_whole_lines_that_make_its_text() {
+        let mut body = Vec::new();
+        for i in 0..200_000u64 {
+            let pad = if i == 70_000 {
+                3 * STRETCH
+            } else {
+                (i % 37) as usize
+            };
+            body.extend(format!("{i} {}\n", "x".repeat(pad)).into_bytes());
+        }
+        body.extend(b"no line end");
+        let raw = gzip(&body);
+        let mut scratch = Vec::new();
+        let Text::Stretches(mut inflating) = decode_part(&raw, &Part::Whole, &mut scratch) else {
+            panic!("a large object is inflated in stretches")
+        };
+        let (mut text, mut joined, mut count) = (Vec::new(), Vec::new(), 0);
+        while let Some(stretch) = inflating.next_stretch(&mut text) {
+            assert_eq!(stretch.start, joined.len() as u64);
+            assert_eq!(stretch.error, None);
+            if joined.len() + text.len() < body.len() {
+                assert!(text.ends_with(b"\n"), "whole lines");
+                assert!(text.len() > STRETCH / 2, "{} bytes", text.len());
+            }
+            joined.extend_from_slice(&text);
+            count += 1;
+        }
+        assert_eq!(joined, body);
+        assert!(count > 4, "{count} stretches");
+        // A small one, and a later piece of a file (any bytes), are one text.
+        assert!(matches!(
+            decode_part(&gzip(b"a\n"), &Part::Whole, &mut Vec::new()),
+            Text::Whole(b"a\n")
+        ));
+        let later = Part::Piece(8..16);
+        assert!(matches!(decode_part(&raw, &later, &mut Vec::new()), Text::Whole(r) if r == raw));
     }
 
     #[test]

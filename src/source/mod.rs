@@ -1,6 +1,7 @@
 //! Where callback files come from: a local folder or `gs://BUCKET/PREFIX`.
 //! Listing is recursive; bodies are fetched whole, a bounded number at a time
-//! (see `pipeline`), except a folder's large files, read in pieces (`Part`).
+//! (see `pipeline`), except a folder's large files, read in pieces (`Part`); a
+//! large gzip object is inflated a stretch at a time (`decode`).
 
 mod decode;
 mod gcs;
@@ -15,7 +16,7 @@ use bytes::Bytes;
 
 use crate::error::UsageError;
 
-pub use decode::{Decoded, decode, decode_part, lines};
+pub use decode::{Decoded, Inflating, MAX_INFLATED, Stretch, Text, decode, decode_part, lines};
 pub use local::Waited;
 
 /// One object to read, identified by name and generation (or its nearest
