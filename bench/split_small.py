@@ -3,13 +3,15 @@ order of the files' names, written LINES at a time (default 8) into files, a tho
 to a folder, every other one gzip (as in the first folder). The same callbacks, so the same resolution; what grows is the
 work per file (listing, opening, reading, handing over), the case of a receiver that
 writes a file every few callbacks. With LINES past the folder's lines, the other end:
-one plain file (an export for a backfill), which `resolve` reads in pieces.
+one plain file (an export for a backfill), which `resolve` reads in pieces; and with
+`gzip` after LINES, every file gzip (one large gzip file: inflated a stretch at a time).
 
-Usage: python bench/split_small.py FROM_DIR TO_DIR [LINES]"""
+Usage: python bench/split_small.py FROM_DIR TO_DIR [LINES [gzip]]"""
 import gzip, os, sys
 
 src, dst = sys.argv[1], sys.argv[2]
 per_file = int(sys.argv[3]) if len(sys.argv) > 3 else 8
+all_gzip = sys.argv[4:] == ["gzip"]
 
 paths = sorted(
     os.path.relpath(os.path.join(folder, name), src)
@@ -25,7 +27,7 @@ def flush():
     os.makedirs(folder, exist_ok=True)
     text = b"".join(pending)
     name = os.path.join(folder, f"{written:08d}.ndjson")
-    if written % 2:
+    if written % 2 or all_gzip:
         name, text = name + ".gz", gzip.compress(text, mtime=0)
     with open(name, "wb") as out:
         out.write(text)

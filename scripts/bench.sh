@@ -16,6 +16,8 @@
 #   bash scripts/bench.sh large [MESSAGES] [ROUNDS]  the first folder joined into one
 #                                                   plain file (split_small.py): one
 #                                                   file read in pieces on every core
+#   bash scripts/bench.sh large-gz [MESSAGES] [ROUNDS]  the same as one gzip file: inflated
+#                                                   a stretch at a time, parsed on every core
 # BSP_BASELINE=BIN adds another build of the binary to compare against in the same run;
 # BSP_BINARY=BIN measures that build instead of the profile-guided one.
 set -euo pipefail
@@ -23,7 +25,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bsp-status-loader/target}"
 VENV="${BSP_VENV:-$HOME/.cache/bsp-status-loader/venv}"
 MODE=folders
-case "${1:-}" in gcs | shuffled | small | large) MODE=$1; shift ;; esac
+case "${1:-}" in gcs | shuffled | small | large | large-gz) MODE=$1; shift ;; esac
 MESSAGES="${1:-400000}"
 ROUNDS="${2:-5}"
 DATA="${BSP_BENCH_DATA:-${TMPDIR:-/tmp}/bsp-bench-$MESSAGES}"
@@ -64,6 +66,9 @@ elif [ "$MODE" = small ]; then
 elif [ "$MODE" = large ]; then
   FOLDERS=("$DATA-large")
   [ -d "$DATA-large" ] || "$VENV/bin/python" bench/split_small.py "$DATA" "$DATA-large" 1000000000
+elif [ "$MODE" = large-gz ]; then
+  FOLDERS=("$DATA-large-gz")
+  [ -d "$DATA-large-gz" ] || "$VENV/bin/python" bench/split_small.py "$DATA" "$DATA-large-gz" 1000000000 gzip
 fi
 for dir in "${FOLDERS[@]}"; do
   echo "== $dir"
