@@ -58,7 +58,7 @@ pub(super) type Queue = Arc<Mutex<tokio::sync::mpsc::Receiver<Work>>>;
 pub(super) struct Worker {
     pub queue: Queue,
     /// The queue's other end, to hand a large gzip object's stretches to whichever
-    /// worker is free (weak: the queue still closes when the listing is handed out).
+    /// worker is free (weak: the queue closes once every hand-over is done, `Pending`).
     pub spare: tokio::sync::mpsc::WeakSender<Work>,
     pub routing: Routing,
     pub source: Source,
