@@ -165,11 +165,29 @@ impl Drop for FileSink<'_> {
     }
 }
 
+/// What the thread parsing a large gzip object does beside parsing its stretches.
+pub trait Stretches {
+    /// Takes a stretch but the first (its text) to be parsed by another thread;
+    /// false leaves it to be parsed here.
+    fn offer(&mut self, _piece: &Part, _text: &mut Vec<u8>) -> bool {
+        false
+    }
+    /// After each stretch parsed here (a worker spills what passed its limit).
+    fn parsed(&mut self, _read: &mut ReadResult) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every stretch parsed here, nothing between.
+pub struct Alone;
+
+impl Stretches for Alone {}
+
 /// Decodes and parses `part` of one object into `read`, routing each callback by
-/// its app. Never fails: what cannot be read is dead-lettered. `scratch` is the
-/// worker's buffer for inflating gzip. A large gzip object is inflated a stretch of
-/// lines at a time, each a piece of the object: `offer` may take one but the first
-/// (its text, to be parsed by another thread: it returns true), else it is parsed here.
+/// its app; what cannot be read is dead-lettered (an error is `stretches`' own).
+/// `scratch` is the worker's buffer for inflating gzip. A large gzip object is
+/// inflated a stretch of lines at a time, each a piece of the object, offered to
+/// `stretches` before it is parsed here.
 pub fn parse_object(
     read: &mut ReadResult,
     routing: &Routing,
@@ -177,20 +195,25 @@ pub fn parse_object(
     part: &Part,
     raw: &[u8],
     scratch: &mut Vec<u8>,
-    mut offer: impl FnMut(&Part, &mut Vec<u8>) -> bool,
-) {
+    stretches: &mut impl Stretches,
+) -> anyhow::Result<()> {
     let mut inflating = match source::decode_part(raw, part, scratch) {
-        Text::Whole(data) => return parse_text(read, routing, object, part, data, None),
+        Text::Whole(data) => {
+            parse_text(read, routing, object, part, data, None);
+            return Ok(());
+        }
         Text::Stretches(inflating) => inflating,
     };
     let mut text = Vec::new();
     while let Some(Stretch { start, error }) = inflating.next_stretch(&mut text) {
         let piece = Part::Piece(start..start + text.len() as u64);
-        if start > 0 && error.is_none() && offer(&piece, &mut text) {
+        if start > 0 && error.is_none() && stretches.offer(&piece, &mut text) {
             continue;
         }
         parse_text(read, routing, object, &piece, &text, error);
+        stretches.parsed(read)?;
     }
+    Ok(())
 }
 
 /// Parses `part` of an object, its text `data` (whole lines, but maybe the last),
@@ -299,12 +322,87 @@ mod tests {
             &Part::Whole,
             body.as_bytes(),
             &mut Vec::new(),
-            |_, _| false,
-        );
+            &mut Alone,
+        )
+        .unwrap();
         let mut direct = Direct(Resolution::default());
         body.lines()
             .for_each(|l| callback::parse_line(l.as_bytes(), &mut direct));
         (read, direct.0)
+    }
+
+    /// A large gzip object is parsed a stretch at a time: each but the first is
+    /// offered first, one taken is not parsed here, and the worker's call comes
+    /// after each one parsed here (where it spills what passed the memory limit).
+    #[test]
+    fn a_large_gzip_object_is_offered_and_parsed_a_stretch_at_a_time() {
+        use flate2::{Compression, write::GzEncoder};
+        use std::io::Write;
+        #[derive(Default)]
+        struct Recorded {
+            offered: Vec<(u64, usize)>,
+            taken: u64,
+            events_after: Vec<u64>,
+        }
+        impl Stretches for Recorded {
+            fn offer(&mut self, piece: &Part, text: &mut Vec<u8>) -> bool {
+                let Part::Piece(range) = piece else {
+                    panic!("{piece:?}")
+                };
+                assert_eq!(range.end - range.start, text.len() as u64);
+                self.offered.push((range.start, text.len()));
+                // Every third one is taken, its lines not parsed here.
+                let take = self.offered.len() % 3 == 0;
+                if take {
+                    self.taken += memchr::memchr_iter(b'\n', text).count() as u64;
+                    text.clear();
+                }
+                take
+            }
+            fn parsed(&mut self, read: &mut ReadResult) -> anyhow::Result<()> {
+                self.events_after.push(read.counts.events);
+                Ok(())
+            }
+        }
+        let n = 40_000;
+        let body: String = (0..n)
+            .map(|i| {
+                format!(
+                    r#"{{"app":"a","timestamp":1,"version":2,"type":"message-event","payload":{{"id":"m{i}","type":"sent","payload":{{"ts":1700000000}}}}}}"#
+                ) + "\n"
+            })
+            .collect();
+        let mut zipped = GzEncoder::new(Vec::new(), Compression::fast());
+        zipped.write_all(body.as_bytes()).unwrap();
+        let zipped = zipped.finish().unwrap();
+        let (mut read, mut recorded) = (ReadResult::new(1), Recorded::default());
+        let (object, whole) = (object(), Part::Whole);
+        let routing = Routing::single();
+        parse_object(
+            &mut read,
+            &routing,
+            &object,
+            &whole,
+            &zipped,
+            &mut Vec::new(),
+            &mut recorded,
+        )
+        .unwrap();
+        let stretches = recorded.offered.len() + 1;
+        assert!(stretches > 8, "{stretches} stretches");
+        assert!(
+            recorded.offered.iter().all(|&(start, _)| start > 0),
+            "not the first"
+        );
+        let taken = recorded.offered.len() / 3;
+        assert_eq!(
+            recorded.events_after.len(),
+            stretches - taken,
+            "after each parsed here"
+        );
+        assert!(recorded.events_after.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(read.counts.events + recorded.taken, n);
+        assert_eq!(read.counts.files, 1, "counted by its first stretch");
     }
 
     #[test]

@@ -26,7 +26,7 @@ use pending::Pending;
 use pieces::PieceRead;
 use worker::{Done, Item, Work, Worker};
 
-pub use file::{parse_object, unreadable_object};
+pub use file::{Alone, Stretches, parse_object, unreadable_object};
 pub use routing::Routing;
 
 /// Parsing threads: one per core. The one place the number is decided: the
@@ -396,8 +396,9 @@ mod tests {
             &Part::Whole,
             &body,
             &mut Vec::new(),
-            |_, _| false,
-        );
+            &mut file::Alone,
+        )
+        .unwrap();
         let read = read(&source, objects, 2, &routing, None, |_| {})
             .await
             .unwrap();

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 
-use super::file::{parse_object, unreadable_object};
+use super::file::{Stretches, parse_object, unreadable_object};
 use super::pending::{FailOnPanic, Pending};
 use super::{ReadResult, Routing};
 use crate::resolve::spill::{Spill, SpillWriter};
@@ -100,7 +100,8 @@ impl Worker {
                 later.for_each(|item| self.source.read_ahead(&item.object, &item.part));
             }
             for Item { object, part, body } in work {
-                from_disk |= self.parse(&mut result, &object, &part, body, &mut scratch)?;
+                let read = (&object, &part, body);
+                from_disk |= self.parse(&mut result, read, &mut scratch, &mut writer)?;
                 if part.is_first() {
                     files.push(object);
                 }
@@ -132,10 +133,9 @@ impl Worker {
     fn parse(
         &self,
         result: &mut ReadResult,
-        object: &ObjectRef,
-        part: &Part,
-        body: Option<Fetched>,
+        (object, part, body): (&ObjectRef, &Part, Option<Fetched>),
         scratch: &mut Vec<u8>,
+        writer: &mut Option<SpillWriter>,
     ) -> Result<bool> {
         let (fetched, from_disk) = match body {
             Some(fetched) => (fetched, false),
@@ -152,27 +152,24 @@ impl Worker {
         };
         match fetched {
             Fetched::Body(raw) => {
-                let offer = |piece: &Part, text: &mut Vec<u8>| self.offer(object, piece, text);
-                parse_object(result, &self.routing, object, part, &raw, scratch, offer)
+                let mut stretches = Handing {
+                    worker: self,
+                    object,
+                    writer,
+                };
+                parse_object(
+                    result,
+                    &self.routing,
+                    object,
+                    part,
+                    &raw,
+                    scratch,
+                    &mut stretches,
+                )?
             }
             Fetched::Unreadable(why) => unreadable_object(result, &self.routing, object, part, why),
         }
         Ok(from_disk)
-    }
-
-    /// Hands `piece` of `object`, its `text`, to the next worker free, if the queue
-    /// has room; false leaves it to the caller (the queue full, or closed).
-    fn offer(&self, object: &ObjectRef, piece: &Part, text: &mut Vec<u8>) -> bool {
-        let Some(Ok(room)) = self.spare.upgrade().map(|queue| queue.try_reserve_owned()) else {
-            return false;
-        };
-        self.pending.given();
-        room.send(vec![Item {
-            object: object.clone(),
-            part: piece.clone(),
-            body: Some(Fetched::Body(std::mem::take(text).into())),
-        }]);
-        true
     }
 
     /// Writes each batch's map to disk if it is over budget (or `force`).
@@ -188,6 +185,35 @@ impl Worker {
             }
         }
         Ok(())
+    }
+}
+
+/// A large gzip object's stretches, from the worker inflating it: each handed to
+/// the next worker free if the queue has room; between those parsed here, what
+/// passed the memory limit is spilled (the object is one hand-over, of any size).
+struct Handing<'w> {
+    worker: &'w Worker,
+    object: &'w ObjectRef,
+    writer: &'w mut Option<SpillWriter>,
+}
+
+impl Stretches for Handing<'_> {
+    fn offer(&mut self, piece: &Part, text: &mut Vec<u8>) -> bool {
+        let Some(Ok(room)) = (self.worker.spare.upgrade()).map(|queue| queue.try_reserve_owned())
+        else {
+            return false;
+        };
+        self.worker.pending.given();
+        room.send(vec![Item {
+            object: self.object.clone(),
+            part: piece.clone(),
+            body: Some(Fetched::Body(std::mem::take(text).into())),
+        }]);
+        true
+    }
+
+    fn parsed(&mut self, read: &mut ReadResult) -> Result<()> {
+        self.worker.spill_over(self.writer, read, false)
     }
 }
 
