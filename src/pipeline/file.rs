@@ -352,7 +352,7 @@ mod tests {
                 assert_eq!(range.end - range.start, text.len() as u64);
                 self.offered.push((range.start, text.len()));
                 // Every third one is taken, its lines not parsed here.
-                let take = self.offered.len() % 3 == 0;
+                let take = self.offered.len().is_multiple_of(3);
                 if take {
                     self.taken += memchr::memchr_iter(b'\n', text).count() as u64;
                     text.clear();
