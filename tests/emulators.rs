@@ -1414,3 +1414,67 @@ async fn keys_without_a_row_older_than_a_day_are_looked_for_once_per_clock_hour(
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(merges().await, 2, "not again within the hour");
 }
+
+/// Large objects in a bucket are read as the same file in a folder: a plain one
+/// cut into pieces parsed on every core (each the lines that start in it), a gzip
+/// one inflated a stretch at a time; the same resolutions, counts, dead letters
+/// (line numbers within the object) and files.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_bucket_objects_are_read_as_the_same_files_in_a_folder() {
+    use bsp_status_loader::pipeline::{Routing, read};
+    use bsp_status_loader::source::{PIECE_BYTES, Source};
+    use std::io::Write;
+    let emu = emulators();
+    let bucket = unique("large").replace('_', "-");
+    emu.bucket(&bucket).await;
+    let mut text = Vec::new();
+    for i in 0..120_000u64 {
+        let line = match i {
+            _ if i % 1009 == 0 => "{}".to_owned(),
+            _ => format!(
+                r#"{{"app":"a","timestamp":{i},"version":2,"type":"message-event","payload":{{"id":"m{}","type":"{}","payload":{{"ts":{}}},"note":"{}"}}}}"#,
+                i % 40_000,
+                ["enqueued", "sent", "delivered", "read", "failed"][i as usize % 5],
+                1_700_000_000 + i % 7_777,
+                "x".repeat(i as usize % 50)
+            ),
+        };
+        text.extend(line.into_bytes());
+        text.extend_from_slice(if i % 3 == 0 { b"\r\n" } else { b"\n" });
+    }
+    assert!(text.len() as u64 > 2 * PIECE_BYTES, "cut into pieces");
+    let mut zipped = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    zipped.write_all(&text).unwrap();
+    let zipped = zipped.finish().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, body) in [("large.ndjson", &text), ("large.ndjson.gz", &zipped)] {
+        std::fs::write(dir.path().join(name), body).unwrap();
+        emu.put(&bucket, &format!("in/{name}"), body.clone()).await;
+    }
+    let routing = Routing::single();
+    let resolve = |url: String| {
+        let routing = routing.clone();
+        async move {
+            let source = Source::open(&url).unwrap();
+            let objects = source.list().await.unwrap();
+            read(&source, objects, 4, &routing, None, |_| {})
+                .await
+                .unwrap()
+        }
+    };
+    let folder = resolve(dir.path().to_str().unwrap().to_owned()).await;
+    let bucket = resolve(format!("gs://{bucket}/in")).await;
+    assert_eq!(bucket.counts, folder.counts);
+    assert_eq!(folder.counts.files, 2);
+    let (got, want) = (&bucket.batches[0], &folder.batches[0]);
+    assert_eq!(got.counts, want.counts);
+    assert_eq!(got.resolution, want.resolution);
+    assert_eq!(got.dead_letters.len(), 2 * 119);
+    let lines = |b: &bsp_status_loader::batch::Batch| {
+        (b.dead_letters.iter())
+            .map(|d| (d.file.rsplit('/').next().unwrap().to_owned(), d.line))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(lines(got), lines(want));
+    assert_eq!(got.files.len(), 2);
+}

@@ -21,7 +21,7 @@ use tracing::{debug, info};
 use crate::batch::{Batch, Counts};
 use crate::resolve::Fold;
 use crate::resolve::spill::{MemoryLimit, Spill};
-use crate::source::{ObjectRef, Part, Source};
+use crate::source::{ObjectRef, Source};
 use pending::Pending;
 use pieces::PieceRead;
 use worker::{Done, Item, Work, Worker};
@@ -166,7 +166,7 @@ async fn hand_over_names(
 /// A bucket: bodies fetched `concurrency` at a time, handed over in listing order
 /// and, like a folder's names, in runs of consecutive files (out of order, or one by
 /// one, every worker's map would see every message: twice the entries, and cache
-/// misses where a folder has hits).
+/// misses where a folder has hits); a large plain body in pieces, as a folder's file.
 async fn hand_over_bodies(
     source: &Source,
     objects: Vec<ObjectRef>,
@@ -184,19 +184,20 @@ async fn hand_over_bodies(
         let (object, body) = next?;
         on_file(&object);
         left -= 1;
-        bytes += object.size;
-        work.push(Item {
-            object,
-            part: Part::Whole,
-            body: Some(body),
-        });
-        if work.len() >= size || bytes >= HAND_OVER_BYTES || left == 0 {
-            // Waits while the workers are busy, which bounds the bodies in memory.
-            if !give(tx, pending, std::mem::take(&mut work)).await {
-                break;
+        for item in Item::fetched(object, body) {
+            bytes += item.bytes();
+            work.push(item);
+            if work.len() >= size || bytes >= HAND_OVER_BYTES {
+                // Waits while the workers are busy, which bounds the bodies in memory.
+                if !give(tx, pending, std::mem::take(&mut work)).await {
+                    return Ok(());
+                }
+                (bytes, size) = (0, hand_over_size(left));
             }
-            (bytes, size) = (0, hand_over_size(left));
         }
+    }
+    if !work.is_empty() {
+        give(tx, pending, work).await;
     }
     Ok(())
 }
@@ -280,7 +281,7 @@ fn spill_rest(spill: Arc<Spill>, result: &mut ReadResult) -> Result<Option<Spill
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::Fetched;
+    use crate::source::{Fetched, Part};
     use file::parse_object;
 
     #[tokio::test]

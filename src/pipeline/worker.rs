@@ -12,7 +12,7 @@ use super::file::{Stretches, parse_object, unreadable_object};
 use super::pending::{FailOnPanic, Pending};
 use super::{ReadResult, Routing};
 use crate::resolve::spill::{Spill, SpillWriter};
-use crate::source::{Fetched, ObjectRef, Part, Source, Waited};
+use crate::source::{self, Fetched, ObjectRef, Part, Source, Waited};
 
 /// Parts of objects handed over at once.
 pub(super) type Work = Vec<Item>;
@@ -27,20 +27,36 @@ pub(super) struct Item {
 impl Item {
     /// A folder's file as the worker reads it: whole, or in pieces.
     pub fn parts_of(object: ObjectRef) -> Vec<Item> {
-        let mut parts = object.parts();
-        let last = parts.pop().expect("an object has a part");
+        let parts = object
+            .parts()
+            .into_iter()
+            .map(|part| (part, None))
+            .collect();
+        Item::each_part(object, parts)
+    }
+
+    /// A bucket's fetched object: whole, or a large plain body in pieces (`source::cut`).
+    pub fn fetched(object: ObjectRef, body: Fetched) -> Vec<Item> {
+        let parts = match body {
+            Fetched::Body(raw) => (source::cut(raw).into_iter())
+                .map(|(part, raw)| (part, Some(Fetched::Body(raw))))
+                .collect(),
+            unreadable => vec![(Part::Whole, Some(unreadable))],
+        };
+        Item::each_part(object, parts)
+    }
+
+    /// An item for each of `object`'s parts, the object moved into the last.
+    fn each_part(object: ObjectRef, mut parts: Vec<(Part, Option<Fetched>)>) -> Vec<Item> {
+        let (part, body) = parts.pop().expect("an object has a part");
         let mut items: Vec<Item> = (parts.into_iter())
-            .map(|part| Item {
+            .map(|(part, body)| Item {
                 object: object.clone(),
                 part,
-                body: None,
+                body,
             })
             .collect();
-        items.push(Item {
-            object,
-            part: last,
-            body: None,
-        });
+        items.push(Item { object, part, body });
         items
     }
 

@@ -58,16 +58,47 @@ pub const PIECE_BYTES: u64 = 8 << 20;
 
 impl ObjectRef {
     /// The parts to read this object in: a folder's file in pieces once it has
-    /// two, anything else whole (a bucket's object arrives whole). The last piece
-    /// runs to the file's end, wherever that is when it is read.
+    /// two, anything else whole (a bucket's object arrives whole, and is `cut`).
+    /// The last piece runs to the file's end, wherever that is when it is read.
     pub fn parts(&self) -> Vec<Part> {
-        if !matches!(self.location, Location::File(_)) || self.size < 2 * PIECE_BYTES {
-            return vec![Part::Whole];
+        match self.location {
+            Location::File(_) if self.size >= 2 * PIECE_BYTES => pieces(self.size).collect(),
+            _ => vec![Part::Whole],
         }
-        let starts = (0..self.size).step_by(PIECE_BYTES as usize);
-        let ends = starts.clone().skip(1).chain([u64::MAX]);
-        starts.zip(ends).map(|(s, e)| Part::Piece(s..e)).collect()
     }
+}
+
+/// The pieces of an object of `size` bytes: from 0, `PIECE_BYTES` each, the last
+/// open-ended.
+fn pieces(size: u64) -> impl Iterator<Item = Part> {
+    let starts = (0..size).step_by(PIECE_BYTES as usize);
+    let ends = starts.clone().skip(1).chain([u64::MAX]);
+    starts.zip(ends).map(|(s, e)| Part::Piece(s..e))
+}
+
+/// A fetched body in the parts a folder's file of its size is read in, so a large
+/// bucket object is parsed on every core too: a plain one of two pieces or more as
+/// the lines that start in each piece's range (slices of the same bytes); anything
+/// else whole (gzip is inflated a stretch at a time instead, see `decode`).
+pub fn cut(body: Bytes) -> Vec<(Part, Bytes)> {
+    let size = body.len() as u64;
+    if size < 2 * PIECE_BYTES || body.starts_with(&decode::GZIP_MAGIC) {
+        return vec![(Part::Whole, body)];
+    }
+    // Where the first line that starts at or after `at` starts.
+    let line_start = |at: u64| match at.min(size) as usize {
+        0 => 0,
+        at => memchr::memchr(b'\n', &body[at - 1..]).map_or(body.len(), |i| at + i),
+    };
+    pieces(size)
+        .map(|part| {
+            let Part::Piece(range) = &part else {
+                unreachable!("pieces are pieces")
+            };
+            let lines = body.slice(line_start(range.start)..line_start(range.end));
+            (part, lines)
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -250,5 +281,60 @@ mod tests {
             generation: "1".into(),
         };
         assert_eq!(object(100 * PIECE_BYTES, bucket).parts(), [Part::Whole]);
+    }
+
+    /// A large plain body is cut as a folder's file of its size is read: each
+    /// piece the lines that start in its range, together the whole body; a
+    /// small or gzip body is whole.
+    #[test]
+    fn a_large_fetched_body_is_cut_into_the_lines_that_start_in_each_piece() {
+        let mut body = Vec::new();
+        let mut i = 0u64;
+        while body.len() < 3 * PIECE_BYTES as usize + 100 {
+            let pad = (i * 7919 % 300) as usize;
+            body.extend(format!("{i} {}\n", "x".repeat(pad)).into_bytes());
+            i += 1;
+        }
+        // A line that ends exactly at a piece's end: the next one starts the next piece.
+        let at = 2 * PIECE_BYTES as usize;
+        body[at - 1] = b'\n';
+        let parts = cut(Bytes::from(body.clone()));
+        let size = body.len() as u64;
+        let object = object(size, Location::File("f".into()));
+        let expected: Vec<Part> = object.parts();
+        assert_eq!(
+            parts.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
+            expected
+        );
+        let starts_in = |range: &std::ops::Range<u64>| -> Vec<u8> {
+            // The oracle: each line kept by the piece its first byte is in.
+            let mut out = Vec::new();
+            let mut start = 0;
+            for line in body.split_inclusive(|&b| b == b'\n') {
+                if range.contains(&start) {
+                    out.extend_from_slice(line);
+                }
+                start += line.len() as u64;
+            }
+            out
+        };
+        for (part, lines) in &parts {
+            let Part::Piece(range) = part else {
+                panic!("{part:?}")
+            };
+            assert_eq!(&lines[..], &starts_in(range)[..], "{range:?}");
+        }
+        assert_eq!(
+            parts
+                .iter()
+                .flat_map(|(_, l)| l.to_vec())
+                .collect::<Vec<_>>(),
+            body
+        );
+        let small = Bytes::from(vec![b'\n'; 2 * PIECE_BYTES as usize - 1]);
+        assert!(matches!(&cut(small)[..], [(Part::Whole, _)]));
+        let mut gzip = vec![0u8; 3 * PIECE_BYTES as usize];
+        gzip[..2].copy_from_slice(&decode::GZIP_MAGIC);
+        assert!(matches!(&cut(Bytes::from(gzip))[..], [(Part::Whole, _)]));
     }
 }
