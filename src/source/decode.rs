@@ -169,15 +169,16 @@ impl<'a> Inflating<'a> {
                 Ok(true) if self.start + text.len() as u64 > self.most() => {
                     break Some(format!("gzip: inflates past {} MiB", self.most() >> 20));
                 }
-                // Up to a stretch's size, and on to a line's end.
-                Ok(true) => match memchr::memrchr(b'\n', text) {
-                    Some(end) if text.len() >= STRETCH => {
+                // Up to a stretch's size (a file of many small members takes many
+                // turns: not looked through each time), and on to a line's end.
+                Ok(true) if text.len() < STRETCH => {}
+                Ok(true) => {
+                    if let Some(end) = memchr::memrchr(b'\n', text) {
                         self.tail.extend_from_slice(&text[end + 1..]);
                         text.truncate(end + 1);
                         return Some(self.stretch(text, None));
                     }
-                    _ => {}
-                },
+                }
             }
         };
         self.done = true;
@@ -272,6 +273,14 @@ mod tests {
         assert!(d.error.is_none());
         let plain = decode(b"{}\n", &mut scratch);
         assert_eq!(plain.data, b"{}\n");
+        // Many small members (a receiver appending to a file), several stretches long.
+        let lines: Vec<Vec<u8>> = (0..3000)
+            .map(|i| format!("{i:01000}\n").into_bytes())
+            .collect();
+        let many: Vec<u8> = lines.iter().flat_map(|l| gzip(l)).collect();
+        let d = decode(&many, &mut scratch);
+        assert_eq!(d.error, None);
+        assert_eq!(d.data, lines.concat());
     }
 
     #[test]
