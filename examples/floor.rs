@@ -10,7 +10,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bsp_status_loader::pipeline;
-use bsp_status_loader::source::{Fetched, Source, Text, Waited, decode_part};
+use bsp_status_loader::source::{
+    Fetched, Inflating, Source, Text, Waited, decode_part, inflate_file,
+};
 
 /// Files read ahead after a read that waited for the disk: a hand-over's most.
 const READ_AHEAD: usize = 16;
@@ -35,7 +37,7 @@ fn main() -> anyhow::Result<()> {
                     ends += memchr::memchr_iter(b'\n', text).count() as u64;
                 };
                 while let Some((object, part)) = parts.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let Ok((Fetched::Body(raw), waited)) = source.read(object, part) else {
+                    let Ok((fetched, waited)) = source.read(object, part) else {
                         continue;
                     };
                     // Files coming from the disk: the next ones are read ahead, as
@@ -51,14 +53,18 @@ fn main() -> anyhow::Result<()> {
                             .flatten()
                             .for_each(|(o, part)| source.read_ahead(o, part));
                     }
-                    match decode_part(&raw, part, &mut scratch) {
-                        Text::Whole(text) => count(text),
-                        // A large gzip file: inflated a stretch at a time, as `resolve` does.
-                        Text::Stretches(mut inflating) => {
-                            while inflating.next_stretch(&mut stretch).is_some() {
-                                count(&stretch);
+                    match fetched {
+                        Fetched::Body(raw) => match decode_part(&raw, part, &mut scratch) {
+                            Text::Whole(text) => count(text),
+                            Text::Stretches(inflating) => {
+                                stretches(inflating, &mut stretch, &mut count)
                             }
-                        }
+                        },
+                        Fetched::Gzip(file) => match inflate_file(file) {
+                            Ok(inflating) => stretches(inflating, &mut stretch, &mut count),
+                            Err(_) => continue,
+                        },
+                        Fetched::Unreadable(_) => continue,
                     }
                 }
                 let mut t = totals.lock().expect("no panics while locked");
@@ -73,4 +79,15 @@ fn main() -> anyhow::Result<()> {
         objects.len()
     );
     Ok(())
+}
+
+/// A large gzip file, inflated a stretch at a time as `resolve` does.
+fn stretches<R: std::io::BufRead>(
+    mut inflating: Inflating<R>,
+    stretch: &mut Vec<u8>,
+    mut count: impl FnMut(&[u8]),
+) {
+    while inflating.next_stretch(stretch).is_some() {
+        count(stretch);
+    }
 }

@@ -5,7 +5,9 @@ use super::{ReadResult, Routing};
 use crate::batch::{DeadLetter, Reason as Lost};
 use crate::callback::{self, Event, Reason, Sink};
 use crate::resolve::{Prepared, Resolved};
-use crate::source::{self, ObjectRef, Part, Stretch, Text};
+use std::io::BufRead;
+
+use crate::source::{self, Inflating, ObjectRef, Part, Stretch, Text};
 
 /// Events are folded this many events after they come (see `Fold::prepare`).
 const LOOKAHEAD: usize = 8;
@@ -197,13 +199,23 @@ pub fn parse_object(
     scratch: &mut Vec<u8>,
     stretches: &mut impl Stretches,
 ) -> anyhow::Result<()> {
-    let mut inflating = match source::decode_part(raw, part, scratch) {
+    match source::decode_part(raw, part, scratch) {
         Text::Whole(data) => {
             parse_text(read, routing, object, part, data, None);
-            return Ok(());
+            Ok(())
         }
-        Text::Stretches(inflating) => inflating,
-    };
+        Text::Stretches(inflating) => parse_stretches(read, routing, object, inflating, stretches),
+    }
+}
+
+/// Parses a large gzip object a stretch at a time (see `parse_object`).
+pub fn parse_stretches(
+    read: &mut ReadResult,
+    routing: &Routing,
+    object: &ObjectRef,
+    mut inflating: Inflating<impl BufRead>,
+    stretches: &mut impl Stretches,
+) -> anyhow::Result<()> {
     let mut text = Vec::new();
     while let Some(Stretch { start, error }) = inflating.next_stretch(&mut text) {
         let piece = Part::Piece(start..start + text.len() as u64);

@@ -433,6 +433,7 @@ mod tests {
         let mut zipped = GzEncoder::new(Vec::new(), Compression::fast());
         zipped.write_all(&text).unwrap();
         let zipped = zipped.finish().unwrap();
+        assert!(zipped.len() as u64 >= 2 * crate::source::READ_GZIP_AS_INFLATED_FROM);
         let cut = &zipped[..zipped.len() / 2];
         let routing = two_organizations();
         let read_one = |body: &[u8]| {

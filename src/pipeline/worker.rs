@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 
-use super::file::{Stretches, parse_object, unreadable_object};
+use super::file::{Stretches, parse_object, parse_stretches, unreadable_object};
 use super::pending::{FailOnPanic, Pending};
 use super::{ReadResult, Routing};
 use crate::resolve::spill::{Spill, SpillWriter};
@@ -41,7 +41,7 @@ impl Item {
             Fetched::Body(raw) => (source::cut(raw).into_iter())
                 .map(|(part, raw)| (part, Some(Fetched::Body(raw))))
                 .collect(),
-            unreadable => vec![(Part::Whole, Some(unreadable))],
+            other => vec![(Part::Whole, Some(other))],
         };
         Item::each_part(object, parts)
     }
@@ -166,24 +166,23 @@ impl Worker {
                 (fetched, from_disk)
             }
         };
+        let mut stretches = Handing {
+            worker: self,
+            object,
+            writer,
+        };
+        let routing = &self.routing;
         match fetched {
             Fetched::Body(raw) => {
-                let mut stretches = Handing {
-                    worker: self,
-                    object,
-                    writer,
-                };
-                parse_object(
-                    result,
-                    &self.routing,
-                    object,
-                    part,
-                    &raw,
-                    scratch,
-                    &mut stretches,
-                )?
+                parse_object(result, routing, object, part, &raw, scratch, &mut stretches)?
             }
-            Fetched::Unreadable(why) => unreadable_object(result, &self.routing, object, part, why),
+            Fetched::Gzip(file) => match source::inflate_file(file) {
+                Ok(inflating) => {
+                    parse_stretches(result, routing, object, inflating, &mut stretches)?
+                }
+                Err(e) => unreadable_object(result, routing, object, part, e.to_string()),
+            },
+            Fetched::Unreadable(why) => unreadable_object(result, routing, object, part, why),
         }
         Ok(from_disk)
     }

@@ -3,7 +3,8 @@
 //! time (`Inflating`), so no object is held inflated and its stretches can be
 //! parsed on every thread.
 
-use std::io::Read;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
 
 use flate2::bufread::GzDecoder;
 
@@ -34,6 +35,14 @@ const INFLATE_WHOLE_BELOW: usize = 1 << 20;
 #[cfg(test)]
 const STRETCH: usize = 256 << 10;
 
+/// A folder's gzip file of this many bytes or more is read as it is inflated, not
+/// read whole first (`local::read`); it is read this much at a time.
+#[cfg(not(test))]
+pub const READ_GZIP_AS_INFLATED_FROM: u64 = super::PIECE_BYTES;
+#[cfg(test)]
+pub const READ_GZIP_AS_INFLATED_FROM: u64 = 256 << 10;
+const READ_BUFFER: usize = 256 << 10;
+
 /// A scratch buffer kept between files is cut back to this, so one large file does
 /// not hold its memory for the rest of the run.
 const KEEP_SCRATCH: usize = 16 << 20;
@@ -51,7 +60,7 @@ pub enum Text<'a> {
     /// gzip object inflated whole.
     Whole(&'a [u8]),
     /// A gzip object to inflate a stretch at a time.
-    Stretches(Inflating<'a>),
+    Stretches(Inflating<&'a [u8]>),
 }
 
 /// Decodes `part` of an object: as `decode` from a file's start; a later piece
@@ -60,7 +69,7 @@ pub fn decode_part<'a>(raw: &'a [u8], part: &Part, scratch: &'a mut Vec<u8>) -> 
     match kind(raw, part, scratch) {
         Kind::Plain => Text::Whole(raw),
         Kind::Inflated => Text::Whole(scratch),
-        Kind::Large => Text::Stretches(Inflating::new(raw)),
+        Kind::Large => Text::Stretches(Inflating::new(raw, raw.len() as u64)),
     }
 }
 
@@ -79,7 +88,7 @@ pub fn decode<'a>(raw: &'a [u8], scratch: &'a mut Vec<u8>) -> Decoded<'a> {
                 error: None,
             };
         }
-        Kind::Large => Inflating::new(raw),
+        Kind::Large => Inflating::new(raw, raw.len() as u64),
     };
     let (mut stretch, mut error) = (Vec::new(), None);
     while let Some(next) = inflating.next_stretch(&mut stretch) {
@@ -119,6 +128,15 @@ fn kind(raw: &[u8], part: &Part, scratch: &mut Vec<u8>) -> Kind {
     }
 }
 
+/// A folder's large gzip file (`Fetched::Gzip`), read as it is inflated.
+pub fn inflate_file(file: File) -> std::io::Result<Inflating<BufReader<File>>> {
+    let size = file.metadata()?.len();
+    Ok(Inflating::new(
+        BufReader::with_capacity(READ_BUFFER, file),
+        size,
+    ))
+}
+
 /// Where a stretch of an object's text starts in it, and why inflating stopped
 /// after it, if it stopped early.
 pub struct Stretch {
@@ -127,13 +145,14 @@ pub struct Stretch {
 }
 
 /// A gzip object being inflated a stretch of whole lines at a time, every member
-/// in turn. Zero bytes after the last member are padding (tape blocks,
-/// preallocated files), which gzip(1) ignores too.
-pub struct Inflating<'a> {
+/// in turn, from its bytes in memory or a file read as it goes (`R`). Zero bytes
+/// after the last member are padding (tape blocks, preallocated files), which
+/// gzip(1) ignores too.
+pub struct Inflating<R> {
     raw_len: u64,
-    /// The members not yet begun, and the one being inflated.
-    rest: &'a [u8],
-    member: Option<Box<GzDecoder<&'a [u8]>>>,
+    /// The members not yet begun (None while one is being inflated), and that one.
+    rest: Option<R>,
+    member: Option<Box<GzDecoder<R>>>,
     /// Where the next stretch starts in the text, and the part of a line inflated
     /// past the last stretch's end, which begins it.
     start: u64,
@@ -141,11 +160,12 @@ pub struct Inflating<'a> {
     done: bool,
 }
 
-impl<'a> Inflating<'a> {
-    fn new(raw: &'a [u8]) -> Self {
+impl<R: BufRead> Inflating<R> {
+    /// Inflates `raw`, an object of `raw_len` bytes.
+    pub fn new(raw: R, raw_len: u64) -> Self {
         Inflating {
-            raw_len: raw.len() as u64,
-            rest: raw,
+            raw_len,
+            rest: Some(raw),
             member: None,
             start: 0,
             tail: Vec::new(),
@@ -206,11 +226,13 @@ impl<'a> Inflating<'a> {
 
     /// Appends what inflates next to `text`: false once every member is read.
     fn inflate(&mut self, text: &mut Vec<u8>) -> std::io::Result<bool> {
-        let member = match &mut self.member {
-            Some(member) => member,
-            // Cheap: the first byte of a next member is not zero.
-            None if self.rest.iter().all(|&b| b == 0) => return Ok(false),
-            None => self.member.insert(Box::new(GzDecoder::new(self.rest))),
+        let member = match (&mut self.member, self.rest.take()) {
+            (Some(member), _) => member,
+            (None, Some(mut rest)) => match past_padding(&mut rest)? {
+                true => self.member.insert(Box::new(GzDecoder::new(rest))),
+                false => return Ok(false),
+            },
+            (None, None) => return Ok(false),
         };
         // A stretch's worth; a line longer than that, as much again each time (so
         // looking for its end reads it a bounded number of times).
@@ -223,9 +245,31 @@ impl<'a> Inflating<'a> {
         if read < want {
             // The member's end: its trailer is checked; the next one follows.
             let member = self.member.take().expect("being read");
-            self.rest = member.into_inner();
+            self.rest = Some(member.into_inner());
         }
         Ok(true)
+    }
+}
+
+/// Whether another member follows in `rest`: false at its end, or after zero bytes
+/// up to it (padding); zero bytes before anything else are damage.
+fn past_padding(rest: &mut impl BufRead) -> std::io::Result<bool> {
+    let mut padded = false;
+    loop {
+        let buf = rest.fill_buf()?;
+        let (len, zeros) = (buf.len(), buf.iter().take_while(|&&b| b == 0).count());
+        if len == 0 {
+            return Ok(false);
+        }
+        if zeros < len {
+            if padded || zeros > 0 {
+                let what = "bytes after zero padding, not a gzip member";
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, what));
+            }
+            return Ok(true);
+        }
+        rest.consume(zeros);
+        padded = true;
     }
 }
 

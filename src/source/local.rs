@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 
-use super::decode::GZIP_MAGIC;
+use super::decode::{GZIP_MAGIC, READ_GZIP_AS_INFLATED_FROM};
 use super::{Fetched, Location, ObjectRef, Part};
 
 /// Every file below `root` whose name is not before `start` (following links; a
@@ -193,7 +193,7 @@ fn open_for_reading(path: &Path) -> std::io::Result<std::fs::File> {
 /// waited for the disk (`read_noting_disk`).
 pub fn read(path: &Path, part: &Part) -> Result<(Fetched, Waited)> {
     match read_regular(path, part) {
-        Ok(Some((body, waited))) => Ok((Fetched::Body(body), waited)),
+        Ok(Some(read)) => Ok(read),
         // A FIFO or a device would block or never end.
         Ok(None) => Ok((
             Fetched::Unreadable("not a regular file".into()),
@@ -217,9 +217,10 @@ pub enum Waited {
     Unknown,
 }
 
-/// The bytes of `part` of the file at `path`, or None when it is not a regular
-/// file. Asked of the open file, one path walk a file.
-fn read_regular(path: &Path, part: &Part) -> std::io::Result<Option<(Bytes, Waited)>> {
+/// The bytes of `part` of the file at `path` (a large gzip file's start: the file,
+/// to be read as it is inflated), or None when it is not a regular file. Asked of
+/// the open file, one path walk a file.
+fn read_regular(path: &Path, part: &Part) -> std::io::Result<Option<(Fetched, Waited)>> {
     let mut file = match open_for_reading(path) {
         Ok(file) => file,
         // A socket cannot even be opened.
@@ -231,13 +232,20 @@ fn read_regular(path: &Path, part: &Part) -> std::io::Result<Option<(Bytes, Wait
         return Ok(None);
     }
     let mut body = Vec::new();
+    let body_of = |bytes, waited| Ok(Some((Fetched::Body(bytes), waited)));
+    // A small whole file is not asked: decoding sniffs it.
+    let large = meta.len() >= READ_GZIP_AS_INFLATED_FROM;
+    let gzip = (large || matches!(part, Part::Piece(_))) && is_gzip(&file)?;
     let range = match part {
-        Part::Piece(range) if !is_gzip(&file)? => range,
+        _ if gzip && large && part.is_first() => {
+            return Ok(Some((Fetched::Gzip(file), Waited::Unknown)));
+        }
+        Part::Piece(range) if !gzip => range,
         // Not cut: the first piece is all of it, the others nothing.
-        Part::Piece(range) if range.start > 0 => return Ok(Some((Bytes::new(), Waited::No))),
+        Part::Piece(range) if range.start > 0 => return body_of(Bytes::new(), Waited::No),
         _ => {
             let waited = read_noting_disk(&mut file, meta.len(), u64::MAX, &mut body)?;
-            return Ok(Some((Bytes::from(body), waited)));
+            return body_of(Bytes::from(body), waited);
         }
     };
     // From the byte before: a line starts at `range.start` if that byte ends one.
@@ -251,7 +259,7 @@ fn read_regular(path: &Path, part: &Part) -> std::io::Result<Option<(Bytes, Wait
         0 => 0,
         _ => memchr::memchr(b'\n', &body).map_or(body.len(), |i| i + 1),
     };
-    Ok(Some((Bytes::from(body).slice(skip..), waited)))
+    body_of(Bytes::from(body).slice(skip..), waited)
 }
 
 /// Reads on until `body` ends with a whole line (or the file ends).
@@ -515,7 +523,7 @@ mod tests {
 
     /// A gzip file cannot be cut: its first piece is all of it, the others empty.
     #[test]
-    fn a_gzip_file_is_read_whole_by_its_first_piece() {
+    fn a_gzip_file_is_read_whole_by_its_first_piece_and_a_large_one_as_it_is_inflated() {
         use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.ndjson.gz");
@@ -527,6 +535,31 @@ mod tests {
         let pieces = pieces(&path, &[10, 20]);
         assert_eq!(&pieces[0][..], &raw[..]);
         assert!(pieces[1].is_empty() && pieces[2].is_empty());
+        // A large one is handed over open, whole or as its first piece, to be read
+        // as it is inflated; its later pieces are nothing.
+        let text: Vec<u8> = (0..600_000u64)
+            .flat_map(|i| format!("{{\"a\":{}}}\n", i * 2_654_435_761 % 1_000_003).into_bytes())
+            .collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&text).unwrap();
+        let raw = gz.finish().unwrap();
+        assert!(raw.len() as u64 >= READ_GZIP_AS_INFLATED_FROM);
+        std::fs::write(&path, &raw).unwrap();
+        let size = raw.len() as u64;
+        for part in [Part::Whole, Part::Piece(0..size / 2)] {
+            let (Fetched::Gzip(file), _) = read(&path, &part).unwrap() else {
+                panic!("{part:?}: not read as it is inflated")
+            };
+            let mut inflating = crate::source::inflate_file(file).unwrap();
+            let (mut stretch, mut inflated) = (Vec::new(), Vec::new());
+            while let Some(next) = inflating.next_stretch(&mut stretch) {
+                assert_eq!(next.error, None);
+                inflated.extend_from_slice(&stretch);
+            }
+            assert_eq!(inflated, text);
+        }
+        let (later, _) = read(&path, &Part::Piece(size / 2..u64::MAX)).unwrap();
+        assert!(matches!(later, Fetched::Body(b) if b.is_empty()));
     }
 
     /// A folder reached twice (by its name and by a link) is listed once, and a

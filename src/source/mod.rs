@@ -16,7 +16,10 @@ use bytes::Bytes;
 
 use crate::error::UsageError;
 
-pub use decode::{Decoded, Inflating, MAX_INFLATED, Stretch, Text, decode, decode_part, lines};
+pub use decode::{
+    Decoded, Inflating, MAX_INFLATED, READ_GZIP_AS_INFLATED_FROM, Stretch, Text, decode,
+    decode_part, inflate_file, lines,
+};
 pub use local::Waited;
 
 /// One object to read, identified by name and generation (or its nearest
@@ -114,6 +117,9 @@ pub enum Location {
 #[derive(Debug)]
 pub enum Fetched {
     Body(Bytes),
+    /// A folder's large gzip file, open at its start: inflated as it is read
+    /// (`decode::inflate_file`), never held in memory whole.
+    Gzip(std::fs::File),
     Unreadable(String),
 }
 
