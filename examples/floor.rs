@@ -87,7 +87,7 @@ fn stretches<R: std::io::BufRead>(
     stretch: &mut Vec<u8>,
     mut count: impl FnMut(&[u8]),
 ) {
-    while inflating.next_stretch(stretch).is_some() {
+    while let Ok(Some(_)) = inflating.next_stretch(stretch) {
         count(stretch);
     }
 }

@@ -7,6 +7,8 @@ use crate::callback::{self, Event, Reason, Sink};
 use crate::resolve::{Prepared, Resolved};
 use std::io::BufRead;
 
+use anyhow::Context;
+
 use crate::source::{self, Inflating, ObjectRef, Part, Stretch, Text};
 
 /// Events are folded this many events after they come (see `Fold::prepare`).
@@ -217,7 +219,10 @@ pub fn parse_stretches(
     stretches: &mut impl Stretches,
 ) -> anyhow::Result<()> {
     let mut text = Vec::new();
-    while let Some(Stretch { start, error }) = inflating.next_stretch(&mut text) {
+    let failed = || format!("reading {:?}", object.name);
+    while let Some(Stretch { start, error }) =
+        inflating.next_stretch(&mut text).with_context(failed)?
+    {
         let piece = Part::Piece(start..start + text.len() as u64);
         if start > 0 && error.is_none() && stretches.offer(&piece, &mut text) {
             continue;

@@ -91,7 +91,8 @@ pub fn decode<'a>(raw: &'a [u8], scratch: &'a mut Vec<u8>) -> Decoded<'a> {
         Kind::Large => Inflating::new(raw, raw.len() as u64),
     };
     let (mut stretch, mut error) = (Vec::new(), None);
-    while let Some(next) = inflating.next_stretch(&mut stretch) {
+    let read = "bytes in memory are read without I/O errors";
+    while let Some(next) = inflating.next_stretch(&mut stretch).expect(read) {
         scratch.extend_from_slice(&stretch);
         error = next.error;
     }
@@ -176,14 +177,21 @@ impl<R: BufRead> Inflating<R> {
     /// Inflates the next stretch into `text` (what it held is dropped): whole lines,
     /// but for the last one's, which may lack its line end. An object yields one
     /// stretch at least (empty, if it inflates to nothing); None after the last.
-    pub fn next_stretch(&mut self, text: &mut Vec<u8>) -> Option<Stretch> {
+    /// Damage ends the last stretch (its `error`); a file that cannot be read (an
+    /// I/O error, which a rerun may not meet) is `Err`.
+    pub fn next_stretch(&mut self, text: &mut Vec<u8>) -> std::io::Result<Option<Stretch>> {
         if self.done {
-            return None;
+            return Ok(None);
         }
         text.clear();
         text.append(&mut self.tail);
         let error = loop {
             match self.inflate(text) {
+                // The reader's own (a file's), passed on as it is by the decoder.
+                Err(e) if e.raw_os_error().is_some() => {
+                    self.done = true;
+                    return Err(e);
+                }
                 Err(e) => break Some(format!("gzip: {e}")),
                 Ok(false) => break None,
                 Ok(true) if self.start + text.len() as u64 > self.most() => {
@@ -196,7 +204,7 @@ impl<R: BufRead> Inflating<R> {
                     if let Some(end) = memchr::memrchr(b'\n', text) {
                         self.tail.extend_from_slice(&text[end + 1..]);
                         text.truncate(end + 1);
-                        return Some(self.stretch(text, None));
+                        return Ok(Some(self.stretch(text, None)));
                     }
                 }
             }
@@ -209,7 +217,7 @@ impl<R: BufRead> Inflating<R> {
             let whole = memchr::memrchr(b'\n', text).map_or(0, |i| i + 1);
             text.truncate(whole);
         }
-        Some(self.stretch(text, error))
+        Ok(Some(self.stretch(text, error)))
     }
 
     /// The stretch `text` is, the next one starting after it.
@@ -426,7 +434,7 @@ mod tests {
             panic!("a large object is inflated in stretches")
         };
         let (mut text, mut joined, mut count) = (Vec::new(), Vec::new(), 0);
-        while let Some(stretch) = inflating.next_stretch(&mut text) {
+        while let Some(stretch) = inflating.next_stretch(&mut text).unwrap() {
             assert_eq!(stretch.start, joined.len() as u64);
             assert_eq!(stretch.error, None);
             if joined.len() + text.len() < body.len() {
@@ -445,6 +453,44 @@ mod tests {
         ));
         let later = Part::Piece(8..16);
         assert!(matches!(decode_part(&raw, &later, &mut Vec::new()), Text::Whole(r) if r == raw));
+    }
+
+    /// A file that cannot be read on (an I/O error) is an error for the run, which a
+    /// rerun retries, not the object's damage (a dead letter for good).
+    #[test]
+    fn an_io_error_while_inflating_is_not_damage() {
+        struct Failing<'a>(&'a [u8]);
+        impl Read for Failing<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                match self.0.is_empty() {
+                    true => Err(std::io::Error::from_raw_os_error(5)), // EIO
+                    false => self.0.read(buf),
+                }
+            }
+        }
+        let text: Vec<u8> = (0..100_000)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect();
+        let zipped = gzip(&text);
+        let half = &zipped[..zipped.len() / 2];
+        let mut failing = Inflating::new(BufReader::new(Failing(half)), zipped.len() as u64);
+        let mut stretch = Vec::new();
+        let failed = loop {
+            match failing.next_stretch(&mut stretch) {
+                Ok(Some(next)) => assert_eq!(next.error, None),
+                Ok(None) => panic!("ended without an error"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(failed.raw_os_error(), Some(5));
+        assert!(failing.next_stretch(&mut stretch).unwrap().is_none());
+        // The same bytes cut short in memory: damage, the last stretch's error.
+        let mut cut = Inflating::new(half, zipped.len() as u64);
+        let mut errors = Vec::new();
+        while let Some(next) = cut.next_stretch(&mut stretch).unwrap() {
+            errors.push(next.error);
+        }
+        assert!(errors.last().unwrap().is_some());
     }
 
     #[test]

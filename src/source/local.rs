@@ -552,7 +552,7 @@ mod tests {
             };
             let mut inflating = crate::source::inflate_file(file).unwrap();
             let (mut stretch, mut inflated) = (Vec::new(), Vec::new());
-            while let Some(next) = inflating.next_stretch(&mut stretch) {
+            while let Some(next) = inflating.next_stretch(&mut stretch).unwrap() {
                 assert_eq!(next.error, None);
                 inflated.extend_from_slice(&stretch);
             }
