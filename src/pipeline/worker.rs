@@ -68,6 +68,7 @@ impl Item {
         }
     }
 }
+
 /// Shared by the workers; the lock is held only while waiting for the next hand-over.
 pub(super) type Queue = Arc<Mutex<tokio::sync::mpsc::Receiver<Work>>>;
 
