@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 
 use super::decode::{GZIP_MAGIC, READ_GZIP_AS_INFLATED_FROM};
-use super::{Fetched, Location, ObjectRef, Part};
+use super::{Fetched, Location, ObjectRef, Part, line_start};
 
 /// Every file below `root` whose name is not before `start` (following links; a
 /// dangling link is listed too, and read as unreadable), or only `root/only`.
@@ -255,10 +255,8 @@ fn read_regular(path: &Path, part: &Part) -> std::io::Result<Option<(Fetched, Wa
     let size = wanted.min(meta.len().saturating_sub(from));
     let waited = read_noting_disk(&mut file, size, wanted, &mut body)?;
     finish_last_line(&mut file, &mut body)?;
-    let skip = match range.start {
-        0 => 0,
-        _ => memchr::memchr(b'\n', &body).map_or(body.len(), |i| i + 1),
-    };
+    // `body` starts at `from`: the first line in it that starts at `range.start` or later.
+    let skip = line_start(&body, (range.start - from) as usize);
     body_of(Bytes::from(body).slice(skip..), waited)
 }
 

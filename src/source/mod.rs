@@ -65,18 +65,34 @@ impl ObjectRef {
     /// The last piece runs to the file's end, wherever that is when it is read.
     pub fn parts(&self) -> Vec<Part> {
         match self.location {
-            Location::File(_) if self.size >= 2 * PIECE_BYTES => pieces(self.size).collect(),
+            Location::File(_) if in_pieces(self.size) => {
+                pieces(self.size).map(Part::Piece).collect()
+            }
             _ => vec![Part::Whole],
         }
     }
 }
 
+/// Whether an object of `size` bytes is read in pieces: once it has two.
+fn in_pieces(size: u64) -> bool {
+    size >= 2 * PIECE_BYTES
+}
+
 /// The pieces of an object of `size` bytes: from 0, `PIECE_BYTES` each, the last
 /// open-ended.
-fn pieces(size: u64) -> impl Iterator<Item = Part> {
+fn pieces(size: u64) -> impl Iterator<Item = Range<u64>> {
     let starts = (0..size).step_by(PIECE_BYTES as usize);
     let ends = starts.clone().skip(1).chain([u64::MAX]);
-    starts.zip(ends).map(|(s, e)| Part::Piece(s..e))
+    starts.zip(ends).map(|(s, e)| s..e)
+}
+
+/// Where the first line of `text` that starts at or after `at` starts (its end if
+/// none does): a line starts at 0 and after each line end.
+fn line_start(text: &[u8], at: usize) -> usize {
+    match at.min(text.len()) {
+        0 => 0,
+        at => memchr::memchr(b'\n', &text[at - 1..]).map_or(text.len(), |i| at + i),
+    }
 }
 
 /// A fetched body in the parts a folder's file of its size is read in, so a large
@@ -85,21 +101,14 @@ fn pieces(size: u64) -> impl Iterator<Item = Part> {
 /// else whole (gzip is inflated a stretch at a time instead, see `decode`).
 pub fn cut(body: Bytes) -> Vec<(Part, Bytes)> {
     let size = body.len() as u64;
-    if size < 2 * PIECE_BYTES || body.starts_with(&decode::GZIP_MAGIC) {
+    if !in_pieces(size) || body.starts_with(&decode::GZIP_MAGIC) {
         return vec![(Part::Whole, body)];
     }
-    // Where the first line that starts at or after `at` starts.
-    let line_start = |at: u64| match at.min(size) as usize {
-        0 => 0,
-        at => memchr::memchr(b'\n', &body[at - 1..]).map_or(body.len(), |i| at + i),
-    };
+    let line_start = |at: u64| line_start(&body, usize::try_from(at).unwrap_or(usize::MAX));
     pieces(size)
-        .map(|part| {
-            let Part::Piece(range) = &part else {
-                unreachable!("pieces are pieces")
-            };
+        .map(|range| {
             let lines = body.slice(line_start(range.start)..line_start(range.end));
-            (part, lines)
+            (Part::Piece(range), lines)
         })
         .collect()
 }
